@@ -1,0 +1,399 @@
+"""Every statement the outbox runs. Callers get functions, never queries.
+
+States::
+
+    queued ──claim──▶ (leased) ──synced──▶ synced
+      ▲                  │
+      │                  ├─retryable──▶ retrying ──(due)──▶ claimable again
+      │                  ├─permanent / attempts exhausted──▶ dead
+      │                  └─unplaceable──▶ quarantined
+      └──────────── replay (dead, quarantined) ◀─────────┘
+
+A claim is a lease: a random token and an expiry written on the row. Only the
+token's holder may settle the event (fencing); once the lease expires another
+worker may claim it, which changes the token. Events of one ``key`` are handed
+out strictly one at a time, oldest first.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from outbox.exceptions import EventNotFound, LeaseLost
+from outbox.retry import RetryPolicy
+from outbox.schema import events
+
+QUEUED = "queued"
+RETRYING = "retrying"
+SYNCED = "synced"
+DEAD = "dead"
+QUARANTINED = "quarantined"
+SUPERSEDED = "superseded"
+STATES = (QUEUED, RETRYING, SYNCED, DEAD, QUARANTINED, SUPERSEDED)
+PENDING = (QUEUED, RETRYING)
+REPLAYABLE = (DEAD, QUARANTINED)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One stored event as the outbox sees it."""
+
+    id: str
+    seq: int
+    key: str
+    kind: str
+    payload: dict[str, Any]
+    webhook_id: str | None
+    state: str
+    attempts: int
+    last_error: str | None
+    result: dict[str, Any] | None
+    snapshot_at: datetime
+    received_at: datetime
+    synced_at: datetime | None
+    next_attempt_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Event:
+        m = row._mapping
+        return cls(
+            id=m["id"],
+            seq=m["seq"],
+            key=m["key"],
+            kind=m["kind"],
+            payload=json.loads(m["payload"]),
+            webhook_id=m["webhook_id"],
+            state=m["state"],
+            attempts=m["attempts"],
+            last_error=m["last_error"],
+            result=json.loads(m["result"]) if m["result"] else None,
+            snapshot_at=_utc(m["snapshot_at"]),  # type: ignore[arg-type]
+            received_at=_utc(m["received_at"]),  # type: ignore[arg-type]
+            synced_at=_utc(m["synced_at"]),
+            next_attempt_at=_utc(m["next_attempt_at"]),  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An event handed to a worker, with the token that fences its settle."""
+
+    event: Event
+    token: str
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """What ``enqueue`` stores; ``webhook_id`` and (``key``, ``body_hash``) dedupe."""
+
+    key: str
+    kind: str
+    payload: dict[str, Any]
+    body_hash: str
+    snapshot_at: datetime
+    webhook_id: str | None = None
+    state: str = QUEUED
+    last_error: str | None = None
+
+
+class OutboxStore:
+    """The outbox on one SQLAlchemy engine (SQLite or PostgreSQL)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.engine = engine
+        self.retry = retry or RetryPolicy()
+        self.clock = clock
+        self._reader = engine.execution_options(sqlite_begin="DEFERRED")
+        self._dialect = engine.dialect.name
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    # -- writing events -------------------------------------------------------
+
+    def enqueue(self, conn: Connection, new: NewEvent) -> tuple[Event, bool]:
+        """Store ``new`` unless it is a repeat; returns (the event, whether it is new).
+
+        A repeat is an event with the same ``webhook_id``, or the same
+        ``body_hash`` for the same ``key``; the first one is returned as is.
+        """
+        now = self.clock()
+        values = {
+            "id": uuid.uuid4().hex,
+            "key": new.key,
+            "kind": new.kind,
+            "payload": json.dumps(new.payload, sort_keys=True, separators=(",", ":")),
+            "webhook_id": new.webhook_id,
+            "body_hash": new.body_hash,
+            "snapshot_at": new.snapshot_at,
+            "state": new.state,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "last_error": new.last_error,
+            "received_at": now,
+            "updated_at": now,
+        }
+        stmt = self._insert().values(**values).on_conflict_do_nothing().returning(events)
+        row = conn.execute(stmt).first()
+        if row is not None:
+            return Event.from_row(row), True
+        clauses = [and_(events.c.key == new.key, events.c.body_hash == new.body_hash)]
+        if new.webhook_id is not None:
+            clauses.append(events.c.webhook_id == new.webhook_id)
+        existing = conn.execute(
+            select(events).where(or_(*clauses)).order_by(events.c.seq).limit(1)
+        ).first()
+        if existing is None:  # pragma: no cover - a conflict implies a row
+            raise RuntimeError("insert conflicted but no existing event was found")
+        return Event.from_row(existing), False
+
+    def _insert(self) -> Any:
+        if self._dialect == "postgresql":
+            return postgresql.insert(events)
+        if self._dialect == "sqlite":
+            return sqlite.insert(events)
+        raise NotImplementedError(f"outbox does not support {self._dialect}")
+
+    # -- claiming ---------------------------------------------------------------
+
+    def claim(self, owner: str, *, limit: int, lease_seconds: float) -> list[Claim]:
+        """Lease up to ``limit`` due events, at most one per key, each its key's oldest pending.
+
+        Counts an attempt per claim, so an event that keeps killing its worker
+        still ends dead.
+        """
+        now = self.clock()
+        earlier = events.alias("earlier")
+        no_earlier_pending = ~(
+            select(earlier.c.seq)
+            .where(
+                earlier.c.key == events.c.key,
+                earlier.c.state.in_(PENDING),
+                earlier.c.seq < events.c.seq,
+            )
+            .exists()
+        )
+        query = (
+            select(events.c.seq)
+            .where(
+                events.c.state.in_(PENDING),
+                events.c.next_attempt_at <= now,
+                or_(events.c.lease_expires_at.is_(None), events.c.lease_expires_at <= now),
+                no_earlier_pending,
+            )
+            .order_by(events.c.next_attempt_at, events.c.seq)
+            .limit(limit)
+        )
+        if self._dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        expires = now + timedelta(seconds=lease_seconds)
+        claims: list[Claim] = []
+        with self.transaction() as conn:
+            seqs = list(conn.execute(query).scalars())
+            for seq in seqs:
+                token = uuid.uuid4().hex
+                row = conn.execute(
+                    update(events)
+                    .where(events.c.seq == seq)
+                    .values(
+                        lease_token=token,
+                        lease_owner=owner,
+                        lease_expires_at=expires,
+                        attempts=events.c.attempts + 1,
+                        updated_at=now,
+                    )
+                    .returning(events)
+                ).one()
+                claims.append(Claim(Event.from_row(row), token))
+        return claims
+
+    # -- settling -----------------------------------------------------------------
+
+    def _fenced(self, event_id: str, token: str) -> Any:
+        return and_(
+            events.c.id == event_id,
+            events.c.lease_token == token,
+            events.c.state.in_(PENDING),
+        )
+
+    def _held_attempts(self, conn: Connection, event_id: str, token: str) -> int:
+        """The event's attempt count if ``token`` still holds it, else ``LeaseLost``."""
+        row = conn.execute(select(events.c.attempts).where(self._fenced(event_id, token))).first()
+        if row is None:
+            raise LeaseLost(event_id)
+        return int(row.attempts)
+
+    def mark_synced(
+        self, conn: Connection, event_id: str, token: str, result: dict[str, Any]
+    ) -> None:
+        """Record success on ``conn`` (the caller's transaction); ``LeaseLost`` if fenced out."""
+        now = self.clock()
+        done = conn.execute(
+            update(events)
+            .where(self._fenced(event_id, token))
+            .values(
+                state=SYNCED,
+                result=json.dumps(result, sort_keys=True),
+                synced_at=now,
+                updated_at=now,
+                last_error=None,
+                lease_token=None,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        )
+        if done.rowcount != 1:
+            raise LeaseLost(event_id)
+
+    def mark_failed(
+        self,
+        event_id: str,
+        token: str,
+        error: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+    ) -> Event:
+        """Schedule a retry, or dead-letter when permanent or out of attempts."""
+        now = self.clock()
+        with self.transaction() as conn:
+            attempts = self._held_attempts(conn, event_id, token)
+            if retryable and not self.retry.exhausted(attempts):
+                delay = max(self.retry.delay(attempts), retry_after or 0.0)
+                state, next_at = RETRYING, now + timedelta(seconds=delay)
+            else:
+                state, next_at = DEAD, now
+                if retryable:
+                    error = f"gave up after {attempts} attempts: {error}"
+            return self._set_state(conn, event_id, state, error=error, next_attempt_at=next_at)
+
+    def quarantine(self, event_id: str, token: str, reason: str) -> Event:
+        """Park an event the mapping cannot place; ``replay`` brings it back."""
+        with self.transaction() as conn:
+            self._held_attempts(conn, event_id, token)
+            return self._set_state(conn, event_id, QUARANTINED, error=reason)
+
+    def release(self, event_id: str, token: str) -> None:
+        """Give a claimed event back unprocessed (shutdown); the attempt is not counted."""
+        now = self.clock()
+        with self.transaction() as conn:
+            conn.execute(
+                update(events)
+                .where(self._fenced(event_id, token))
+                .values(
+                    attempts=func.max(events.c.attempts - 1, 0)
+                    if self._dialect == "sqlite"
+                    else func.greatest(events.c.attempts - 1, 0),
+                    lease_token=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    updated_at=now,
+                )
+            )
+
+    def replay(self, event_ids: Sequence[str]) -> list[Event]:
+        """Queue dead or quarantined events again with a fresh attempt count.
+
+        Idempotent: an event already queued, retrying or synced is returned unchanged.
+        """
+        out: list[Event] = []
+        with self.transaction() as conn:
+            for event_id in event_ids:
+                current = self._get(conn, event_id)
+                if current.state in REPLAYABLE:
+                    current = self._set_state(
+                        conn, event_id, QUEUED, error=current.last_error, attempts=0
+                    )
+                out.append(current)
+        return out
+
+    def _set_state(
+        self,
+        conn: Connection,
+        event_id: str,
+        state: str,
+        *,
+        error: str | None = None,
+        next_attempt_at: datetime | None = None,
+        attempts: int | None = None,
+    ) -> Event:
+        now = self.clock()
+        values: dict[str, Any] = {
+            "state": state,
+            "last_error": error,
+            "next_attempt_at": next_attempt_at or now,
+            "updated_at": now,
+            "lease_token": None,
+            "lease_owner": None,
+            "lease_expires_at": None,
+        }
+        if attempts is not None:
+            values["attempts"] = attempts
+        row = conn.execute(
+            update(events).where(events.c.id == event_id).values(**values).returning(events)
+        ).one()
+        return Event.from_row(row)
+
+    # -- reading --------------------------------------------------------------------
+
+    def _get(self, conn: Connection, event_id: str) -> Event:
+        row = conn.execute(select(events).where(events.c.id == event_id)).first()
+        if row is None:
+            raise EventNotFound(event_id)
+        return Event.from_row(row)
+
+    def get(self, event_id: str) -> Event | None:
+        """The event, or ``None``."""
+        with self._reader.connect() as conn:
+            row = conn.execute(select(events).where(events.c.id == event_id)).first()
+        return None if row is None else Event.from_row(row)
+
+    def list(self, state: str | None = None, *, limit: int = 100, offset: int = 0) -> list[Event]:
+        """Events, newest first, optionally of one state."""
+        query = select(events).order_by(events.c.seq.desc()).limit(limit).offset(offset)
+        if state is not None:
+            query = query.where(events.c.state == state)
+        with self._reader.connect() as conn:
+            return [Event.from_row(row) for row in conn.execute(query)]
+
+    def counts(self) -> dict[str, int]:
+        """Number of events in each state (every state present, zeros included)."""
+        query = select(events.c.state, func.count()).group_by(events.c.state)
+        with self._reader.connect() as conn:
+            found = {str(row[0]): int(row[1]) for row in conn.execute(query)}
+        return {state: found.get(state, 0) for state in STATES}
+
+    def oldest_pending_age(self) -> float | None:
+        """Seconds since the oldest pending event was received, or ``None``."""
+        query = select(func.min(events.c.received_at)).where(events.c.state.in_(PENDING))
+        with self._reader.connect() as conn:
+            oldest = _utc(conn.execute(query).scalar())
+        return None if oldest is None else (self.clock() - oldest).total_seconds()
