@@ -1,0 +1,142 @@
+"""The BookMe webhook body (contract §3), validated into a ``Booking``."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
+
+BookingEvent = Literal[
+    "booking.created",
+    "booking.rescheduled",
+    "booking.updated",
+    "booking.cancelled",
+    "booking.no_show",
+]
+
+
+_ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must be an ISO 8601 datetime with an offset or 'Z'")
+    return value
+
+
+class Booking(BaseModel):
+    """One booking snapshot as BookMe sends it; unknown fields are ignored."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+    booking_id: StrictStr = Field(alias="bookingId", min_length=1, max_length=200)
+    event_type: StrictStr = Field(alias="eventType", min_length=1, max_length=200)
+    name: StrictStr = Field(min_length=1, max_length=200)
+    email: EmailStr
+    phone: StrictStr | None = Field(default=None, max_length=100)
+    company: StrictStr | None = Field(default=None, max_length=200)
+    notes: StrictStr | None = Field(default=None, max_length=10_000)
+    scheduled_date: datetime = Field(alias="scheduledDate")
+    duration: StrictInt = Field(ge=1, le=1440)
+    meeting_url: AnyHttpUrl | None = Field(default=None, alias="meetingUrl")
+    source: Literal["bookme"]
+    created_at: datetime | None = Field(default=None, alias="createdAt")
+    event: BookingEvent = "booking.created"
+    updated_at: datetime | None = Field(default=None, alias="updatedAt")
+    timezone: StrictStr | None = None
+    cancellation_reason: StrictStr | None = Field(
+        default=None, alias="cancellationReason", max_length=2000
+    )
+
+    @field_validator("booking_id", "event_type", "name")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+    @field_validator("phone", "company", "notes", "timezone", "cancellation_reason")
+    @classmethod
+    def _blank_optional_is_none(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return value.strip()
+
+    @field_validator("email")
+    @classmethod
+    def _email_trimmed(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("scheduled_date", "created_at", "updated_at", mode="before")
+    @classmethod
+    def _iso_string(cls, value: Any) -> Any:
+        if value is not None and not (isinstance(value, str) and _ISO_DATETIME.match(value)):
+            raise ValueError("must be an ISO 8601 datetime string, e.g. '2027-02-15T10:00:00Z'")
+        return value
+
+    @field_validator("scheduled_date", "created_at", "updated_at")
+    @classmethod
+    def _with_offset(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _aware(value)
+
+    @field_validator("meeting_url", mode="before")
+    @classmethod
+    def _blank_url_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("must be an IANA time zone name, e.g. 'Europe/Stockholm'") from exc
+        return value
+
+    @property
+    def email_key(self) -> str:
+        """The contact identity: the email trimmed and lower-cased."""
+        return self.email.strip().lower()
+
+
+class FieldError(BaseModel):
+    """One entry of a 400 body's ``details``."""
+
+    field: str
+    message: str
+
+
+def validation_details(error: ValidationError) -> list[FieldError]:
+    """Turn pydantic's errors into the contract's ``[{field, message}]``, by wire name."""
+    details: list[FieldError] = []
+    for item in error.errors(include_url=False):
+        field = ".".join(str(part) for part in item["loc"]) or "body"
+        message = item["msg"]
+        if item["type"] == "missing":
+            message = "is required"
+        elif message.startswith("Value error, "):
+            message = message.removeprefix("Value error, ")
+        details.append(FieldError(field=field, message=message))
+    return details
+
+
+def parse_booking(data: Any) -> Booking:
+    """Validate a decoded JSON body; raises pydantic's ``ValidationError``."""
+    return Booking.model_validate(data, by_alias=True)

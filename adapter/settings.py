@@ -1,0 +1,122 @@
+"""The service's one settings object, read from the environment and a ``.env`` file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PLACEHOLDERS = {
+    "changeme",
+    "change-me",
+    "change_me",
+    "secret",
+    "password",
+    "placeholder",
+    "todo",
+    "xxx",
+    "your-secret",
+    "your-secret-here",
+    "your-webhook-secret",
+    "webhook-secret",
+}
+MIN_SECRET_LENGTH = 16
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*s\s*$")
+
+
+def _is_placeholder(value: str) -> bool:
+    lowered = value.strip().lower()
+    return lowered in _PLACEHOLDERS or lowered.startswith(("your-", "your_", "<", "${"))
+
+
+class Settings(BaseSettings):
+    """Contract §2, plus the knobs the contract leaves to us (documented in the README)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    crm_webhook_secret: SecretStr | None = None
+    crm_webhook_signing_secrets: str | None = None
+    database_url: str = "sqlite:///./var/bookme_crm.db"
+    crm_backend: Literal["local", "hubspot"] = "local"
+    hubspot_access_token: SecretStr | None = None
+    hubspot_base_url: str = "https://api.hubapi.com"
+    hubspot_rate_limit: str = "100/10s"
+    mappings_path: Path = Path("mappings/default.yaml")
+    admin_token: SecretStr | None = None
+    sync_wait_ms: int = Field(default=2000, ge=0, le=60_000)
+
+    # Not in the contract: where generated secrets live, and the worker's knobs.
+    data_dir: Path = Path("var")
+    worker_concurrency: int = Field(default=1, ge=1, le=64)
+    worker_batch_size: int = Field(default=20, ge=1, le=100)
+    worker_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    outbox_lease_seconds: float = Field(default=60.0, gt=0)
+    outbox_max_attempts: int = Field(default=15, ge=1)
+    outbox_retry_base_seconds: float = Field(default=5.0, gt=0)
+    outbox_retry_cap_seconds: float = Field(default=3 * 3600.0, gt=0)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    @field_validator("crm_webhook_secret", "admin_token", "hubspot_access_token", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("crm_webhook_secret", "admin_token")
+    @classmethod
+    def _no_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        if _is_placeholder(raw):
+            raise ValueError("is a placeholder; set a real secret")
+        if len(raw) < MIN_SECRET_LENGTH:
+            raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters")
+        return value
+
+    @field_validator("crm_webhook_signing_secrets")
+    @classmethod
+    def _signing_secrets(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for secret in _split(value):
+            if _is_placeholder(secret) or not secret.startswith("whsec_") or len(secret) < 16:
+                raise ValueError("each secret must be a real 'whsec_…' value")
+        return value
+
+    @field_validator("hubspot_rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        if not _RATE.match(value):
+            raise ValueError("must look like '100/10s'")
+        return value
+
+    @model_validator(mode="after")
+    def _hubspot_needs_token(self) -> Settings:
+        if self.crm_backend == "hubspot" and self.hubspot_access_token is None:
+            raise ValueError("HUBSPOT_ACCESS_TOKEN is required when CRM_BACKEND=hubspot")
+        return self
+
+    @property
+    def signing_secrets(self) -> list[str]:
+        """The Standard Webhooks secrets, in the order given."""
+        return _split(self.crm_webhook_signing_secrets or "")
+
+    @property
+    def rate_limit(self) -> tuple[int, float]:
+        """``HUBSPOT_RATE_LIMIT`` as (requests, seconds)."""
+        match = _RATE.match(self.hubspot_rate_limit)
+        assert match is not None
+        return int(match.group(1)), float(match.group(2))
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
