@@ -1,0 +1,389 @@
+"""The mapping file's schema: pydantic models of the YAML, unknown keys are errors.
+
+The root is ``MappingConfig``: ``version``, ``defaults`` (lead, meeting, contact,
+company) and ``event_types``, where each event type overrides the defaults
+field by field and lists its tasks. New optional keys (e.g. a per-event-type
+``lifecycle`` with ``on_cancel``/``on_no_show``/``on_reschedule``) can be added
+later without breaking existing files, which is why ``version`` stays 1 until
+a change is incompatible.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    PrivateAttr,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from adapter.errors import MappingError
+from adapter.mapping.dates import Offset, parse_offset
+from adapter.plan import Priority
+
+TEMPLATE_FIELDS: tuple[str, ...] = (
+    "eventType",
+    "bookingId",
+    "name",
+    "firstName",
+    "lastName",
+    "email",
+    "phone",
+    "company",
+    "notes",
+    "date",
+    "time",
+    "duration",
+    "meetingUrl",
+    "timezone",
+    "cancellationReason",
+)
+"""The placeholders a template may use: the booking's fields, plus derived ones."""
+
+_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+# --- templates ---------------------------------------------------------------
+
+_Piece = tuple[str, str | None]
+"""Literal text, then the placeholder that follows it (``None`` at the end)."""
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    source: str
+    lines: tuple[tuple[_Piece, ...], ...]
+    fields: frozenset[str]
+
+    def render(self, values: Mapping[str, str]) -> str:
+        multi_line = len(self.lines) > 1
+        out: list[str] = []
+        for pieces in self.lines:
+            names = [name for _, name in pieces if name is not None]
+            if multi_line and names and all(not values[name].strip() for name in names):
+                continue
+            out.append("".join(text + (values[name] if name else "") for text, name in pieces))
+        return "\n".join(out).rstrip("\n")
+
+
+@dataclass(frozen=True)
+class Template:
+    """A ``str.format``-style text with named placeholders from ``TEMPLATE_FIELDS``.
+
+    In YAML a template is a string or a list of strings: the first whose
+    placeholders all have values is used, else the last. In a multi-line
+    template, a line whose placeholders are all empty is left out.
+    """
+
+    candidates: tuple[_Candidate, ...]
+
+    @classmethod
+    def parse(cls, value: str | Sequence[str]) -> Template:
+        """Parse and check a template; raise ``TemplateError`` naming the fault."""
+        texts = [value] if isinstance(value, str) else list(value)
+        if not texts:
+            raise ValueError("a list of templates must not be empty")
+        return cls(tuple(_parse_candidate(text, index) for index, text in enumerate(texts)))
+
+    @property
+    def source(self) -> str | list[str]:
+        """The text as written in the file."""
+        texts = [candidate.source for candidate in self.candidates]
+        return texts[0] if len(texts) == 1 else texts
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """Every placeholder any candidate uses."""
+        return frozenset().union(*(candidate.fields for candidate in self.candidates))
+
+    def render(self, values: Mapping[str, str]) -> str:
+        """Fill in ``values`` (every ``TEMPLATE_FIELDS`` name; empty string when absent)."""
+        for candidate in self.candidates[:-1]:
+            if all(values[name].strip() for name in candidate.fields):
+                return candidate.render(values)
+        return self.candidates[-1].render(values)
+
+
+class TemplateError(ValueError):
+    """A template is malformed; ``candidate`` and ``line`` say where in it (0-based)."""
+
+    def __init__(self, message: str, candidate: int, line: int) -> None:
+        super().__init__(message)
+        self.candidate = candidate
+        self.line = line
+
+
+def _parse_candidate(text: str, candidate: int) -> _Candidate:
+    lines: list[tuple[_Piece, ...]] = []
+    fields: set[str] = set()
+    for number, line in enumerate(text.split("\n")):
+        pieces: list[_Piece] = []
+        try:
+            parsed = list(string.Formatter().parse(line))
+        except ValueError as exc:
+            message = f"invalid template: {exc} (write a literal {{ or }} as {{{{ or }}}})"
+            raise TemplateError(message, candidate, number) from None
+        for literal, name, spec, conversion in parsed:
+            if name is not None:
+                try:
+                    _check_placeholder(name, spec, conversion)
+                except ValueError as exc:
+                    raise TemplateError(str(exc), candidate, number) from None
+                fields.add(name)
+            pieces.append((literal, name))
+        lines.append(tuple(pieces))
+    return _Candidate(text, tuple(lines), frozenset(fields))
+
+
+def _check_placeholder(name: str, spec: str | None, conversion: str | None) -> None:
+    written = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+    written += "}"
+    if name in TEMPLATE_FIELDS:
+        if spec or conversion:
+            raise ValueError(
+                f"placeholder {written!r}: format specs and conversions are not supported"
+            )
+        return
+    hint = ""
+    if close := difflib.get_close_matches(name, TEMPLATE_FIELDS, n=1):
+        hint = f"did you mean '{{{close[0]}}}'? "
+    raise ValueError(f"unknown placeholder {written!r} ({hint}known: {', '.join(TEMPLATE_FIELDS)})")
+
+
+def _template(value: Any) -> Template:
+    if isinstance(value, Template):
+        return value
+    if isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(item, str) for item in value)
+    ):
+        try:
+            return Template.parse(value)
+        except TemplateError as exc:
+            # ``at`` and ``text_line`` let the loader report the faulty line itself.
+            raise PydanticCustomError(
+                "invalid_template",
+                "{reason}",
+                {
+                    "reason": str(exc),
+                    "at": (exc.candidate,) if isinstance(value, list) else (),
+                    "text_line": exc.line,
+                },
+            ) from None
+    raise ValueError("must be a string or a list of strings")
+
+
+TemplateText = Annotated[
+    Template,
+    PlainValidator(_template, json_schema_input_type=str | list[str]),
+    PlainSerializer(lambda template: template.source),
+]
+
+
+def _offset(value: Any) -> Offset:
+    if isinstance(value, Offset):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"invalid offset {value!r} (use e.g. -7d, +2h, 30m)")
+    return parse_offset(value)
+
+
+OffsetText = Annotated[
+    Offset,
+    PlainValidator(_offset, json_schema_input_type=str),
+    PlainSerializer(str),
+]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip() or value != value.strip():
+        raise ValueError("must not be blank or start/end with spaces")
+    return value
+
+
+def _slug(value: str) -> str:
+    if not _SLUG.match(value) or len(value) > 64:
+        raise ValueError(f"{value!r} is not a slug like 'prep-info' (a-z, 0-9, single hyphens)")
+    return value
+
+
+Name = Annotated[str, Field(max_length=200), AfterValidator(_not_blank)]
+Slug = Annotated[str, AfterValidator(_slug)]
+
+
+# --- the file's sections -----------------------------------------------------
+
+
+class _Section(BaseModel):
+    # strict: YAML already gives ints, bools and lists; "15000" or 1 for true is a typo.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class _Overrides(_Section):
+    """Per-event-type settings: a key left out inherits the default."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must not be null; leave the key out to use the default")
+        return value
+
+
+class LeadSettings(_Section):
+    """The lead (HubSpot: deal) one booking creates or touches."""
+
+    title: TemplateText
+    stage: Name
+    source: Name
+    source_details: TemplateText = Template.parse("")
+    estimated_value: int = Field(default=0, ge=0)
+    lead_score: int = Field(default=0, ge=0, le=100)
+    tags: list[TemplateText] = []
+
+
+class LeadOverrides(_Overrides):
+    """``LeadSettings`` fields an event type sets itself."""
+
+    title: TemplateText | None = None
+    stage: Name | None = None
+    source: Name | None = None
+    source_details: TemplateText | None = None
+    estimated_value: int | None = Field(default=None, ge=0)
+    lead_score: int | None = Field(default=None, ge=0, le=100)
+    tags: list[TemplateText] | None = None
+
+
+class MeetingSettings(_Section):
+    """The meeting activity, one per booking."""
+
+    subject: TemplateText
+    description: TemplateText = Template.parse("")
+
+
+class MeetingOverrides(_Overrides):
+    """``MeetingSettings`` fields an event type sets itself."""
+
+    subject: TemplateText | None = None
+    description: TemplateText | None = None
+
+
+class ContactSettings(_Section):
+    """The contact, one per email."""
+
+    tags: list[TemplateText] = []
+
+
+class CompanySettings(_Section):
+    """The company, one per (case- and space-insensitive) name."""
+
+    tags: list[TemplateText] = []
+
+
+class TaskConfig(_Section):
+    """A follow-up task, due ``offset`` from the meeting's ``anchor``."""
+
+    key: Slug
+    title: TemplateText
+    description: TemplateText = Template.parse("")
+    offset: OffsetText
+    anchor: Literal["start", "end"] = "start"
+    priority: Priority = "medium"
+    skip_if_past: bool = False
+
+
+class Defaults(_Section):
+    """Settings every event type starts from."""
+
+    lead: LeadSettings
+    meeting: MeetingSettings
+    contact: ContactSettings = ContactSettings()
+    company: CompanySettings = CompanySettings()
+
+
+class EventTypeConfig(_Section):
+    """One ``eventType``: overrides of the defaults, and its tasks."""
+
+    lead: LeadOverrides = LeadOverrides()
+    meeting: MeetingOverrides = MeetingOverrides()
+    tasks: list[TaskConfig] = []
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_keys(cls, tasks: list[TaskConfig]) -> list[TaskConfig]:
+        first: dict[str, int] = {}
+        for index, task in enumerate(tasks):
+            if task.key in first:
+                # ``at`` lets the loader point at the duplicate itself, not the list.
+                raise PydanticCustomError(
+                    "duplicate_task_key",
+                    "duplicate task key '{key}' (first used by tasks[{first}])",
+                    {"key": task.key, "first": first[task.key], "at": (index, "key")},
+                )
+            first[task.key] = index
+        return tasks
+
+
+class ResolvedEventType(BaseModel):
+    """An event type's effective settings: its overrides laid over the defaults."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    lead: LeadSettings
+    meeting: MeetingSettings
+    contact: ContactSettings
+    company: CompanySettings
+    tasks: tuple[TaskConfig, ...]
+
+
+class MappingConfig(_Section):
+    """A whole mapping file (``mappings/default.yaml``)."""
+
+    version: Literal[1]
+    defaults: Defaults
+    event_types: dict[Name, EventTypeConfig] = Field(min_length=1)
+
+    _resolved: dict[str, ResolvedEventType] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._resolved = {
+            name: ResolvedEventType(
+                name=name,
+                lead=_overlay(self.defaults.lead, config.lead),
+                meeting=_overlay(self.defaults.meeting, config.meeting),
+                contact=self.defaults.contact,
+                company=self.defaults.company,
+                tasks=tuple(config.tasks),
+            )
+            for name, config in self.event_types.items()
+        }
+
+    def event_type(self, name: str) -> ResolvedEventType:
+        """The effective settings for ``name``; ``MappingError`` when it is not mapped."""
+        try:
+            return self._resolved[name]
+        except KeyError:
+            known = ", ".join(sorted(self.event_types))
+            raise MappingError(
+                f"eventType {name!r} is not in the mapping (known: {known})"
+            ) from None
+
+
+_S = TypeVar("_S", bound=_Section)
+
+
+def _overlay(base: _S, overrides: _Overrides) -> _S:
+    update = {name: getattr(overrides, name) for name in overrides.model_fields_set}
+    return base.model_copy(update=update)

@@ -1,0 +1,175 @@
+"""Booking → planned CRM writes: a pure function of the booking, the mapping and ``now``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from adapter.booking import Booking
+from adapter.errors import MappingError
+from adapter.mapping.dates import apply_offset, format_swedish, format_time
+from adapter.mapping.models import MappingConfig, ResolvedEventType, Template
+from adapter.plan import (
+    BookingPlan,
+    CompanyPlan,
+    ContactPlan,
+    LeadPlan,
+    MeetingPlan,
+    SkippedTask,
+    TaskPlan,
+)
+from adapter.timeutil import as_utc
+
+
+def plan_booking(
+    booking: Booking,
+    mapping: MappingConfig,
+    *,
+    now: datetime,
+    received_at: datetime | None = None,
+) -> BookingPlan:
+    """What ``booking`` must become in the CRM under ``mapping``, as of ``now``.
+
+    No I/O and no clock: ``now`` decides which ``skip_if_past`` tasks are
+    skipped, and with ``received_at`` stands in for the timestamps a booking
+    may lack. Raises ``MappingError`` for an eventType the mapping lacks.
+    """
+    settings = mapping.event_type(booking.event_type)
+    try:
+        return _plan(booking, settings, as_utc(now), received_at)
+    except OverflowError:
+        # Only a date near year 1 or 9999 gets here; no retry can fix that.
+        raise MappingError("a date of this booking is outside the supported range") from None
+
+
+def _plan(
+    booking: Booking,
+    settings: ResolvedEventType,
+    now: datetime,
+    received_at: datetime | None,
+) -> BookingPlan:
+    received = as_utc(received_at) if received_at is not None else None
+    tz = ZoneInfo(booking.timezone) if booking.timezone else None
+    values = template_values(booking, tz)
+
+    company_name_key = company_key(booking.company)
+    contact = ContactPlan(
+        email_key=booking.email_key,
+        email=booking.email,
+        first_name=values["firstName"],
+        last_name=values["lastName"],
+        phone=booking.phone,
+        tags=_tags(settings.contact.tags, values),
+    )
+    company = None
+    if company_name_key:
+        company = CompanyPlan(
+            name_key=company_name_key,
+            name=values["company"],
+            tags=_tags(settings.company.tags, values),
+        )
+
+    lead_settings = settings.lead
+    lead_owner = f"company:{company_name_key}" if company else f"contact:{booking.email_key}"
+    lead = LeadPlan(
+        lead_key=f"{lead_owner}|{booking.event_type}",
+        title=lead_settings.title.render(values),
+        stage=lead_settings.stage,
+        source=lead_settings.source,
+        source_details=lead_settings.source_details.render(values),
+        estimated_value=lead_settings.estimated_value,
+        lead_score=lead_settings.lead_score,
+        tags=_tags(lead_settings.tags, values),
+        activity_at=as_utc(booking.updated_at or booking.created_at or received or now),
+    )
+
+    start = booking.scheduled_date.astimezone(UTC)
+    end = start + timedelta(minutes=booking.duration)
+    meeting = MeetingPlan(
+        booking_id=booking.booking_id,
+        subject=settings.meeting.subject.render(values),
+        description=settings.meeting.description.render(values),
+        start=start,
+        duration_minutes=booking.duration,
+        end=end,
+        meeting_url=values["meetingUrl"] or None,
+        outcome="SCHEDULED",
+        source=lead.source,
+    )
+
+    tasks: list[TaskPlan] = []
+    skipped: list[SkippedTask] = []
+    for task in settings.tasks:
+        title = task.title.render(values)
+        due = apply_offset(start if task.anchor == "start" else end, task.offset, tz)
+        if task.skip_if_past and due <= now:
+            skipped.append(
+                SkippedTask(key=task.key, title=title, reason=f"due {_iso(due)} has passed")
+            )
+            continue
+        tasks.append(
+            TaskPlan(
+                key=task.key,
+                title=title,
+                description=task.description.render(values),
+                due=due,
+                priority=task.priority,
+            )
+        )
+
+    return BookingPlan(
+        booking_id=booking.booking_id,
+        event_type=booking.event_type,
+        event=booking.event,
+        snapshot_at=as_utc(booking.updated_at or received or now),
+        contact=contact,
+        company=company,
+        lead=lead,
+        meeting=meeting,
+        tasks=tuple(tasks),
+        skipped_tasks=tuple(skipped),
+    )
+
+
+def template_values(booking: Booking, tz: ZoneInfo | None) -> dict[str, str]:
+    """Every template placeholder's value for ``booking``; an absent field is ``""``.
+
+    ``date`` and ``time`` are the start in ``tz`` (UTC without one), and
+    ``timezone`` names that zone, so a rendered date is never ambiguous.
+    """
+    first_name, *rest = booking.name.split(maxsplit=1)
+    return {
+        "eventType": booking.event_type,
+        "bookingId": booking.booking_id,
+        "name": booking.name,
+        "firstName": first_name,
+        "lastName": rest[0] if rest else "",
+        "email": booking.email,
+        "phone": booking.phone or "",
+        # Stray inner spaces would otherwise reach titles and the company's name.
+        "company": " ".join((booking.company or "").split()),
+        "notes": booking.notes or "",
+        "date": format_swedish(booking.scheduled_date, tz),
+        "time": format_time(booking.scheduled_date, tz),
+        "duration": str(booking.duration),
+        "meetingUrl": str(booking.meeting_url) if booking.meeting_url is not None else "",
+        "timezone": booking.timezone or "UTC",
+        "cancellationReason": booking.cancellation_reason or "",
+    }
+
+
+def company_key(name: str | None) -> str | None:
+    """The company identity: case-folded, inner whitespace collapsed; ``None`` when blank."""
+    if name is None:
+        return None
+    return " ".join(name.split()).casefold() or None
+
+
+def _tags(templates: Iterable[Template], values: dict[str, str]) -> tuple[str, ...]:
+    rendered = (template.render(values).strip() for template in templates)
+    return tuple(dict.fromkeys(tag for tag in rendered if tag))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
