@@ -48,7 +48,7 @@ class ActivityRef(_Ref):
 class TaskRef(_Ref):
     id: str
     title: str
-    dueDate: str  # noqa: N815 - the wire name of contract §3
+    dueDate: str
 
 
 class SyncResult(_Ref):

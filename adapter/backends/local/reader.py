@@ -1,0 +1,204 @@
+"""The local CRM's read API queries (contract §6) and the records they return.
+
+Reads run on ``sqlite_begin="DEFERRED"`` connections so that they never take
+SQLite's write lock; on PostgreSQL the option is ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic.alias_generators import to_camel
+from sqlalchemy import Engine, Row, Select, select, update
+
+from adapter.backends.local.models import activities, companies, contacts, leads, tasks
+from adapter.plan import TaskStatus
+from adapter.timeutil import iso_z, utcnow
+
+ZDateTime = Annotated[datetime, PlainSerializer(iso_z, return_type=str)]
+"""A datetime written as ISO 8601 in UTC with a ``Z``."""
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, frozen=True
+    )
+
+
+class Contact(_Record):
+    id: str
+    first_name: str
+    last_name: str
+    email: str
+    phone: str | None
+    company_id: str | None
+    tags: list[str]
+
+
+class Company(_Record):
+    id: str
+    name: str
+    tags: list[str]
+
+
+class Lead(_Record):
+    id: str
+    title: str
+    stage: str
+    source: str
+    source_details: str
+    estimated_value: int
+    lead_score: int
+    company_id: str | None
+    contact_id: str
+    tags: list[str]
+    last_activity_date: ZDateTime
+
+
+class ActivityMetadata(_Record):
+    booking_id: str
+    meeting_url: str | None
+    source: str
+
+
+class LeadSummary(_Record):
+    id: str
+    title: str
+
+
+class Activity(_Record):
+    id: str
+    lead_id: str
+    contact_id: str
+    type: str
+    subject: str
+    description: str
+    activity_date: ZDateTime
+    duration_minutes: int
+    outcome: str
+    metadata: ActivityMetadata
+    lead: LeadSummary
+
+
+class Task(_Record):
+    id: str
+    lead_id: str
+    booking_id: str
+    key: str
+    title: str
+    description: str
+    due_date: ZDateTime
+    priority: str
+    status: TaskStatus
+
+
+def _fields(row: Row[Any], model: type[_Record]) -> dict[str, Any]:
+    mapping = row._mapping
+    return {name: mapping[name] for name in model.model_fields if name in mapping}
+
+
+class LocalCrmReader:
+    """Queries behind the read API; ``clock`` decides what is upcoming."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime] = utcnow) -> None:
+        self._engine = engine
+        self._reads = engine.execution_options(sqlite_begin="DEFERRED")
+        self._clock = clock
+
+    def _all(self, query: Select[Any]) -> list[Row[Any]]:
+        with self._reads.connect() as conn:
+            return list(conn.execute(query))
+
+    def contacts(self, *, email: str | None = None, limit: int, offset: int) -> list[Contact]:
+        """Contacts, oldest first; ``email`` matches trimmed and case-insensitively."""
+        query = select(contacts).order_by(contacts.c.created_at, contacts.c.id)
+        if email is not None:
+            query = query.where(contacts.c.email_key == email.strip().lower())
+        rows = self._all(query.limit(limit).offset(offset))
+        return [Contact(**_fields(row, Contact)) for row in rows]
+
+    def companies(self, *, limit: int, offset: int) -> list[Company]:
+        """Companies, oldest first."""
+        query = select(companies).order_by(companies.c.created_at, companies.c.id)
+        rows = self._all(query.limit(limit).offset(offset))
+        return [Company(**_fields(row, Company)) for row in rows]
+
+    def leads(self, *, limit: int, offset: int) -> list[Lead]:
+        """Leads, oldest first."""
+        query = select(leads).order_by(leads.c.created_at, leads.c.id)
+        rows = self._all(query.limit(limit).offset(offset))
+        return [Lead(**_fields(row, Lead)) for row in rows]
+
+    def lead(self, lead_id: str) -> Lead | None:
+        """One lead, or ``None``."""
+        rows = self._all(select(leads).where(leads.c.id == lead_id))
+        return Lead(**_fields(rows[0], Lead)) if rows else None
+
+    def activities(
+        self,
+        *,
+        type_: str | None = None,
+        upcoming: bool = False,
+        lead_id: str | None = None,
+        limit: int,
+        offset: int,
+    ) -> list[Activity]:
+        """Activities by date, earliest first; ``upcoming`` keeps those not yet started."""
+        query = (
+            select(activities, leads.c.title.label("lead_title"))
+            .join(leads, leads.c.id == activities.c.lead_id)
+            .order_by(activities.c.activity_date, activities.c.id)
+        )
+        if type_ is not None:
+            query = query.where(activities.c.type == type_.upper())
+        if upcoming:
+            query = query.where(activities.c.activity_date >= self._clock())
+        if lead_id is not None:
+            query = query.where(activities.c.lead_id == lead_id)
+        rows = self._all(query.limit(limit).offset(offset))
+        return [_activity(row) for row in rows]
+
+    def tasks(
+        self,
+        *,
+        status: TaskStatus | None = None,
+        upcoming: bool = False,
+        booking_id: str | None = None,
+        limit: int,
+        offset: int,
+    ) -> list[Task]:
+        """Tasks by due date, earliest first; ``upcoming`` keeps those not yet due."""
+        query = select(tasks).order_by(tasks.c.due_date, tasks.c.id)
+        if status is not None:
+            query = query.where(tasks.c.status == status)
+        if upcoming:
+            query = query.where(tasks.c.due_date >= self._clock())
+        if booking_id is not None:
+            query = query.where(tasks.c.booking_id == booking_id)
+        rows = self._all(query.limit(limit).offset(offset))
+        return [Task(**_fields(row, Task)) for row in rows]
+
+    def set_task_status(self, task_id: str, status: TaskStatus) -> Task | None:
+        """The read API's one write: set a task's status; ``None`` if there is no such task."""
+        with self._engine.begin() as conn:
+            changed = conn.execute(
+                update(tasks)
+                .where(tasks.c.id == task_id)
+                .values(status=status, updated_at=self._clock())
+            )
+            if changed.rowcount == 0:
+                return None
+            row = conn.execute(select(tasks).where(tasks.c.id == task_id)).one()
+        return Task(**_fields(row, Task))
+
+
+def _activity(row: Row[Any]) -> Activity:
+    fields = _fields(row, Activity)
+    fields["metadata"] = ActivityMetadata(
+        booking_id=row.booking_id, meeting_url=row.meeting_url, source=row.source
+    )
+    fields["lead"] = LeadSummary(id=row.lead_id, title=row.lead_title)
+    return Activity(**fields)
