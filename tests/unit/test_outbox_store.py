@@ -74,7 +74,8 @@ def test_repeat_delivery_returns_the_first_event(store: OutboxStore) -> None:
     assert put(store, new(body="a")) == (first, False)
     assert put(store, new(body="b", webhook_id="msg1")) == (first, False)
     other, created = put(store, new(body="b"))
-    assert created and other != first
+    assert created
+    assert other != first
     assert put(store, new(key="bk2", body="a"))[1]  # same body, other key: new
     assert store.counts()["queued"] == 3
 
@@ -106,7 +107,8 @@ def test_expired_lease_is_taken_over_and_old_holder_is_fenced(
     assert store.claim("w2", limit=1, lease_seconds=30) == []
     clock.advance(2)
     (fresh,) = store.claim("w2", limit=1, lease_seconds=30)
-    assert fresh.event.id == event_id and fresh.token != old.token
+    assert fresh.event.id == event_id
+    assert fresh.token != old.token
     with pytest.raises(LeaseLost), store.transaction() as conn:
         store.mark_synced(conn, event_id, old.token, {})
     with pytest.raises(LeaseLost):
@@ -132,7 +134,8 @@ def test_retry_backs_off_then_dead_letters(store: OutboxStore, clock: Clock) -> 
     clock.advance(60)
     (claim,) = store.claim("w", limit=1, lease_seconds=30)
     dead = store.mark_failed(event_id, claim.token, "boom", retryable=True)
-    assert dead.state == "dead" and dead.last_error == "gave up after 3 attempts: boom"
+    assert dead.state == "dead"
+    assert dead.last_error == "gave up after 3 attempts: boom"
 
 
 def test_permanent_failure_dead_letters_at_once(store: OutboxStore) -> None:

@@ -1,0 +1,72 @@
+"""The FastAPI application factory: nothing is built at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from adapter import __version__
+from adapter.api.routes import bookings, crm, ops
+from adapter.services import Services, build_services
+from adapter.settings import Settings
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    services: Services | None = None,
+    embedded_workers: int | None = None,
+) -> FastAPI:
+    """The service. Given ``services`` are the caller's to close; otherwise the app
+    builds its own on startup, runs ``embedded_workers`` worker threads (default:
+    ``WORKER_CONCURRENCY``; 0 for none) and closes them on shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if services is not None:
+            app.state.services = services
+            if embedded_workers:
+                services.start_workers(embedded_workers)
+            yield
+            return
+        own = build_services(settings or Settings())
+        app.state.services = own
+        count = own.settings.worker_concurrency if embedded_workers is None else embedded_workers
+        own.start_workers(count)
+        try:
+            yield
+        finally:
+            own.close()
+
+    app = FastAPI(
+        title="bookme-crm",
+        version=__version__,
+        description="BookMe bookings mapped onto a CRM through a transactional outbox.",
+        lifespan=lifespan,
+    )
+    app.include_router(bookings.router)
+    app.include_router(crm.router)
+    app.include_router(ops.router)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _request_error)
+    return app
+
+
+async def _http_error(_request: Request, exc: Any) -> JSONResponse:
+    return JSONResponse(
+        {"error": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+    )
+
+
+async def _request_error(_request: Request, exc: Any) -> JSONResponse:
+    details = [
+        {"field": ".".join(str(p) for p in err["loc"][1:]) or "request", "message": err["msg"]}
+        for err in exc.errors()
+    ]
+    return JSONResponse({"error": "Invalid request", "details": details}, status_code=400)

@@ -1,0 +1,120 @@
+"""The local reference CRM's read API (contract §6), behind the admin token.
+
+Routes only parse and answer; the queries live in ``LocalCrmReader``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from pydantic import BaseModel, ConfigDict
+
+from adapter.api.deps import AdminDep, EngineDep
+from adapter.backends.local.reader import Activity, Company, Contact, Lead, LocalCrmReader, Task
+from adapter.plan import TaskStatus
+
+router = APIRouter(prefix="/api", tags=["local CRM"], dependencies=[AdminDep])
+
+
+def get_reader(engine: EngineDep) -> LocalCrmReader:
+    return LocalCrmReader(engine)
+
+
+ReaderDep = Annotated[LocalCrmReader, Depends(get_reader)]
+Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many records")]
+Offset = Annotated[int, Query(ge=0, description="Skip this many records first")]
+
+
+class TaskUpdate(BaseModel):
+    """The body of ``PATCH /api/tasks/{id}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: TaskStatus
+
+
+def _not_found() -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail="Not found")
+
+
+@router.get("/contacts")
+def list_contacts(
+    reader: ReaderDep,
+    email: Annotated[str | None, Query(description="Exact email, case-insensitive")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> list[Contact]:
+    """Contacts, optionally the one with ``email``."""
+    return reader.contacts(email=email, limit=limit, offset=offset)
+
+
+@router.get("/companies")
+def list_companies(reader: ReaderDep, limit: Limit = 100, offset: Offset = 0) -> list[Company]:
+    """Companies."""
+    return reader.companies(limit=limit, offset=offset)
+
+
+@router.get("/leads")
+def list_leads(reader: ReaderDep, limit: Limit = 100, offset: Offset = 0) -> list[Lead]:
+    """Leads."""
+    return reader.leads(limit=limit, offset=offset)
+
+
+@router.get("/leads/{lead_id}", responses={404: {"description": "No such lead"}})
+def get_lead(reader: ReaderDep, lead_id: str) -> Lead:
+    """One lead."""
+    lead = reader.lead(lead_id)
+    if lead is None:
+        raise _not_found()
+    return lead
+
+
+@router.get("/leads/{lead_id}/activities", responses={404: {"description": "No such lead"}})
+def list_lead_activities(
+    reader: ReaderDep,
+    lead_id: str,
+    type_: Annotated[str | None, Query(alias="type", description="e.g. MEETING")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> list[Activity]:
+    """One lead's activities, earliest first."""
+    if reader.lead(lead_id) is None:
+        raise _not_found()
+    return reader.activities(type_=type_, lead_id=lead_id, limit=limit, offset=offset)
+
+
+@router.get("/activities")
+def list_activities(
+    reader: ReaderDep,
+    type_: Annotated[str | None, Query(alias="type", description="e.g. MEETING")] = None,
+    upcoming: Annotated[bool, Query(description="Only those starting now or later")] = False,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> list[Activity]:
+    """Activities, earliest first."""
+    return reader.activities(type_=type_, upcoming=upcoming, limit=limit, offset=offset)
+
+
+@router.get("/tasks")
+def list_tasks(
+    reader: ReaderDep,
+    status_: Annotated[TaskStatus | None, Query(alias="status")] = None,
+    upcoming: Annotated[bool, Query(description="Only those due now or later")] = False,
+    booking_id: Annotated[str | None, Query(alias="bookingId")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> list[Task]:
+    """Follow-up tasks, earliest due first."""
+    return reader.tasks(
+        status=status_, upcoming=upcoming, booking_id=booking_id, limit=limit, offset=offset
+    )
+
+
+@router.patch("/tasks/{task_id}", responses={404: {"description": "No such task"}})
+def update_task(reader: ReaderDep, task_id: str, body: TaskUpdate) -> Task:
+    """Set a task's status (``todo``, ``done`` or ``cancelled``); returns the task."""
+    task = reader.set_task_status(task_id, body.status)
+    if task is None:
+        raise _not_found()
+    return task

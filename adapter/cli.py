@@ -1,0 +1,241 @@
+"""The ``bookme-crm`` command line (contract §1), built with typer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from adapter import db
+from adapter.booking import parse_booking, validation_details
+from adapter.errors import MappingError
+from adapter.mapping import load_mapping, plan_booking
+from adapter.secrets import WEBHOOK_SECRET_FILE
+from adapter.services import Services, build_services
+from adapter.settings import Settings
+from adapter.timeutil import iso_z, utcnow
+from outbox.store import STATES, OutboxStore
+
+app = typer.Typer(help="BookMe → CRM integration service.", no_args_is_help=True)
+mappings_app = typer.Typer(help="Validate and try out mapping files.", no_args_is_help=True)
+outbox_app = typer.Typer(help="Inspect and replay outbox events.", no_args_is_help=True)
+app.add_typer(mappings_app, name="mappings")
+app.add_typer(outbox_app, name="outbox")
+
+log = logging.getLogger("adapter")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            field = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+            typer.echo(f"configuration error: {field}: {err['msg']}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def _services(settings: Settings) -> Services:
+    try:
+        return build_services(settings)
+    except MappingError as exc:
+        typer.echo(f"mapping error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _first_run_banner(services: Services, host: str, port: int) -> None:
+    """Print generated secrets once, with a curl that works as pasted."""
+    for stored in services.generated:
+        if stored.path.name == WEBHOOK_SECRET_FILE:
+            sample = {
+                "bookingId": "test-123",
+                "eventType": "workshop",
+                "name": "Test Person",
+                "email": "test@example.com",
+                "scheduledDate": "2027-02-15T10:00:00Z",
+                "duration": 120,
+                "source": "bookme",
+            }
+            typer.echo(
+                f"\nGenerated a webhook secret (kept in {stored.path}):\n\n"
+                f"  CRM_WEBHOOK_SECRET={stored.value}\n\n"
+                "Try it:\n\n"
+                f"  curl -X POST http://{host}:{port}/api/bookings/incoming \\\n"
+                "    -H 'Content-Type: application/json' \\\n"
+                f"    -H 'X-Webhook-Secret: {stored.value}' \\\n"
+                f"    -d '{json.dumps(sample)}'\n"
+            )
+        else:
+            typer.echo(
+                f"Generated an admin token (kept in {stored.path}) for /admin, event status "
+                f"and the read API:\n\n  ADMIN_TOKEN={stored.value}\n"
+            )
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Run no embedded worker (scale-out).")
+    ] = False,
+) -> None:
+    """Serve the HTTP API with an embedded worker; migrates the database on start."""
+    import uvicorn
+
+    from adapter.api.app import create_app
+
+    _configure_logging()
+    settings = _settings()
+    services = _services(settings)
+    _first_run_banner(services, host, port)
+    workers = 0 if no_worker else settings.worker_concurrency
+    api = create_app(services=services, embedded_workers=workers)
+    try:
+        uvicorn.run(api, host=host, port=port, log_level="info", access_log=False)
+    finally:
+        services.close()
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Worker threads.")] = 1,
+    drain: Annotated[
+        bool, typer.Option("--drain", help="Exit once nothing is due instead of running on.")
+    ] = False,
+) -> None:
+    """Run workers alone, beside ``serve --no-worker``; SIGTERM stops them cleanly."""
+    _configure_logging()
+    services = _services(_settings())
+    if drain:
+        done = services.new_worker().drain()
+        typer.echo(f"processed {done} events")
+        services.close()
+        return
+    stopped = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopped.set())
+    services.start_workers(concurrency)
+    log.info("worker running with %d thread(s)", concurrency)
+    stopped.wait()
+    log.info("stopping: finishing in-flight batches")
+    services.close()
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (Alembic)."""
+    settings = _settings()
+    engine = db.make_engine(settings.database_url)
+    db.upgrade(engine)
+    typer.echo(f"database at revision {db.current_revision(engine)}")
+    engine.dispose()
+
+
+@mappings_app.command("check")
+def mappings_check(
+    path: Annotated[
+        Path | None, typer.Argument(help="Mapping file (default MAPPINGS_PATH).")
+    ] = None,
+    sample: Annotated[
+        Path | None, typer.Option("--sample", help="A booking JSON file to dry-run.")
+    ] = None,
+) -> None:
+    """Validate a mapping file; with --sample, print the CRM writes it would make."""
+    target = path or Settings().mappings_path
+    try:
+        mapping = load_mapping(target)
+    except MappingError as exc:
+        typer.echo(f"invalid: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"{target}: valid; event types: {', '.join(sorted(mapping.event_types))}")
+    if sample is None:
+        return
+    try:
+        booking = parse_booking(json.loads(sample.read_text()))
+    except (OSError, json.JSONDecodeError) as exc:
+        typer.echo(f"cannot read sample {sample}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except ValidationError as exc:
+        for detail in validation_details(exc):
+            typer.echo(f"sample invalid: {detail.field}: {detail.message}", err=True)
+        raise typer.Exit(1) from exc
+    try:
+        plan = plan_booking(booking, mapping, now=utcnow())
+    except MappingError as exc:
+        typer.echo(f"sample would be quarantined: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps(plan.model_dump(mode="json"), indent=2, ensure_ascii=False))
+
+
+def _store() -> OutboxStore:
+    """The outbox alone: inspecting it needs neither the mapping nor the CRM."""
+    engine = db.make_engine(_settings().database_url)
+    db.upgrade(engine)
+    return OutboxStore(engine)
+
+
+def _event_line(event: Any) -> str:
+    error = f"  {event.last_error}" if event.last_error else ""
+    return (
+        f"{event.id}  {event.state:<11}  booking={event.key}  attempts={event.attempts}  "
+        f"received={iso_z(event.received_at)}{error}"
+    )
+
+
+@outbox_app.command("status")
+def outbox_status() -> None:
+    """Count events by state, and the age of the oldest pending one."""
+    store = _store()
+    for state, count in store.counts().items():
+        typer.echo(f"{state:<12}{count}")
+    age = store.oldest_pending_age()
+    typer.echo(f"oldest pending: {'none' if age is None else f'{age:.1f}s'}")
+
+
+@outbox_app.command("list")
+def outbox_list(
+    state: Annotated[str | None, typer.Option(help=f"One of {', '.join(STATES)}.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+) -> None:
+    """List events, newest first."""
+    if state is not None and state not in STATES:
+        typer.echo(f"unknown state {state!r}; one of {', '.join(STATES)}", err=True)
+        raise typer.Exit(2)
+    store = _store()
+    for event in store.list(state, limit=limit):
+        typer.echo(_event_line(event))
+
+
+@outbox_app.command("replay")
+def outbox_replay(
+    event_ids: Annotated[list[str], typer.Argument(help="Event ids to queue again.")],
+) -> None:
+    """Queue dead or quarantined events again (idempotent)."""
+    from outbox.exceptions import EventNotFound
+
+    store = _store()
+    try:
+        for event in store.replay(event_ids):
+            typer.echo(_event_line(event))
+    except EventNotFound as exc:
+        typer.echo(f"no event {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Accepting a booking: store it and its outbox row in one transaction.
+
+Used by the webhook route (and later by import-by-id), so every path into the
+CRM goes through the same dedupe and the same outbox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from adapter.booking import Booking
+from adapter.mapping import MappingConfig
+from adapter.timeutil import utcnow
+from outbox.store import QUARANTINED, QUEUED, Event, NewEvent, OutboxStore
+
+
+def body_hash(raw: Any) -> str:
+    """SHA-256 of the body's canonical JSON: key order and spacing do not matter."""
+    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def unplaceable_reason(booking: Booking, mapping: MappingConfig) -> str | None:
+    """Why the mapping cannot place ``booking``, or ``None`` when it can."""
+    if booking.event_type not in mapping.event_types:
+        known = ", ".join(sorted(mapping.event_types))
+        return f"eventType {booking.event_type!r} is not in the mapping (known: {known})"
+    return None
+
+
+def accept_booking(
+    store: OutboxStore,
+    booking: Booking,
+    raw: Any,
+    mapping: MappingConfig,
+    *,
+    webhook_id: str | None = None,
+) -> tuple[Event, bool]:
+    """Commit the booking as an outbox event; returns (event, whether it is new).
+
+    An authentic booking the mapping cannot place is stored quarantined, never
+    dropped. A repeat delivery stores nothing and returns the first event.
+    """
+    reason = unplaceable_reason(booking, mapping)
+    new = NewEvent(
+        key=booking.booking_id,
+        kind=booking.event,
+        payload=booking.model_dump(mode="json", by_alias=True, exclude_none=True),
+        body_hash=body_hash(raw),
+        snapshot_at=booking.updated_at or utcnow(),
+        webhook_id=webhook_id,
+        state=QUARANTINED if reason else QUEUED,
+        last_error=reason,
+    )
+    with store.transaction() as conn:
+        return store.enqueue(conn, new)

@@ -1,0 +1,179 @@
+"""The running service's collaborators, built from ``Settings`` in one place.
+
+Nothing is built at import time: the app factory, the CLI and the tests call
+``build_services`` and may inject their own engine, backend or clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from adapter import db
+from adapter.backends import CrmBackend, build_backend
+from adapter.mapping import MappingConfig, load_mapping
+from adapter.secrets import ADMIN_TOKEN_FILE, WEBHOOK_SECRET_FILE, StoredSecret, stored_secret
+from adapter.settings import Settings
+from adapter.timeutil import utcnow
+from adapter.worker import Worker
+from outbox.retry import RetryPolicy
+from outbox.store import OutboxStore
+
+log = logging.getLogger(__name__)
+
+
+class MappingHolder:
+    """The mapping in use; ``reload`` swaps it only when the new file validates."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._current = load_mapping(path)
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> MappingConfig:
+        return self._current
+
+    def reload(self) -> MappingConfig:
+        """Load the file again; on ``MappingFileError`` the old mapping stays in use."""
+        fresh = load_mapping(self.path)
+        with self._lock:
+            self._current = fresh
+        return fresh
+
+
+class SyncWaiter:
+    """Lets a request wait briefly for its event to sync; woken in-process, else polls."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+
+    def notify(self, _event_id: str) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, done: Callable[[], bool], timeout: float, poll: float = 0.05) -> bool:
+        """Call ``done`` until it is true or ``timeout`` seconds pass; returns the last answer.
+
+        ``poll`` bounds the wait between checks, so events settled by another
+        process (which cannot notify us) are seen too.
+        """
+        deadline = time.monotonic() + timeout
+        while not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._cond:
+                self._cond.wait(min(poll, remaining))
+        return True
+
+
+@dataclass
+class Services:
+    """Everything a request handler, a worker or a CLI command needs."""
+
+    settings: Settings
+    engine: Engine
+    store: OutboxStore
+    backend: CrmBackend
+    mappings: MappingHolder
+    waiter: SyncWaiter
+    webhook_secret: str | None
+    signing_secrets: list[str]
+    admin_token: str | None
+    generated: list[StoredSecret] = field(default_factory=list)  # made by this start
+    workers: list[Worker] = field(default_factory=list)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def new_worker(self, clock: Callable[[], datetime] = utcnow) -> Worker:
+        s = self.settings
+        worker = Worker(
+            self.store,
+            self.backend,
+            lambda: self.mappings.current,
+            batch_size=s.worker_batch_size,
+            lease_seconds=s.outbox_lease_seconds,
+            poll_seconds=s.worker_poll_seconds,
+            on_settled=self.waiter.notify,
+            clock=clock,
+        )
+        self.workers.append(worker)
+        return worker
+
+    def start_workers(self, count: int) -> None:
+        """Run ``count`` worker loops in daemon threads until ``close``."""
+        for index in range(count):
+            worker = self.new_worker()
+            thread = threading.Thread(
+                target=worker.run, args=(self._stop,), name=f"worker-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def wake_workers(self) -> None:
+        for worker in self.workers:
+            worker.wake()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the worker loops (each finishes its batch) and release resources."""
+        self._stop.set()
+        self.wake_workers()
+        for thread in self._threads:
+            thread.join(timeout)
+        self.backend.close()
+        self.engine.dispose()
+
+
+def build_services(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    backend: CrmBackend | None = None,
+    migrate: bool = True,
+    generate_secrets: bool = True,
+) -> Services:
+    """Build the service's collaborators; fails fast on a bad mapping or database."""
+    mappings = MappingHolder(settings.mappings_path)
+    engine = engine or db.make_engine(settings.database_url)
+    if migrate:
+        db.upgrade(engine)
+    webhook_secret = (
+        settings.crm_webhook_secret.get_secret_value() if settings.crm_webhook_secret else None
+    )
+    admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    generated: list[StoredSecret] = []
+    if generate_secrets and webhook_secret is None and not settings.signing_secrets:
+        stored = stored_secret(settings.data_dir, WEBHOOK_SECRET_FILE)
+        webhook_secret = stored.value
+        if stored.generated:
+            generated.append(stored)
+    if generate_secrets and admin_token is None:
+        stored = stored_secret(settings.data_dir, ADMIN_TOKEN_FILE)
+        admin_token = stored.value
+        if stored.generated:
+            generated.append(stored)
+    retry = RetryPolicy(
+        max_attempts=settings.outbox_max_attempts,
+        base_seconds=settings.outbox_retry_base_seconds,
+        cap_seconds=settings.outbox_retry_cap_seconds,
+    )
+    return Services(
+        settings=settings,
+        engine=engine,
+        store=OutboxStore(engine, retry=retry),
+        backend=backend or build_backend(settings, engine),
+        mappings=mappings,
+        waiter=SyncWaiter(),
+        webhook_secret=webhook_secret,
+        signing_secrets=settings.signing_secrets,
+        admin_token=admin_token,
+        generated=generated,
+    )

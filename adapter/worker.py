@@ -1,0 +1,152 @@
+"""The worker: claims outbox events, plans them with the mapping, applies them to the CRM.
+
+The worker decides retry, dead-letter or quarantine from the error's type
+alone (see ``adapter.errors``); it never builds SQL (``outbox.store`` does).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+
+from pydantic import ValidationError
+from sqlalchemy import Connection
+
+from adapter.backends.base import CrmBackend, SyncJob, SyncResult
+from adapter.booking import parse_booking
+from adapter.errors import (
+    AdapterError,
+    MappingError,
+    PermanentError,
+    RateLimitedError,
+    RetryableError,
+)
+from adapter.mapping import MappingConfig, plan_booking
+from adapter.timeutil import utcnow
+from outbox.exceptions import LeaseLost
+from outbox.store import Claim, OutboxStore
+
+log = logging.getLogger(__name__)
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+class Worker:
+    """One claim-plan-apply loop; run several (threads or processes) to scale out."""
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        backend: CrmBackend,
+        mapping: Callable[[], MappingConfig],
+        *,
+        batch_size: int = 20,
+        lease_seconds: float = 60.0,
+        poll_seconds: float = 0.5,
+        on_settled: Callable[[str], None] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.mapping = mapping
+        self.batch_size = batch_size
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.on_settled = on_settled
+        self.clock = clock
+        self.owner = owner or default_owner()
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        """Look for work now instead of at the next poll."""
+        self._wake.set()
+
+    def run(self, stop: threading.Event) -> None:
+        """Process batches until ``stop`` is set; between empty polls, sleep or be woken."""
+        while not stop.is_set():
+            try:
+                busy = self.run_once() > 0
+            except Exception:
+                log.exception("worker loop failed; backing off")
+                busy = False
+            if not busy:
+                self._wake.wait(self.poll_seconds)
+                self._wake.clear()
+
+    def run_once(self) -> int:
+        """Claim and process one batch; returns how many events it claimed."""
+        claims = self.store.claim(
+            self.owner, limit=self.batch_size, lease_seconds=self.lease_seconds
+        )
+        if claims:
+            self.process(claims)
+        return len(claims)
+
+    def drain(self, max_batches: int = 10_000) -> int:
+        """Process until nothing is due (tests, ``worker --drain``); returns events claimed."""
+        total = 0
+        for _ in range(max_batches):
+            claimed = self.run_once()
+            if claimed == 0:
+                break
+            total += claimed
+        return total
+
+    def process(self, claims: Sequence[Claim]) -> None:
+        jobs: list[SyncJob] = []
+        for claim in claims:
+            event = claim.event
+            try:
+                booking = parse_booking(event.payload)
+                plan = plan_booking(
+                    booking, self.mapping(), now=self.clock(), received_at=event.received_at
+                )
+            except MappingError as exc:
+                self._fail(event.id, claim.token, exc)
+                continue
+            except ValidationError as exc:  # stored payloads were valid; only a schema change
+                self._fail(event.id, claim.token, PermanentError(f"payload invalid now: {exc}"))
+                continue
+            jobs.append(SyncJob(event.id, event.key, claim.token, plan))
+        if not jobs:
+            return
+        try:
+            failures: Mapping[str, AdapterError] = self.backend.apply(jobs, self._settle)
+        except Exception as exc:  # a backend bug or outage: every job of the batch retries
+            log.exception("backend %s failed a whole batch", self.backend.name)
+            error = exc if isinstance(exc, AdapterError) else RetryableError(repr(exc))
+            failures = {job.event_id: error for job in jobs}
+        for job in jobs:
+            failure = failures.get(job.event_id)
+            if failure is not None:
+                self._fail(job.event_id, job.lease_token, failure)
+            elif self.on_settled is not None:
+                self.on_settled(job.event_id)
+
+    def _settle(self, conn: Connection, job: SyncJob, result: SyncResult) -> None:
+        self.store.mark_synced(conn, job.event_id, job.lease_token, result.model_dump(mode="json"))
+
+    def _fail(self, event_id: str, token: str, error: AdapterError) -> None:
+        """Quarantine, retry or dead-letter, chosen by the error's type alone."""
+        try:
+            if isinstance(error, MappingError):
+                self.store.quarantine(event_id, token, str(error))
+            else:
+                self.store.mark_failed(
+                    event_id,
+                    token,
+                    f"{type(error).__name__}: {error}",
+                    retryable=isinstance(error, RetryableError),
+                    retry_after=error.retry_after if isinstance(error, RateLimitedError) else None,
+                )
+        except LeaseLost:
+            log.warning("lease lost on event %s; another worker owns it now", event_id)
+        if self.on_settled is not None:
+            self.on_settled(event_id)

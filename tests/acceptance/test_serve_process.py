@@ -1,0 +1,171 @@
+"""The real ``bookme-crm serve`` process: first run, and a SIGKILL mid-stream."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, DEFAULT_MAPPING, WEBHOOK_SECRET, free_port, seed_booking
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent / "bookme-crm"
+
+
+class Serve:
+    """``bookme-crm serve`` as a child process on a free loopback port."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / f"serve-{self.port}.log"
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "ADMIN_"))}
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(
+                [str(BIN), "serve", "--port", str(self.port)],
+                cwd=workdir,
+                env={**base, "MAPPINGS_PATH": str(DEFAULT_MAPPING), **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            assert self.proc.poll() is None, self.output()
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, self.output()
+            time.sleep(0.1)
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Any]:
+    started: list[Serve] = []
+
+    def start(**env: str) -> Serve:
+        server = Serve(tmp_path, env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def test_first_run_generates_and_prints_a_secret_once(spawn: Any, tmp_path: Path) -> None:
+    """With no secret configured, serve makes one, prints it with a curl, and uses it."""
+    first = spawn()
+    match = re.search(r"CRM_WEBHOOK_SECRET=(\S+)", first.output())
+    assert match, first.output()
+    secret = match.group(1)
+    assert f"X-Webhook-Secret: {secret}" in first.output()
+    assert (tmp_path / "var" / "webhook-secret").stat().st_mode & 0o077 == 0
+    answer = httpx.post(
+        first.url + "/api/bookings/incoming",
+        json=seed_booking(),
+        headers={"X-Webhook-Secret": secret},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    first.stop()
+    second = spawn()
+    assert secret not in second.output()
+    assert (
+        httpx.post(
+            second.url + "/api/bookings/incoming",
+            json=seed_booking(),
+            headers={"X-Webhook-Secret": "wrong-but-long-enough"},
+            timeout=30,
+        ).status_code
+        == 401
+    )
+
+
+def test_placeholder_secret_refuses_to_start(tmp_path: Path) -> None:
+    """A placeholder secret is a configuration error, not a weak service."""
+    result = subprocess.run(
+        [str(BIN), "serve", "--port", str(free_port())],
+        cwd=tmp_path,
+        env={**os.environ, "CRM_WEBHOOK_SECRET": "changeme"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "CRM_WEBHOOK_SECRET" in result.stderr
+    assert "placeholder" in result.stderr
+
+
+def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(spawn: Any, tmp_path: Path) -> None:
+    """50 bookings accepted (SYNC_WAIT_MS=0), serve SIGKILLed and restarted: each synced once."""
+    env = {
+        "CRM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "SYNC_WAIT_MS": "0",
+        "OUTBOX_LEASE_SECONDS": "2",
+        "WORKER_POLL_SECONDS": "0.1",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'crash.db'}",
+    }
+    server = spawn(**env)
+    accepted: list[str] = []
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for n in range(50):
+            body = seed_booking(
+                bookingId=f"crash-{n}",
+                email=f"person{n % 20}@example.com",
+                company=f"Company {n % 7}",
+                eventType="workshop" if n % 2 else "30min-consultation",
+            )
+            answer = http.post(
+                "/api/bookings/incoming", json=body, headers={"X-Webhook-Secret": WEBHOOK_SECRET}
+            )
+            assert answer.status_code == 202, answer.text
+            accepted.append(answer.json()["eventId"])
+    server.kill()
+
+    restarted = spawn(**env)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with httpx.Client(base_url=restarted.url, headers=admin, timeout=30) as http:
+        deadline = time.monotonic() + 60
+        while (counts := http.get("/admin/outbox").json()["counts"])["synced"] < 50:
+            assert time.monotonic() < deadline, counts
+            time.sleep(0.2)
+        assert counts == {**counts, "synced": 50, "queued": 0, "retrying": 0, "dead": 0}
+        for event_id in accepted:
+            assert http.get(f"/api/bookings/events/{event_id}").json()["status"] == "synced"
+        activities = http.get("/api/activities", params={"limit": 1000}).json()
+        assert sorted(a["metadata"]["bookingId"] for a in activities) == sorted(
+            f"crash-{n}" for n in range(50)
+        )
+        assert len(http.get("/api/contacts", params={"limit": 1000}).json()) == 20
+        assert len(http.get("/api/companies", params={"limit": 1000}).json()) == 7
+        tasks = http.get("/api/tasks", params={"limit": 1000}).json()
+        assert len(tasks) == len({(t["bookingId"], t["key"]) for t in tasks}) == 25 * 2 + 25
+        leads = http.get("/api/leads", params={"limit": 1000}).json()
+        assert len(leads) == len({lead["title"] for lead in leads})
