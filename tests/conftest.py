@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from adapter.services import Services
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLES = REPO.parent / "shared" / "samples"
+SAMPLES = REPO / "tests" / "samples"  # copies of ../shared/samples
 DEFAULT_MAPPING = REPO / "mappings" / "default.yaml"
 WEBHOOK_SECRET = "test-webhook-secret-0123456789"
 ADMIN_TOKEN = "test-admin-token-0123456789"
