@@ -185,40 +185,34 @@ class OutboxStore:
     # -- claiming ---------------------------------------------------------------
 
     def claim(self, owner: str, *, limit: int, lease_seconds: float) -> list[Claim]:
-        """Lease up to ``limit`` due events, at most one per key, each its key's oldest pending.
+        """Lease up to ``limit`` due events, at most one per key: each key's newest snapshot.
 
-        Counts an attempt per claim, so an event that keeps killing its worker
-        still ends dead.
+        Per key, the newest pending snapshot (by ``snapshot_at``, then receipt)
+        is the one applied; older pending ones are coalesced into it (marked
+        superseded), and one that is not newer than the key's last synced
+        snapshot is superseded too. A key with a leased event is skipped, so a
+        key never has two events in flight. Counts an attempt per claim, so an
+        event that keeps killing its worker still ends dead.
         """
         now = self.clock()
-        earlier = events.alias("earlier")
-        no_earlier_pending = ~(
-            select(earlier.c.seq)
-            .where(
-                earlier.c.key == events.c.key,
-                earlier.c.state.in_(PENDING),
-                earlier.c.seq < events.c.seq,
-            )
-            .exists()
-        )
-        query = (
-            select(events.c.seq)
-            .where(
-                events.c.state.in_(PENDING),
-                events.c.next_attempt_at <= now,
-                or_(events.c.lease_expires_at.is_(None), events.c.lease_expires_at <= now),
-                no_earlier_pending,
-            )
-            .order_by(events.c.next_attempt_at, events.c.seq)
-            .limit(limit)
-        )
-        if self._dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True)
         expires = now + timedelta(seconds=lease_seconds)
         claims: list[Claim] = []
         with self.transaction() as conn:
-            seqs = list(conn.execute(query).scalars())
-            for seq in seqs:
+            for seq in list(conn.execute(self._claimable(now, limit)).scalars()):
+                row = conn.execute(select(events).where(events.c.seq == seq)).one()
+                candidate = Event.from_row(row)
+                if self._dialect == "postgresql":
+                    # Serialise claims of one key across workers; re-check under the
+                    # lock, since another worker may have committed a claim since
+                    # our first read.
+                    locked = conn.execute(
+                        select(func.pg_try_advisory_xact_lock(func.hashtext(candidate.key)))
+                    ).scalar()
+                    recheck = self._claimable(now, 1, seq=seq)
+                    if not locked or conn.execute(recheck).first() is None:
+                        continue
+                if not self._coalesce(conn, candidate, now):
+                    continue
                 token = uuid.uuid4().hex
                 row = conn.execute(
                     update(events)
@@ -234,6 +228,68 @@ class OutboxStore:
                 ).one()
                 claims.append(Claim(Event.from_row(row), token))
         return claims
+
+    def _claimable(self, now: datetime, limit: int, *, seq: int | None = None) -> Any:
+        """Due, unleased events that are their key's newest pending, in a key with none leased."""
+        other = events.alias("other")
+        newer_or_in_flight = (
+            select(other.c.seq)
+            .where(
+                other.c.key == events.c.key,
+                other.c.state.in_(PENDING),
+                other.c.seq != events.c.seq,
+                or_(
+                    other.c.lease_expires_at > now,
+                    other.c.snapshot_at > events.c.snapshot_at,
+                    and_(other.c.snapshot_at == events.c.snapshot_at, other.c.seq > events.c.seq),
+                ),
+            )
+            .exists()
+        )
+        query = select(events.c.seq).where(
+            events.c.state.in_(PENDING),
+            events.c.next_attempt_at <= now,
+            or_(events.c.lease_expires_at.is_(None), events.c.lease_expires_at <= now),
+            ~newer_or_in_flight,
+        )
+        if seq is not None:
+            return query.where(events.c.seq == seq)
+        query = query.order_by(events.c.next_attempt_at, events.c.seq).limit(limit)
+        if self._dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return query
+
+    def _coalesce(self, conn: Connection, newest: Event, now: datetime) -> bool:
+        """Supersede the key's older pending events; ``False`` if ``newest`` is stale too."""
+        conn.execute(
+            update(events)
+            .where(
+                events.c.key == newest.key,
+                events.c.state.in_(PENDING),
+                events.c.seq != newest.seq,
+            )
+            .values(
+                state=SUPERSEDED,
+                last_error=f"coalesced into newer snapshot {newest.id}",
+                lease_token=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+        )
+        applied = _utc(
+            conn.execute(
+                select(func.max(events.c.snapshot_at)).where(
+                    events.c.key == newest.key, events.c.state == SYNCED
+                )
+            ).scalar()
+        )
+        if applied is None or newest.snapshot_at > applied:
+            return True
+        self._set_state(
+            conn, newest.id, SUPERSEDED, error="not newer than the snapshot already applied"
+        )
+        return False
 
     # -- settling -----------------------------------------------------------------
 

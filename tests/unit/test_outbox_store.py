@@ -50,13 +50,13 @@ def store(engine: Engine, clock: Clock) -> OutboxStore:
     )
 
 
-def new(key: str = "bk1", body: str = "a", webhook_id: str | None = None) -> NewEvent:
+def new(key: str = "bk1", body: str = "a", webhook_id: str | None = None, at: int = 0) -> NewEvent:
     return NewEvent(
         key=key,
         kind="booking.created",
         payload={"bookingId": key, "body": body},
         body_hash=f"hash-{body}",
-        snapshot_at=datetime(2026, 11, 23, tzinfo=UTC),
+        snapshot_at=datetime(2026, 11, 23, tzinfo=UTC) + timedelta(hours=at),
         webhook_id=webhook_id,
     )
 
@@ -80,21 +80,49 @@ def test_repeat_delivery_returns_the_first_event(store: OutboxStore) -> None:
     assert store.counts()["queued"] == 3
 
 
-def test_claim_hands_out_one_event_per_key_in_order(store: OutboxStore) -> None:
-    """A key's second event waits until its first is settled."""
-    a1, _ = put(store, new("A", "1"))
-    a2, _ = put(store, new("A", "2"))
+def test_claim_coalesces_a_keys_pending_events_into_the_newest(store: OutboxStore) -> None:
+    """Of one key's pending events only the newest snapshot is applied; older ones supersede."""
+    a_new, _ = put(store, new("A", "2", at=2))
+    a_old, _ = put(store, new("A", "1", at=1))  # arrives later, but is an older snapshot
     b1, _ = put(store, new("B", "1"))
     claims = store.claim("w1", limit=10, lease_seconds=30)
-    assert sorted(c.event.id for c in claims) == sorted([a1, b1])
+    assert sorted(c.event.id for c in claims) == sorted([a_new, b1])
+    old = store.get(a_old)
+    assert old is not None
+    assert old.state == "superseded"
+    assert old.last_error == f"coalesced into newer snapshot {a_new}"
+
+
+def test_a_key_has_at_most_one_event_in_flight(store: OutboxStore) -> None:
+    """A newer event waits while its key's older one is leased, then is handed out."""
+    a1, _ = put(store, new("A", "1", at=1))
+    (first,) = store.claim("w1", limit=10, lease_seconds=30)
+    a2, _ = put(store, new("A", "2", at=2))
     assert store.claim("w2", limit=10, lease_seconds=30) == []
-    first = next(c for c in claims if c.event.id == a1)
     with store.transaction() as conn:
         store.mark_synced(conn, a1, first.token, {"ok": True})
     (second,) = store.claim("w2", limit=10, lease_seconds=30)
     assert second.event.id == a2
-    assert store.get(a1).state == "synced"  # type: ignore[union-attr]
-    assert store.get(a1).result == {"ok": True}  # type: ignore[union-attr]
+    synced = store.get(a1)
+    assert synced is not None
+    assert (synced.state, synced.result) == ("synced", {"ok": True})
+
+
+@pytest.mark.parametrize("late_at", [1, 2], ids=["older", "same-time"])
+def test_snapshot_not_newer_than_the_applied_one_is_superseded(
+    store: OutboxStore, late_at: int
+) -> None:
+    """A late older (or equal) snapshot changes nothing and ends superseded."""
+    applied, _ = put(store, new("A", "2", at=2))
+    (claim,) = store.claim("w", limit=1, lease_seconds=30)
+    with store.transaction() as conn:
+        store.mark_synced(conn, applied, claim.token, {})
+    late, _ = put(store, new("A", "late", at=late_at))
+    assert store.claim("w", limit=1, lease_seconds=30) == []
+    event = store.get(late)
+    assert event is not None
+    assert event.state == "superseded"
+    assert event.last_error == "not newer than the snapshot already applied"
 
 
 def test_expired_lease_is_taken_over_and_old_holder_is_fenced(
@@ -183,3 +211,101 @@ def test_counts_and_oldest_pending_age(store: OutboxStore, clock: Clock) -> None
         "superseded": 0,
     }
     assert store.oldest_pending_age() == pytest.approx(42)
+
+
+def test_concurrent_claimers_keep_one_in_flight_per_key_and_order(engine: Engine) -> None:
+    """Four threads claiming while events arrive: never two of a key at once, snapshots rise."""
+    import threading
+
+    store = OutboxStore(engine)
+    keys, per_key = 12, 6
+    in_flight: set[str] = set()
+    applied: dict[str, list[datetime]] = {}
+    guard = threading.Lock()
+    violations: list[str] = []
+    done_producing = threading.Event()
+
+    def produce() -> None:
+        for n in range(per_key):
+            for k in range(keys):
+                put(store, new(f"K{k}", f"{k}-{n}", at=n))
+        done_producing.set()
+
+    def consume() -> None:
+        idle = 0
+        while idle < 20:
+            claims = store.claim(threading.current_thread().name, limit=3, lease_seconds=30)
+            if not claims:
+                idle = idle + 1 if done_producing.is_set() else 0
+                threading.Event().wait(0.01)
+                continue
+            idle = 0
+            for claim in claims:
+                key = claim.event.key
+                with guard:
+                    if key in in_flight:
+                        violations.append(key)
+                    in_flight.add(key)
+                threading.Event().wait(0.002)
+                with guard:
+                    applied.setdefault(key, []).append(claim.event.snapshot_at)
+                    in_flight.discard(key)
+                with store.transaction() as conn:
+                    store.mark_synced(conn, claim.event.id, claim.token, {})
+
+    threads = [threading.Thread(target=produce)] + [
+        threading.Thread(target=consume, name=f"w{i}") for i in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert violations == []
+    assert sorted(applied) == sorted(f"K{k}" for k in range(keys))
+    for key, snapshots in applied.items():
+        assert snapshots == sorted(set(snapshots)), key
+        assert snapshots[-1] == datetime(2026, 11, 23, tzinfo=UTC) + timedelta(hours=per_key - 1)
+    counts = store.counts()
+    assert counts["queued"] == counts["retrying"] == 0
+    assert counts["synced"] + counts["superseded"] == keys * per_key
+
+
+def test_postgres_claim_race_on_one_key_is_closed(pg_url: str) -> None:
+    """A claim of a key's newer event waits out another worker's uncommitted claim of the key."""
+    import threading
+
+    from sqlalchemy import event
+
+    engine = make_engine(pg_url)
+    outbox_metadata.create_all(engine)
+    store = OutboxStore(engine)
+    put(store, new("A", "1", at=1))
+    paused, resume = threading.Event(), threading.Event()
+    slow_thread: list[int] = []
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def pause_after_lease(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if (
+            threading.get_ident() in slow_thread
+            and "attempts=(outbox_events.attempts +" in statement
+        ):
+            paused.set()
+            resume.wait(10)
+
+    first: list[object] = []
+
+    def slow_claim() -> None:
+        slow_thread.append(threading.get_ident())
+        first.extend(store.claim("slow", limit=5, lease_seconds=30))
+
+    worker = threading.Thread(target=slow_claim)
+    worker.start()
+    try:
+        assert paused.wait(10)
+        put(store, new("A", "2", at=2))  # a newer snapshot arrives while that claim is open
+        assert store.claim("fast", limit=5, lease_seconds=30) == []
+    finally:
+        resume.set()
+        worker.join(10)
+        engine.dispose()
+    assert len(first) == 1
