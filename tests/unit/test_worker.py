@@ -1,0 +1,220 @@
+"""The worker decides retry, dead-letter or quarantine by the error's type alone."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from adapter.backends.base import (
+    ActivityRef,
+    ContactRef,
+    LeadRef,
+    Settle,
+    SyncJob,
+    SyncResult,
+)
+from adapter.booking import parse_booking
+from adapter.db import make_engine, upgrade
+from adapter.errors import (
+    AdapterError,
+    CrmValidationError,
+    MappingError,
+    RateLimitedError,
+    RetryableError,
+)
+from adapter.ingest import accept_booking
+from adapter.mapping import MappingConfig, load_mapping
+from adapter.worker import Worker
+from outbox.retry import RetryPolicy
+from outbox.store import OutboxStore
+from tests.conftest import DEFAULT_MAPPING, seed_booking
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+class FakeBackend:
+    """An in-memory CRM: remembers applied plans; fails jobs as told."""
+
+    name = "fake"
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.applied: dict[str, SyncJob] = {}
+        self.fail_with: dict[str, AdapterError] = {}
+        self.explode: Exception | None = None
+        self.batches: list[int] = []
+
+    def apply(self, jobs: Sequence[SyncJob], settle: Settle) -> Mapping[str, AdapterError]:
+        if self.explode is not None:
+            raise self.explode
+        self.batches.append(len(jobs))
+        failures: dict[str, AdapterError] = {}
+        for job in jobs:
+            error = self.fail_with.get(job.booking_id)
+            if error is not None:
+                failures[job.event_id] = error
+                continue
+            result = SyncResult(
+                lead=LeadRef(id="L", title=job.plan.lead.title),
+                contact=ContactRef(id="C", email=job.plan.contact.email),
+                company=None,
+                activity=ActivityRef(id=f"A-{job.booking_id}"),
+                tasks=[],
+            )
+            with self.engine.begin() as conn:
+                settle(conn, job, result)
+            self.applied[job.booking_id] = job
+        return failures
+
+    def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> OutboxStore:
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    upgrade(engine)
+    return OutboxStore(engine, retry=RetryPolicy(max_attempts=3, base_seconds=0.001))
+
+
+@pytest.fixture
+def mapping() -> MappingConfig:
+    return load_mapping(DEFAULT_MAPPING)
+
+
+@pytest.fixture
+def backend(store: OutboxStore) -> FakeBackend:
+    return FakeBackend(store.engine)
+
+
+def worker_for(
+    store: OutboxStore, backend: FakeBackend, mapping: MappingConfig, **kw: object
+) -> tuple[Worker, list[str]]:
+    settled: list[str] = []
+    worker = Worker(
+        store,
+        backend,
+        lambda: mapping,
+        clock=lambda: NOW,
+        on_settled=settled.append,
+        **kw,  # type: ignore[arg-type]
+    )
+    return worker, settled
+
+
+def enqueue(store: OutboxStore, mapping: MappingConfig, **overrides: object) -> Callable[[], str]:
+    body = seed_booking(**overrides)
+    event, _ = accept_booking(store, parse_booking(body), body, mapping)
+    return lambda: store.get(event.id).state  # type: ignore[union-attr]
+
+
+def test_success_is_settled_and_notified(
+    store: OutboxStore, backend: FakeBackend, mapping: MappingConfig
+) -> None:
+    """A synced event carries the backend's result; the waiter is told."""
+    state = enqueue(store, mapping)
+    worker, settled = worker_for(store, backend, mapping)
+    assert worker.drain() == 1
+    assert state() == "synced"
+    assert len(settled) == 1
+    assert backend.applied["test-123"].plan.lead.title == "workshop - Test Person"
+
+
+def test_retryable_error_retries_then_dead_letters(
+    store: OutboxStore, backend: FakeBackend, mapping: MappingConfig
+) -> None:
+    """A retryable error goes to retrying; after the last attempt it is dead with the reason."""
+    state = enqueue(store, mapping)
+    backend.fail_with["test-123"] = RetryableError("CRM timed out")
+    worker, _ = worker_for(store, backend, mapping)
+    worker.run_once()
+    assert state() == "retrying"
+    for _ in range(10):
+        worker.run_once()
+    event = store.list()[0]
+    assert (event.state, event.attempts) == ("dead", 3)
+    assert event.last_error == "gave up after 3 attempts: RetryableError: CRM timed out"
+
+
+def test_rate_limit_hint_delays_the_retry(
+    store: OutboxStore, backend: FakeBackend, mapping: MappingConfig
+) -> None:
+    """A 429's Retry-After is honoured when longer than the backoff."""
+    enqueue(store, mapping)
+    backend.fail_with["test-123"] = RateLimitedError("slow down", retry_after=120)
+    worker, _ = worker_for(store, backend, mapping)
+    worker.run_once()
+    event = store.list()[0]
+    assert event.state == "retrying"
+    wait = (event.next_attempt_at - event.received_at).total_seconds()
+    assert wait >= 119
+
+
+def test_permanent_error_dead_letters_at_once(
+    store: OutboxStore, backend: FakeBackend, mapping: MappingConfig
+) -> None:
+    """The CRM's validation message is kept as the reason."""
+    state = enqueue(store, mapping)
+    backend.fail_with["test-123"] = CrmValidationError("Property values were not valid: email")
+    worker, _ = worker_for(store, backend, mapping)
+    worker.run_once()
+    assert state() == "dead"
+    assert store.list()[0].last_error == (
+        "CrmValidationError: Property values were not valid: email"
+    )
+
+
+def test_mapping_error_from_the_backend_quarantines(
+    store: OutboxStore, backend: FakeBackend, mapping: MappingConfig
+) -> None:
+    """A backend that cannot place a booking quarantines it instead of dead-lettering."""
+    state = enqueue(store, mapping)
+    backend.fail_with["test-123"] = MappingError("no pipeline stage 'CONTACTED'")
+    worker, _ = worker_for(store, backend, mapping)
+    worker.run_once()
+    assert state() == "quarantined"
+
+
+def test_event_type_removed_from_the_mapping_quarantines(
+    store: OutboxStore, backend: FakeBackend, mapping: MappingConfig, tmp_path: Path
+) -> None:
+    """A booking accepted under one mapping and unplaceable under the reloaded one is kept."""
+    state = enqueue(store, mapping, eventType="30min-consultation")
+    text = DEFAULT_MAPPING.read_text()
+    cut = text.index("  30min-consultation:")
+    smaller = tmp_path / "smaller.yaml"
+    smaller.write_text(text[:cut])
+    worker, _ = worker_for(store, backend, load_mapping(smaller))
+    worker.run_once()
+    assert state() == "quarantined"
+    assert backend.applied == {}
+
+
+def test_a_backend_crash_retries_the_whole_batch(
+    store: OutboxStore, backend: FakeBackend, mapping: MappingConfig
+) -> None:
+    """An unexpected exception is treated as retryable for every job of the batch."""
+    states = [enqueue(store, mapping, bookingId=f"b{n}") for n in range(3)]
+    backend.explode = ConnectionResetError("peer reset")
+    worker, _ = worker_for(store, backend, mapping)
+    worker.run_once()
+    assert [state() for state in states] == ["retrying"] * 3
+    assert "ConnectionResetError" in (store.list()[0].last_error or "")
+
+
+def test_batches_carry_one_event_per_booking(
+    store: OutboxStore, backend: FakeBackend, mapping: MappingConfig
+) -> None:
+    """Pending bookings are applied in batches of at most batch_size."""
+    for n in range(7):
+        enqueue(store, mapping, bookingId=f"b{n}")
+    worker, _ = worker_for(store, backend, mapping, batch_size=3)
+    assert worker.drain() == 7
+    assert backend.batches == [3, 3, 1]
