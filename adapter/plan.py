@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict
 Priority = Literal["low", "medium", "high"]
 MeetingOutcome = Literal["SCHEDULED", "RESCHEDULED", "COMPLETED", "CANCELED", "NO_SHOW"]
 TaskStatus = Literal["todo", "done", "cancelled"]
+PlannedTaskStatus = Literal["todo", "cancelled"]
+Lifecycle = Literal["active", "cancelled", "no_show"]
 
 
 class _Frozen(BaseModel):
@@ -43,8 +45,14 @@ class CompanyPlan(_Frozen):
 class LeadPlan(_Frozen):
     """Upsert by ``lead_key``: (company if given, else contact) x eventType.
 
-    A repeat booking only moves ``activity_at`` forward and adds tags; title,
-    stage, value and score are those of the first booking.
+    Descriptive fields (title, source, value, score) follow the newest snapshot
+    of any of the lead's bookings; ``activity_at`` only moves forward; tags are
+    a union. The stage is derived from the outcomes of all the lead's meetings,
+    so it does not depend on the order bookings arrive in:
+
+    - any meeting live (SCHEDULED, RESCHEDULED, COMPLETED): ``stage``;
+    - else at least one NO_SHOW: ``no_show_stage`` (``None``: keep ``stage``);
+    - else (all CANCELED): ``cancelled_stage`` (``None``: keep ``stage``).
     """
 
     lead_key: str
@@ -56,6 +64,8 @@ class LeadPlan(_Frozen):
     lead_score: int
     tags: tuple[str, ...]
     activity_at: datetime
+    cancelled_stage: str | None = None
+    no_show_stage: str | None = None
 
 
 class MeetingPlan(_Frozen):
@@ -73,13 +83,18 @@ class MeetingPlan(_Frozen):
 
 
 class TaskPlan(_Frozen):
-    """Upsert by (booking_id, key): one follow-up task per mapping task key."""
+    """Upsert by (booking_id, key): one follow-up task per mapping task key.
+
+    ``status`` is what the snapshot asks for; a task the CRM user marked
+    ``done`` stays done whatever the snapshot says.
+    """
 
     key: str
     title: str
     description: str
     due: datetime
     priority: Priority
+    status: PlannedTaskStatus = "todo"
 
 
 class SkippedTask(_Frozen):
@@ -91,11 +106,19 @@ class SkippedTask(_Frozen):
 
 
 class BookingPlan(_Frozen):
-    """Everything one booking snapshot must become in the CRM."""
+    """Everything one booking snapshot must become in the CRM.
+
+    A plan is absolute, not a delta: applying it leaves the booking's meeting
+    and tasks exactly as planned whatever older snapshots were applied before
+    (``tasks`` is the booking's whole task set; any other task of the booking
+    that is not ``done`` is removed). That is what makes any order of one
+    booking's events converge on the newest snapshot.
+    """
 
     booking_id: str
     event_type: str
     event: str
+    lifecycle: Lifecycle = "active"
     snapshot_at: datetime
     contact: ContactPlan
     company: CompanyPlan | None

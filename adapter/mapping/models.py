@@ -1,11 +1,11 @@
 """The mapping file's schema: pydantic models of the YAML, unknown keys are errors.
 
 The root is ``MappingConfig``: ``version``, ``defaults`` (lead, meeting, contact,
-company) and ``event_types``, where each event type overrides the defaults
-field by field and lists its tasks. New optional keys (e.g. a per-event-type
-``lifecycle`` with ``on_cancel``/``on_no_show``/``on_reschedule``) can be added
-later without breaking existing files, which is why ``version`` stays 1 until
-a change is incompatible.
+company, lifecycle) and ``event_types``, where each event type overrides the
+defaults field by field and lists its tasks. ``lifecycle`` (what reschedule,
+cancel and no-show do) was added as an optional key with the documented
+defaults, so files written before it still load; ``version`` stays 1 until a
+change is incompatible.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -25,7 +25,9 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     PrivateAttr,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -231,12 +233,18 @@ class _Section(BaseModel):
 
 
 class _Overrides(_Section):
-    """Per-event-type settings: a key left out inherits the default."""
+    """Per-event-type settings: a key left out inherits the default.
+
+    ``null`` is refused (leave the key out instead), except for the keys in
+    ``nullable_keys``, where ``null`` is itself a setting that overrides.
+    """
+
+    nullable_keys: ClassVar[frozenset[str]] = frozenset()
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_null(cls, value: Any) -> Any:
-        if value is None:
+    def _no_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.field_name not in cls.nullable_keys:
             raise ValueError("must not be null; leave the key out to use the default")
         return value
 
@@ -303,6 +311,118 @@ class TaskConfig(_Section):
     skip_if_past: bool = False
 
 
+def _unique_keys(tasks: list[TaskConfig]) -> list[TaskConfig]:
+    first: dict[str, int] = {}
+    for index, task in enumerate(tasks):
+        if task.key in first:
+            # ``at`` lets the loader point at the duplicate itself, not the list.
+            raise PydanticCustomError(
+                "duplicate_task_key",
+                "duplicate task key '{key}' (first used by tasks[{first}])",
+                {"key": task.key, "first": first[task.key], "at": (index, "key")},
+            )
+        first[task.key] = index
+    return tasks
+
+
+TaskList = Annotated[list[TaskConfig], AfterValidator(_unique_keys)]
+"""Tasks whose keys are unique within the list."""
+
+LiveOutcome = Literal["SCHEDULED", "RESCHEDULED", "COMPLETED"]
+"""Meeting outcomes that leave a booking live (``CANCELED``/``NO_SHOW`` have their events)."""
+
+
+# --- lifecycle: what reschedule, cancel and no-show do ------------------------
+
+
+class RescheduleSettings(_Section):
+    """``booking.rescheduled``: the meeting moves in place, its open tasks with it."""
+
+    meeting_outcome: LiveOutcome = "RESCHEDULED"
+
+
+class CancelSettings(_Section):
+    """``booking.cancelled``: the booking's mapped tasks are cancelled.
+
+    ``lead_stage`` is the lead's stage once none of its bookings is live
+    (``None``: keep the live stage); ``tasks`` are added as open tasks.
+    """
+
+    lead_stage: Name | None = "LOST"
+    tasks: TaskList = []
+
+
+class NoShowSettings(_Section):
+    """``booking.no_show``: the meeting's outcome is NO_SHOW.
+
+    ``lead_stage`` is the lead's stage once none of its bookings is live and
+    one is a no-show (``None``: keep the live stage); ``cancel_open_tasks``
+    cancels the booking's mapped tasks; ``tasks`` are added as open tasks.
+    """
+
+    lead_stage: Name | None = None
+    cancel_open_tasks: bool = True
+    tasks: TaskList = []
+
+
+class LifecycleSettings(_Section):
+    """What the events after ``booking.created`` do to the meeting, tasks and lead."""
+
+    on_reschedule: RescheduleSettings = RescheduleSettings()
+    on_cancel: CancelSettings = CancelSettings()
+    on_no_show: NoShowSettings = NoShowSettings()
+
+    @model_validator(mode="after")
+    def _keys_shared_once(self) -> LifecycleSettings:
+        """A cancelled and a no-show booking are one booking: their tasks share keys."""
+        cancel_keys = {task.key: index for index, task in enumerate(self.on_cancel.tasks)}
+        for index, task in enumerate(self.on_no_show.tasks):
+            if task.key in cancel_keys:
+                raise PydanticCustomError(
+                    "duplicate_task_key",
+                    "duplicate task key '{key}' (first used by on_cancel.tasks[{first}])",
+                    {
+                        "key": task.key,
+                        "first": cancel_keys[task.key],
+                        "at": ("on_no_show", "tasks", index, "key"),
+                    },
+                )
+        return self
+
+
+class RescheduleOverrides(_Overrides):
+    """``RescheduleSettings`` keys an event type sets itself."""
+
+    meeting_outcome: LiveOutcome | None = None
+
+
+class CancelOverrides(_Overrides):
+    """``CancelSettings`` keys an event type sets itself (``lead_stage: null`` included)."""
+
+    nullable_keys: ClassVar[frozenset[str]] = frozenset({"lead_stage"})
+
+    lead_stage: Name | None = None
+    tasks: TaskList | None = None
+
+
+class NoShowOverrides(_Overrides):
+    """``NoShowSettings`` keys an event type sets itself (``lead_stage: null`` included)."""
+
+    nullable_keys: ClassVar[frozenset[str]] = frozenset({"lead_stage"})
+
+    lead_stage: Name | None = None
+    cancel_open_tasks: bool | None = None
+    tasks: TaskList | None = None
+
+
+class LifecycleOverrides(_Overrides):
+    """Per-event-type lifecycle: each section overrides the default's key by key."""
+
+    on_reschedule: RescheduleOverrides | None = None
+    on_cancel: CancelOverrides | None = None
+    on_no_show: NoShowOverrides | None = None
+
+
 class Defaults(_Section):
     """Settings every event type starts from."""
 
@@ -310,6 +430,7 @@ class Defaults(_Section):
     meeting: MeetingSettings
     contact: ContactSettings = ContactSettings()
     company: CompanySettings = CompanySettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
 
 
 class EventTypeConfig(_Section):
@@ -317,22 +438,8 @@ class EventTypeConfig(_Section):
 
     lead: LeadOverrides = LeadOverrides()
     meeting: MeetingOverrides = MeetingOverrides()
-    tasks: list[TaskConfig] = []
-
-    @field_validator("tasks")
-    @classmethod
-    def _unique_keys(cls, tasks: list[TaskConfig]) -> list[TaskConfig]:
-        first: dict[str, int] = {}
-        for index, task in enumerate(tasks):
-            if task.key in first:
-                # ``at`` lets the loader point at the duplicate itself, not the list.
-                raise PydanticCustomError(
-                    "duplicate_task_key",
-                    "duplicate task key '{key}' (first used by tasks[{first}])",
-                    {"key": task.key, "first": first[task.key], "at": (index, "key")},
-                )
-            first[task.key] = index
-        return tasks
+    lifecycle: LifecycleOverrides = LifecycleOverrides()
+    tasks: TaskList = []
 
 
 class ResolvedEventType(BaseModel):
@@ -345,6 +452,7 @@ class ResolvedEventType(BaseModel):
     meeting: MeetingSettings
     contact: ContactSettings
     company: CompanySettings
+    lifecycle: LifecycleSettings
     tasks: tuple[TaskConfig, ...]
 
 
@@ -357,18 +465,23 @@ class MappingConfig(_Section):
 
     _resolved: dict[str, ResolvedEventType] = PrivateAttr(default_factory=dict)
 
-    def model_post_init(self, context: Any, /) -> None:
-        self._resolved = {
-            name: ResolvedEventType(
+    @model_validator(mode="after")
+    def _resolve(self) -> MappingConfig:
+        """Lay each event type over the defaults; its task keys must not collide."""
+        resolved: dict[str, ResolvedEventType] = {}
+        for name, config in self.event_types.items():
+            _check_task_keys(name, config, self.defaults.lifecycle)
+            resolved[name] = ResolvedEventType(
                 name=name,
                 lead=_overlay(self.defaults.lead, config.lead),
                 meeting=_overlay(self.defaults.meeting, config.meeting),
                 contact=self.defaults.contact,
                 company=self.defaults.company,
+                lifecycle=_overlay_lifecycle(self.defaults.lifecycle, config.lifecycle),
                 tasks=tuple(config.tasks),
             )
-            for name, config in self.event_types.items()
-        }
+        self._resolved = resolved
+        return self
 
     def event_type(self, name: str) -> ResolvedEventType:
         """The effective settings for ``name``; ``MappingError`` when it is not mapped."""
@@ -384,6 +497,61 @@ class MappingConfig(_Section):
 _S = TypeVar("_S", bound=_Section)
 
 
-def _overlay(base: _S, overrides: _Overrides) -> _S:
+def _overlay(base: _S, overrides: _Overrides | None) -> _S:
+    if overrides is None:
+        return base
     update = {name: getattr(overrides, name) for name in overrides.model_fields_set}
     return base.model_copy(update=update)
+
+
+def _overlay_lifecycle(base: LifecycleSettings, overrides: LifecycleOverrides) -> LifecycleSettings:
+    return LifecycleSettings(
+        on_reschedule=_overlay(base.on_reschedule, overrides.on_reschedule),
+        on_cancel=_overlay(base.on_cancel, overrides.on_cancel),
+        on_no_show=_overlay(base.on_no_show, overrides.on_no_show),
+    )
+
+
+_TaskSource = tuple[tuple[int | str, ...], list[TaskConfig]]
+
+
+def _check_task_keys(name: str, config: EventTypeConfig, defaults: LifecycleSettings) -> None:
+    """One key names one CRM task of a booking: an event type's own tasks and the
+    lifecycle tasks it ends up with (its own or the defaults') share one key space.
+
+    A clash between a default and the event type is reported at the event
+    type's key, where a new event type brings it in.
+    """
+    inherited: list[_TaskSource] = []
+    own: list[_TaskSource] = [(("event_types", name, "tasks"), config.tasks)]
+    for section in ("on_cancel", "on_no_show"):
+        override: CancelOverrides | NoShowOverrides | None = getattr(config.lifecycle, section)
+        if override is not None and override.tasks is not None:
+            own.append((("event_types", name, "lifecycle", section, "tasks"), override.tasks))
+        else:
+            default: CancelSettings | NoShowSettings = getattr(defaults, section)
+            inherited.append((("defaults", "lifecycle", section, "tasks"), default.tasks))
+    sources = inherited + own
+    first: dict[str, str] = {}
+    for prefix, tasks in sources:
+        for index, task in enumerate(tasks):
+            if task.key in first:
+                raise PydanticCustomError(
+                    "duplicate_task_key",
+                    "duplicate task key '{key}' in event type '{event_type}' "
+                    "(first used by {first})",
+                    {
+                        "key": task.key,
+                        "event_type": name,
+                        "first": first[task.key],
+                        "at": (*prefix, index, "key"),
+                    },
+                )
+            first[task.key] = _dotted((*prefix, index))
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    return "".join(
+        f"[{step}]" if isinstance(step, int) else f".{step}" if i else step
+        for i, step in enumerate(loc)
+    )

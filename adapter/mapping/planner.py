@@ -1,21 +1,45 @@
-"""Booking → planned CRM writes: a pure function of the booking, the mapping and ``now``."""
+"""Booking → planned CRM writes: a pure function of the booking, the mapping and ``now``.
+
+The plan is absolute (see ``BookingPlan``): every event kind plans the
+booking's whole meeting and task set from its snapshot, so the newest
+snapshot alone decides what the CRM ends with.
+
+====================  =========  ================  ==================================
+event                 lifecycle  meeting outcome   tasks
+====================  =========  ================  ==================================
+created, updated      active     SCHEDULED         mapped, todo (skip_if_past skips)
+rescheduled           active     on_reschedule     mapped, todo (skip_if_past skips)
+cancelled             cancelled  CANCELED          mapped, cancelled; on_cancel todo
+no_show               no_show    NO_SHOW           mapped, cancelled if
+                                                   cancel_open_tasks else todo;
+                                                   on_no_show todo
+====================  =========  ================  ==================================
+
+A mapped task planned as ``cancelled`` is never skipped: its moment having
+passed changes nothing for a task nobody will act on, and an open one in the
+CRM must end ``cancelled`` (contract §5), not removed. Lifecycle tasks
+(``on_cancel``/``on_no_show``) skip only with ``skip_if_past``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from adapter.booking import Booking
 from adapter.errors import MappingError
 from adapter.mapping.dates import apply_offset, format_swedish, format_time
-from adapter.mapping.models import MappingConfig, ResolvedEventType, Template
+from adapter.mapping.models import MappingConfig, ResolvedEventType, TaskConfig, Template
 from adapter.plan import (
     BookingPlan,
     CompanyPlan,
     ContactPlan,
     LeadPlan,
+    Lifecycle,
+    MeetingOutcome,
     MeetingPlan,
+    PlannedTaskStatus,
     SkippedTask,
     TaskPlan,
 )
@@ -31,9 +55,11 @@ def plan_booking(
 ) -> BookingPlan:
     """What ``booking`` must become in the CRM under ``mapping``, as of ``now``.
 
-    No I/O and no clock: ``now`` decides which ``skip_if_past`` tasks are
-    skipped, and with ``received_at`` stands in for the timestamps a booking
-    may lack. Raises ``MappingError`` for an eventType the mapping lacks.
+    ``booking.event`` picks the lifecycle, the meeting's outcome and the
+    tasks' statuses (module docstring). No I/O and no clock: ``now`` decides
+    which ``skip_if_past`` tasks are skipped, and with ``received_at`` stands
+    in for the timestamps a booking may lack. Raises ``MappingError`` for an
+    eventType the mapping lacks.
     """
     settings = mapping.event_type(booking.event_type)
     try:
@@ -52,6 +78,7 @@ def _plan(
     received = as_utc(received_at) if received_at is not None else None
     tz = ZoneInfo(booking.timezone) if booking.timezone else None
     values = template_values(booking, tz)
+    lifecycle = settings.lifecycle
 
     company_name_key = company_key(booking.company)
     contact = ContactPlan(
@@ -82,7 +109,26 @@ def _plan(
         lead_score=lead_settings.lead_score,
         tags=_tags(lead_settings.tags, values),
         activity_at=as_utc(booking.updated_at or booking.created_at or received or now),
+        cancelled_stage=lifecycle.on_cancel.lead_stage,
+        no_show_stage=lifecycle.on_no_show.lead_stage,
     )
+
+    state: Lifecycle
+    outcome: MeetingOutcome
+    mapped_status: PlannedTaskStatus = "todo"
+    extra_tasks: Sequence[TaskConfig] = ()
+    if booking.event == "booking.cancelled":
+        state, outcome, mapped_status = "cancelled", "CANCELED", "cancelled"
+        extra_tasks = lifecycle.on_cancel.tasks
+    elif booking.event == "booking.no_show":
+        state, outcome = "no_show", "NO_SHOW"
+        if lifecycle.on_no_show.cancel_open_tasks:
+            mapped_status = "cancelled"
+        extra_tasks = lifecycle.on_no_show.tasks
+    elif booking.event == "booking.rescheduled":
+        state, outcome = "active", lifecycle.on_reschedule.meeting_outcome
+    else:  # booking.created, booking.updated
+        state, outcome = "active", "SCHEDULED"
 
     start = booking.scheduled_date.astimezone(UTC)
     end = start + timedelta(minutes=booking.duration)
@@ -94,16 +140,18 @@ def _plan(
         duration_minutes=booking.duration,
         end=end,
         meeting_url=values["meetingUrl"] or None,
-        outcome="SCHEDULED",
+        outcome=outcome,
         source=lead.source,
     )
 
     tasks: list[TaskPlan] = []
     skipped: list[SkippedTask] = []
-    for task in settings.tasks:
+    planned = [(task, mapped_status) for task in settings.tasks]
+    planned += [(task, "todo") for task in extra_tasks]
+    for task, status in planned:
         title = task.title.render(values)
         due = apply_offset(start if task.anchor == "start" else end, task.offset, tz)
-        if task.skip_if_past and due <= now:
+        if status == "todo" and task.skip_if_past and due <= now:
             skipped.append(
                 SkippedTask(key=task.key, title=title, reason=f"due {_iso(due)} has passed")
             )
@@ -115,6 +163,7 @@ def _plan(
                 description=task.description.render(values),
                 due=due,
                 priority=task.priority,
+                status=status,
             )
         )
 
@@ -122,6 +171,7 @@ def _plan(
         booking_id=booking.booking_id,
         event_type=booking.event_type,
         event=booking.event,
+        lifecycle=state,
         snapshot_at=as_utc(booking.updated_at or received or now),
         contact=contact,
         company=company,
@@ -137,7 +187,10 @@ def template_values(booking: Booking, tz: ZoneInfo | None) -> dict[str, str]:
 
     ``date`` and ``time`` are the start in ``tz`` (UTC without one), and
     ``timezone`` names that zone, so a rendered date is never ambiguous.
+    ``cancellationReason`` is given only for ``booking.cancelled``: a reason
+    left on a snapshot that is live again must not label its meeting.
     """
+    cancelled = booking.event == "booking.cancelled"
     first_name, *rest = booking.name.split(maxsplit=1)
     return {
         "eventType": booking.event_type,
@@ -155,7 +208,7 @@ def template_values(booking: Booking, tz: ZoneInfo | None) -> dict[str, str]:
         "duration": str(booking.duration),
         "meetingUrl": str(booking.meeting_url) if booking.meeting_url is not None else "",
         "timezone": booking.timezone or "UTC",
-        "cancellationReason": booking.cancellation_reason or "",
+        "cancellationReason": (booking.cancellation_reason or "") if cancelled else "",
     }
 
 

@@ -84,6 +84,15 @@ def test_default_mapping_loads_with_the_seed_defaults() -> None:
     assert [(t.key, t.offset, t.priority) for t in consultation.tasks] == [
         ("summary", Offset(minutes=120), "high"),
     ]
+    for settings in (workshop, consultation):
+        lifecycle = settings.lifecycle
+        assert lifecycle.on_reschedule.meeting_outcome == "RESCHEDULED"
+        assert (lifecycle.on_cancel.lead_stage, lifecycle.on_cancel.tasks) == ("LOST", [])
+        assert lifecycle.on_no_show.lead_stage is None
+        assert lifecycle.on_no_show.cancel_open_tasks is True
+        assert [(t.key, t.offset, t.anchor, t.priority) for t in lifecycle.on_no_show.tasks] == [
+            ("no-show-reach-out", Offset(minutes=60), "end", "high"),
+        ]
 
 
 def test_event_type_overrides_defaults_field_by_field() -> None:
@@ -270,6 +279,169 @@ def test_each_fault_names_file_line_and_key_path(
     """Every kind of fault is reported as <file>:<line>: <key path>: <problem>."""
     assert old in MINIMAL
     text = MINIMAL.replace(old, new, 1)
+
+    message = load_error(text)
+
+    assert message.startswith(f"{NAME}:{line_of(text, needle)}: {expected}"), message
+
+
+LIFECYCLE = MINIMAL.replace(
+    "event_types:\n",
+    textwrap.dedent(
+        """\
+          lifecycle:
+            on_reschedule:
+              meeting_outcome: RESCHEDULED
+            on_cancel:
+              lead_stage: LOST
+              tasks: []
+            on_no_show:
+              lead_stage: null
+              cancel_open_tasks: true
+              tasks:
+                - key: reach-out
+                  title: Reach out after no-show
+                  offset: +1h
+                  anchor: end
+        event_types:
+          webinar:
+            lifecycle:
+              on_cancel:
+                lead_stage: null
+            tasks:
+              - key: recording
+                title: Send the recording
+                offset: +30m
+        """
+    ),
+)
+
+
+def test_event_type_overrides_lifecycle_key_by_key() -> None:
+    """An event type's lifecycle keys replace the default's, null stage included."""
+    mapping = load_mapping_text(LIFECYCLE, NAME)
+
+    webinar = mapping.event_type("webinar").lifecycle
+    workshop = mapping.event_type("workshop").lifecycle
+
+    assert (webinar.on_cancel.lead_stage, workshop.on_cancel.lead_stage) == (None, "LOST")
+    assert webinar.on_cancel.tasks == workshop.on_cancel.tasks == []
+    assert webinar.on_no_show == workshop.on_no_show == mapping.defaults.lifecycle.on_no_show
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle", "expected"),
+    [
+        pytest.param(
+            "      lead_stage: LOST",
+            "      lead_stag: LOST",
+            "lead_stag:",
+            "defaults.lifecycle.on_cancel.lead_stag: unknown key 'lead_stag' "
+            "(did you mean 'lead_stage'? allowed: lead_stage, tasks)",
+            id="unknown-key",
+        ),
+        pytest.param(
+            "    on_no_show:",
+            "    on_noshow:",
+            "on_noshow:",
+            "defaults.lifecycle.on_noshow: unknown key 'on_noshow' (did you mean 'on_no_show'? "
+            "allowed: on_reschedule, on_cancel, on_no_show)",
+            id="unknown-section",
+        ),
+        pytest.param(
+            "        lead_stage: null",
+            "        stage: null",
+            "    stage: null",
+            "event_types.webinar.lifecycle.on_cancel.stage: unknown key 'stage' "
+            "(did you mean 'lead_stage'? allowed: lead_stage, tasks)",
+            id="unknown-key-in-override",
+        ),
+        pytest.param(
+            "meeting_outcome: RESCHEDULED",
+            "meeting_outcome: CANCELED",
+            "meeting_outcome:",
+            "defaults.lifecycle.on_reschedule.meeting_outcome: Input should be 'SCHEDULED', "
+            "'RESCHEDULED' or 'COMPLETED', got the string 'CANCELED'",
+            id="outcome-not-live",
+        ),
+        pytest.param(
+            "meeting_outcome: RESCHEDULED",
+            "meeting_outcome: rescheduled",
+            "meeting_outcome:",
+            "defaults.lifecycle.on_reschedule.meeting_outcome: Input should be 'SCHEDULED'",
+            id="outcome-case",
+        ),
+        pytest.param(
+            "lead_stage: LOST",
+            "lead_stage: ''",
+            "lead_stage: ''",
+            "defaults.lifecycle.on_cancel.lead_stage: must not be blank",
+            id="blank-stage",
+        ),
+        pytest.param(
+            "lead_stage: LOST",
+            "lead_stage: 7",
+            "lead_stage: 7",
+            "defaults.lifecycle.on_cancel.lead_stage: Input should be a valid string, "
+            "got the number 7",
+            id="stage-not-a-string",
+        ),
+        pytest.param(
+            "cancel_open_tasks: true",
+            "cancel_open_tasks: 'no'",
+            "cancel_open_tasks:",
+            "defaults.lifecycle.on_no_show.cancel_open_tasks: Input should be a valid boolean, "
+            "got the string 'no'",
+            id="strict-bool",
+        ),
+        pytest.param(
+            "        lead_stage: null",
+            "        tasks: null",
+            "tasks: null",
+            "event_types.webinar.lifecycle.on_cancel.tasks: must not be null; leave the key out",
+            id="null-tasks-override",
+        ),
+        pytest.param(
+            "offset: +1h",
+            "offset: +1hour",
+            "offset: +1hour",
+            "defaults.lifecycle.on_no_show.tasks[0].offset: invalid offset '+1hour'",
+            id="bad-lifecycle-task-offset",
+        ),
+        pytest.param(
+            "key: recording",
+            "key: reach-out  # clash",
+            "# clash",
+            "event_types.webinar.tasks[0].key: duplicate task key 'reach-out' in event type "
+            "'webinar' (first used by defaults.lifecycle.on_no_show.tasks[0])",
+            id="task-key-clashes-with-default-lifecycle-task",
+        ),
+        pytest.param(
+            "      tasks: []",
+            "      tasks:\n        - {key: reach-out, title: Call, offset: +1d}",
+            "- key: reach-out",
+            "defaults.lifecycle.on_no_show.tasks[0].key: duplicate task key 'reach-out' "
+            "(first used by on_cancel.tasks[0])",
+            id="cancel-and-no-show-tasks-share-a-key",
+        ),
+        pytest.param(
+            "        lead_stage: null",
+            "        lead_stage: null\n        tasks:\n"
+            "          - {key: sorry, title: Sorry, offset: +1d}\n"
+            "          - {key: sorry, title: Sorry again, offset: +2d}",
+            "Sorry again",
+            "event_types.webinar.lifecycle.on_cancel.tasks[1].key: duplicate task key 'sorry' "
+            "(first used by tasks[0])",
+            id="duplicate-key-within-lifecycle-tasks",
+        ),
+    ],
+)
+def test_each_lifecycle_fault_names_file_line_and_key_path(
+    old: str, new: str, needle: str, expected: str
+) -> None:
+    """A bad lifecycle key, value or task key is reported as <file>:<line>: <key path>: ..."""
+    assert old in LIFECYCLE
+    text = LIFECYCLE.replace(old, new, 1)
 
     message = load_error(text)
 

@@ -80,6 +80,9 @@ def test_seed_workshop_plan_matches_the_seed(mapping: MappingConfig) -> None:
         ("prep-info", "Send workshop prep info", datetime(2027, 2, 8, 10, 0, tzinfo=UTC), "high"),
         ("follow-up", "Workshop follow-up", datetime(2027, 2, 16, 10, 0, tzinfo=UTC), "medium"),
     ]
+    assert {task.status for task in result.tasks} == {"todo"}
+    assert (result.event, result.lifecycle) == ("booking.created", "active")
+    assert (result.lead.cancelled_stage, result.lead.no_show_stage) == ("LOST", None)
     assert result.skipped_tasks == ()
 
 
@@ -195,6 +198,21 @@ def test_description_has_every_line_when_every_field_is_given(mapping: MappingCo
         "Bokning: bk_9f3a21"
     )
     assert result.meeting.meeting_url == "https://meet.example.com/abc-defg-hij"
+
+
+def test_description_shows_the_reason_of_a_cancellation(mapping: MappingConfig) -> None:
+    """A cancelled booking's reason is a line before the booking id; other events omit it."""
+    cancelled = plan(
+        booking(event="booking.cancelled", cancellationReason="Krock i kalendern"),
+        mapping,
+        now=NOW,
+    )
+    created = plan(booking(cancellationReason="Krock i kalendern"), mapping, now=NOW)
+
+    assert cancelled.meeting.description.endswith(
+        "Längd: 120 minuter\nAvbokad: Krock i kalendern\nBokning: test-123"
+    )
+    assert "Avbokad" not in created.meeting.description
 
 
 def test_day_offsets_keep_local_time_across_dst(mapping: MappingConfig) -> None:
