@@ -287,6 +287,39 @@ def test_task_filters(client: TestClient) -> None:
     assert client.get("/api/tasks", params={"status": "open"}).status_code == 422
 
 
+def cancelled(plan: BookingPlan) -> BookingPlan:
+    """The booking's cancellation snapshot, a second after ``plan``."""
+    return plan.model_copy(
+        update={
+            "event": "booking.cancelled",
+            "lifecycle": "cancelled",
+            "snapshot_at": plan.snapshot_at + timedelta(seconds=1),
+            "meeting": plan.meeting.model_copy(update={"outcome": "CANCELED"}),
+            "tasks": tuple(t.model_copy(update={"status": "cancelled"}) for t in plan.tasks),
+        }
+    )
+
+
+def test_cancelled_booking_leaves_the_todo_list(client: TestClient, engine: Engine) -> None:
+    """A cancelled booking's meeting shows CANCELED and its tasks leave ?status=todo&upcoming."""
+    plan = cancelled(
+        make_plan("bk-soon", "anna@acme.test", "Anna Lind", NOW + timedelta(days=2), "Acme AB")
+    )
+    job = SyncJob(uuid.uuid4().hex, plan.booking_id, "lease", plan)
+    assert LocalBackend(engine).apply([job], _settle) == {}
+
+    upcoming = get(client, "/api/tasks", status="todo", upcoming="true")
+    assert [t["bookingId"] for t in upcoming] == ["bk-late"]
+    [task] = get(client, "/api/tasks", bookingId="bk-soon")
+    assert task["status"] == "cancelled"
+    assert [t["bookingId"] for t in get(client, "/api/tasks", status="cancelled")] == ["bk-soon"]
+    meetings = get(client, "/api/activities", type="MEETING", upcoming="true")
+    assert [(a["metadata"]["bookingId"], a["outcome"]) for a in meetings] == [
+        ("bk-soon", "CANCELED"),
+        ("bk-late", "SCHEDULED"),
+    ]
+
+
 def test_patch_completes_a_task(client: TestClient) -> None:
     """PATCH status=done returns the task, which then leaves ?status=todo."""
     [task] = get(client, "/api/tasks", bookingId="bk-soon")

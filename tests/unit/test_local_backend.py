@@ -35,7 +35,8 @@ from outbox.db import make_engine
 from outbox.exceptions import LeaseLost
 
 START = datetime(2027, 2, 15, 10, 0, tzinfo=UTC)
-MIGRATION = Path(__file__).resolve().parents[2] / "adapter/migrations/versions/0002_local_crm.py"
+VERSIONS = Path(__file__).resolve().parents[2] / "adapter/migrations/versions"
+MIGRATIONS = (VERSIONS / "0002_local_crm.py", VERSIONS / "0003_lifecycle.py")
 
 
 def make_plan(
@@ -49,8 +50,10 @@ def make_plan(
     start: datetime = START,
     event: str = "booking.created",
     tags: tuple[str, ...] = ("bookme", "workshop"),
+    snapshot_at: datetime | None = None,
 ) -> BookingPlan:
     """A plan as the mapping would build it, with the identity keys of contract §4."""
+    cancelled = event == "booking.cancelled"
     email_key = email.strip().lower()
     name_key = " ".join(company.split()).casefold() if company else None
     owner = f"company:{name_key}" if name_key else f"contact:{email_key}"
@@ -59,7 +62,8 @@ def make_plan(
         booking_id=booking_id,
         event_type=event_type,
         event=event,
-        snapshot_at=start - timedelta(days=30),
+        lifecycle="cancelled" if cancelled else "active",
+        snapshot_at=snapshot_at or start - timedelta(days=30),
         contact=ContactPlan(
             email_key=email_key,
             email=email.strip(),
@@ -90,7 +94,7 @@ def make_plan(
             duration_minutes=120,
             end=start + timedelta(minutes=120),
             meeting_url="https://meet.example.com/abc",
-            outcome="CANCELED" if event == "booking.cancelled" else "SCHEDULED",
+            outcome="CANCELED" if cancelled else "SCHEDULED",
             source="bookme",
         ),
         tasks=(
@@ -100,6 +104,7 @@ def make_plan(
                 description="Prep",
                 due=start - timedelta(days=7),
                 priority="high",
+                status="cancelled" if cancelled else "todo",
             ),
             TaskPlan(
                 key="follow_up",
@@ -107,6 +112,7 @@ def make_plan(
                 description="Follow up",
                 due=start + timedelta(days=1),
                 priority="medium",
+                status="cancelled" if cancelled else "todo",
             ),
         ),
     )
@@ -306,10 +312,11 @@ def test_repeat_booking_advances_lead_and_adds_meeting(
 
 
 def test_email_variants_make_one_contact(engine: Engine, backend: LocalBackend) -> None:
-    """Emails differing in case and surrounding whitespace are one contact."""
-    variants = ["test@example.com", "  TEST@Example.COM ", "Test@example.com\t"]
+    """Emails differing in case and whitespace are one contact, spelt as the newest snapshot."""
+    variants = ["test@example.com", "Test@example.com\t", "  TEST@Example.COM "]
     for i, email in enumerate(variants):
-        backend.apply([job_for(make_plan(booking_id=f"bk-{i}", email=email))], Settles())
+        plan = make_plan(booking_id=f"bk-{i}", email=email, snapshot_at=START - timedelta(days=i))
+        backend.apply([job_for(plan)], Settles())
 
     [contact] = rows(engine, contacts)
     assert contact.email == "test@example.com"
@@ -317,10 +324,15 @@ def test_email_variants_make_one_contact(engine: Engine, backend: LocalBackend) 
 
 
 def test_company_name_variants_make_one_company(engine: Engine, backend: LocalBackend) -> None:
-    """Company names differing in case and whitespace are one company, keeping the first name."""
-    variants = ["Nordkap Konsult AB", " nordkap  KONSULT ab", "NORDKAP\tKonsult AB "]
+    """Company names differing in case and whitespace are one company, named by the newest."""
+    variants = [" nordkap  KONSULT ab", "Nordkap Konsult AB", "NORDKAP\tKonsult AB "]
     for i, name in enumerate(variants):
-        plan = make_plan(booking_id=f"bk-{i}", email=f"p{i}@nordkap.se", company=name)
+        plan = make_plan(
+            booking_id=f"bk-{i}",
+            email=f"p{i}@nordkap.se",
+            company=name,
+            snapshot_at=START - timedelta(days=[5, 1, 3][i]),
+        )
         backend.apply([job_for(plan)], Settles())
 
     [company] = rows(engine, companies)
@@ -332,19 +344,20 @@ def test_company_name_variants_make_one_company(engine: Engine, backend: LocalBa
 def test_reapply_updates_contact_keeps_phone_and_unions_tags(
     engine: Engine, backend: LocalBackend
 ) -> None:
-    """A re-apply updates the name, keeps a phone it does not repeat and unions tags."""
+    """A newer booking updates the name, keeps a phone it does not repeat and unions tags."""
     backend.apply([job_for(make_plan(phone="+46 70 1"))], Settles())
     again = make_plan(
         booking_id="bk-2",
         name="Test Persson",
         event_type="30min-consultation",
         tags=("bookme", "30min-consultation"),
+        snapshot_at=START,
     )
     backend.apply([job_for(again)], Settles())
 
     [contact] = rows(engine, contacts)
     assert (contact.last_name, contact.phone) == ("Persson", "+46 70 1")
-    assert contact.tags == ["bookme", "workshop", "30min-consultation"]
+    assert contact.tags == ["30min-consultation", "bookme", "workshop"]
     assert count(engine, leads) == 2
 
 
@@ -371,7 +384,8 @@ def test_cancellation_cancels_open_tasks_only(engine: Engine, backend: LocalBack
     with engine.begin() as conn:
         conn.execute(update(tasks).where(tasks.c.key == "prep").values(status="done"))
 
-    backend.apply([job_for(make_plan(event="booking.cancelled"))], Settles())
+    cancel = make_plan(event="booking.cancelled", snapshot_at=START - timedelta(days=2))
+    backend.apply([job_for(cancel)], Settles())
 
     assert {t.key: t.status for t in rows(engine, tasks)} == {
         "prep": "done",
@@ -458,22 +472,24 @@ def test_unavailable_database_fails_every_job_retryably(tmp_path: Path) -> None:
     assert all(isinstance(error, RetryableError) for error in failures.values())
 
 
-def _migrate(conn: Connection) -> None:
-    spec = importlib.util.spec_from_file_location("migration_0002", MIGRATION)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    with Operations.context(MigrationContext.configure(conn)):
-        module.upgrade()
+def migrate(conn: Connection, migrations: tuple[Path, ...] = MIGRATIONS) -> None:
+    """Run the ``upgrade`` of each migration file in turn on ``conn``."""
+    for path in migrations:
+        spec = importlib.util.spec_from_file_location(f"migration_{path.stem}", path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        with Operations.context(MigrationContext.configure(conn)):
+            module.upgrade()
 
 
 def test_migration_mirrors_the_tables(tmp_path: Path) -> None:
-    """Migration 0002 creates exactly the tables, constraints and indexes of crm_metadata."""
+    """Migrations 0002 and 0003 create exactly the tables, constraints and indexes of the CRM."""
     engine = make_engine(f"sqlite:///{tmp_path / 'migrated.db'}")
     try:
         with engine.begin() as conn:
-            _migrate(conn)
+            migrate(conn)
             diff = compare_metadata(MigrationContext.configure(conn), crm_metadata)
         assert diff == []
         LocalBackend(engine).apply([job_for(make_plan(company="Acme"))], Settles())
@@ -484,11 +500,11 @@ def test_migration_mirrors_the_tables(tmp_path: Path) -> None:
 
 @pytest.fixture
 def pg_engine(pg_url: str) -> Iterator[Engine]:
-    """The shared fresh PostgreSQL database, migrated to 0002 (the CRM tables alone)."""
+    """The shared fresh PostgreSQL database, migrated to 0003 (the CRM tables alone)."""
     engine = make_engine(pg_url)
     try:
         with engine.begin() as conn:
-            _migrate(conn)
+            migrate(conn)
         yield engine
     finally:
         engine.dispose()

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from adapter.backends.local.backend import LocalBackend, translate_error, write_plan
+from adapter.backends.local.backend import (
+    LocalBackend,
+    snapshot_version,
+    translate_error,
+    write_plan,
+)
 from adapter.backends.local.models import (
     activities,
     companies,
@@ -21,6 +26,7 @@ __all__ = [
     "contacts",
     "crm_metadata",
     "leads",
+    "snapshot_version",
     "tasks",
     "translate_error",
     "write_plan",

@@ -6,8 +6,20 @@ together or not at all, and one job's failure never undoes another's.
 
 Every write is a single ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` on a
 unique identity key (contract §4), never a read followed by an insert, so
-concurrent writers converge on one row per identity. Tag unions are then
-written under the row lock that upsert took.
+concurrent writers converge on one row per identity. Tag unions and the lead's
+derived stage are then written under the row lock that upsert took.
+
+A plan is absolute (see ``BookingPlan``): the booking's meeting and tasks become
+exactly what it says, except tasks a CRM user marked ``done``, which are never
+touched. The outbox hands one booking's snapshots over one at a time and never
+an older one after a newer one, so that alone makes a booking converge.
+
+Records shared by bookings are made order-independent here. Companies, contacts
+and leads keep the descriptive fields of the newest snapshot by
+``snapshot_version`` (last writer wins by version, not by arrival); a contact's
+phone and company are those of the newest snapshot that had one; tags are a
+sorted union; a lead's last activity only moves forward; a lead's stage is
+derived from the outcomes of all its meetings after every change to them.
 """
 
 from __future__ import annotations
@@ -17,7 +29,20 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, case, func, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    and_,
+    case,
+    delete,
+    exists,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -35,11 +60,12 @@ from adapter.backends.base import (
 from adapter.backends.local.models import activities, companies, contacts, leads, tasks
 from adapter.errors import AdapterError, PermanentError, RetryableError
 from adapter.plan import BookingPlan, CompanyPlan, ContactPlan, TaskPlan
-from adapter.timeutil import iso_z, utcnow
+from adapter.timeutil import as_utc, iso_z, utcnow
 from outbox.exceptions import LeaseLost
 
-CANCELLED_EVENT = "booking.cancelled"
 MEETING = "MEETING"
+DONE = "done"
+LIVE_OUTCOMES = ("SCHEDULED", "RESCHEDULED", "COMPLETED")
 
 _Insert = sqlite.Insert | postgresql.Insert
 
@@ -111,21 +137,29 @@ def translate_error(exc: BaseException, job: SyncJob) -> AdapterError:
     return error
 
 
+def snapshot_version(snapshot_at: datetime, booking_id: str) -> str:
+    """The version of a booking snapshot: sorts as (``snapshot_at`` in UTC, ``booking_id``).
+
+    Two bookings never share a version, so every pair of snapshots is ordered
+    the same way whichever is applied first.
+    """
+    return f"{as_utc(snapshot_at):%Y-%m-%dT%H:%M:%S.%fZ}|{booking_id}"
+
+
 def write_plan(conn: Connection, plan: BookingPlan, now: datetime | None = None) -> SyncResult:
-    """Upsert every record ``plan`` names on ``conn``; returns the CRM's ids."""
+    """Make the CRM hold what ``plan`` says, on ``conn``; returns the CRM's ids."""
     now = now or utcnow()
-    company = _upsert_company(conn, plan.company, now) if plan.company else None
-    contact_id, contact_email = _upsert_contact(conn, plan.contact, company, now)
-    lead_id, lead_title = _upsert_lead(conn, plan, contact_id, company, now)
+    version = snapshot_version(plan.snapshot_at, plan.booking_id)
+    company = _upsert_company(conn, plan.company, version, now) if plan.company else None
+    contact_id, contact_email = _upsert_contact(conn, plan.contact, company, version, now)
+    lead_id, lead_title = _upsert_lead(conn, plan, contact_id, company, version, now)
+    previous_lead = _lock_previous_lead(conn, plan.booking_id, lead_id)
     activity_id = _upsert_meeting(conn, plan, lead_id, contact_id, now)
-    cancelled = plan.event == CANCELLED_EVENT
-    task_refs = [_upsert_task(conn, plan, task, lead_id, cancelled, now) for task in plan.tasks]
-    if cancelled:
-        conn.execute(
-            update(tasks)
-            .where(tasks.c.booking_id == plan.booking_id, tasks.c.status == "todo")
-            .values(status="cancelled", updated_at=now)
-        )
+    _derive_stage(conn, lead_id)
+    if previous_lead is not None:
+        _derive_stage(conn, previous_lead)
+    task_refs = [_upsert_task(conn, plan, task, lead_id, now) for task in plan.tasks]
+    _delete_unplanned_tasks(conn, plan)
     return SyncResult(
         lead=LeadRef(id=lead_id, title=lead_title),
         contact=ContactRef(id=contact_id, email=contact_email),
@@ -151,31 +185,59 @@ def _greatest(conn: Connection, left: Any, right: Any) -> Any:
     return func.greatest(left, right)
 
 
+def _not_older(conn: Connection, incoming: Any, stored: Any) -> ColumnElement[bool]:
+    """``incoming >= stored`` for versions, compared byte by byte on every database.
+
+    Equal versions are one snapshot of one booking applied again (or two with
+    the same ``updatedAt``, which the outbox applies in receipt order): the one
+    applied last wins, as it does for the booking's meeting.
+    """
+    if conn.dialect.name == "postgresql":
+        # The database's default collation may ignore punctuation or case.
+        return incoming.collate("C") >= stored.collate("C")  # type: ignore[no-any-return]
+    return incoming >= stored  # type: ignore[no-any-return]
+
+
+def _if(condition: ColumnElement[bool], new: Any, old: Any) -> Any:
+    return case((condition, new), else_=old)
+
+
 def _new_id() -> str:
     return uuid.uuid4().hex
+
+
+def _tags(tags: Sequence[str]) -> list[str]:
+    """Tags in their canonical order (sorted, unique), so that a union is order-independent."""
+    return sorted(set(tags))
 
 
 def _union_tags(
     conn: Connection, table: Table, row_id: str, existing: list[str], new: Sequence[str]
 ) -> None:
-    merged = existing + [tag for tag in dict.fromkeys(new) if tag not in existing]
+    merged = _tags([*existing, *new])
     if merged != existing:
         conn.execute(update(table).where(table.c.id == row_id).values(tags=merged))
 
 
-def _upsert_company(conn: Connection, plan: CompanyPlan, now: datetime) -> CompanyRef:
+def _upsert_company(conn: Connection, plan: CompanyPlan, version: str, now: datetime) -> CompanyRef:
     stmt = _insert(conn, companies).values(
         id=_new_id(),
         name_key=plan.name_key,
         name=plan.name,
-        tags=list(dict.fromkeys(plan.tags)),
+        tags=_tags(plan.tags),
+        version=version,
         created_at=now,
         updated_at=now,
     )
-    # The first display name stays; the no-op update makes RETURNING yield the row.
+    new = stmt.excluded
+    newer = _not_older(conn, new.version, companies.c.version)
     stmt = stmt.on_conflict_do_update(
         index_elements=[companies.c.name_key],
-        set_={"updated_at": stmt.excluded.updated_at},
+        set_={
+            "name": _if(newer, new.name, companies.c.name),
+            "version": _if(newer, new.version, companies.c.version),
+            "updated_at": new.updated_at,
+        },
     )
     row = conn.execute(stmt.returning(companies.c.id, companies.c.name, companies.c.tags)).one()
     _union_tags(conn, companies, row.id, row.tags, plan.tags)
@@ -183,7 +245,11 @@ def _upsert_company(conn: Connection, plan: CompanyPlan, now: datetime) -> Compa
 
 
 def _upsert_contact(
-    conn: Connection, plan: ContactPlan, company: CompanyRef | None, now: datetime
+    conn: Connection,
+    plan: ContactPlan,
+    company: CompanyRef | None,
+    version: str,
+    now: datetime,
 ) -> tuple[str, str]:
     stmt = _insert(conn, contacts).values(
         id=_new_id(),
@@ -193,18 +259,32 @@ def _upsert_contact(
         last_name=plan.last_name,
         phone=plan.phone,
         company_id=company.id if company else None,
-        tags=list(dict.fromkeys(plan.tags)),
+        tags=_tags(plan.tags),
+        version=version,
+        phone_version=version if plan.phone is not None else "",
+        company_version=version if company else "",
         created_at=now,
         updated_at=now,
     )
     new = stmt.excluded
+    newer = _not_older(conn, new.version, contacts.c.version)
+    # A snapshot without a phone (or company) says nothing about it: the newest
+    # snapshot that had one decides.
+    newer_phone = and_(
+        new.phone.is_not(None), _not_older(conn, new.phone_version, contacts.c.phone_version)
+    )
+    newer_company = and_(
+        new.company_id.is_not(None),
+        _not_older(conn, new.company_version, contacts.c.company_version),
+    )
     stmt = stmt.on_conflict_do_update(
         index_elements=[contacts.c.email_key],
         set_={
-            "first_name": new.first_name,
-            "last_name": new.last_name,
-            "phone": func.coalesce(new.phone, contacts.c.phone),
-            "company_id": func.coalesce(new.company_id, contacts.c.company_id),
+            **{name: _if(newer, new[name], contacts.c[name]) for name in _CONTACT_FIELDS},
+            "phone": _if(newer_phone, new.phone, contacts.c.phone),
+            "phone_version": _if(newer_phone, new.phone_version, contacts.c.phone_version),
+            "company_id": _if(newer_company, new.company_id, contacts.c.company_id),
+            "company_version": _if(newer_company, new.company_version, contacts.c.company_version),
             "updated_at": new.updated_at,
         },
     )
@@ -213,11 +293,28 @@ def _upsert_contact(
     return row.id, row.email
 
 
+_CONTACT_FIELDS = ("email", "first_name", "last_name", "version")
+_LEAD_FIELDS = (
+    "title",
+    "source",
+    "source_details",
+    "estimated_value",
+    "lead_score",
+    "company_id",
+    "contact_id",
+    "live_stage",
+    "cancelled_stage",
+    "no_show_stage",
+    "version",
+)
+
+
 def _upsert_lead(
     conn: Connection,
     plan: BookingPlan,
     contact_id: str,
     company: CompanyRef | None,
+    version: str,
     now: datetime,
 ) -> tuple[str, str]:
     lead = plan.lead
@@ -232,16 +329,22 @@ def _upsert_lead(
         lead_score=lead.lead_score,
         company_id=company.id if company else None,
         contact_id=contact_id,
-        tags=list(dict.fromkeys(lead.tags)),
+        tags=_tags(lead.tags),
         last_activity_date=lead.activity_at,
+        live_stage=lead.stage,
+        cancelled_stage=lead.cancelled_stage,
+        no_show_stage=lead.no_show_stage,
+        version=version,
         created_at=now,
         updated_at=now,
     )
     new = stmt.excluded
-    # A repeat booking never adds a lead: it only moves the last activity forward.
+    newer = _not_older(conn, new.version, leads.c.version)
+    # A repeat booking never adds a lead; ``stage`` is derived after the meeting is written.
     stmt = stmt.on_conflict_do_update(
         index_elements=[leads.c.lead_key],
         set_={
+            **{name: _if(newer, new[name], leads.c[name]) for name in _LEAD_FIELDS},
             "last_activity_date": _greatest(
                 conn, leads.c.last_activity_date, new.last_activity_date
             ),
@@ -251,6 +354,22 @@ def _upsert_lead(
     row = conn.execute(stmt.returning(leads.c.id, leads.c.title, leads.c.tags)).one()
     _union_tags(conn, leads, row.id, row.tags, lead.tags)
     return row.id, row.title
+
+
+def _lock_previous_lead(conn: Connection, booking_id: str, lead_id: str) -> str | None:
+    """The lead the booking's meeting is leaving for ``lead_id``, locked; else ``None``.
+
+    A meeting moves to another lead when a snapshot changes the email, company
+    or event type. That lead's stage must then be derived again, under its lock,
+    so that a concurrent writer of its other meetings cannot interleave.
+    """
+    previous: str | None = conn.execute(
+        select(activities.c.lead_id).where(activities.c.booking_id == booking_id)
+    ).scalar_one_or_none()
+    if previous is None or previous == lead_id:
+        return None
+    conn.execute(select(leads.c.id).where(leads.c.id == previous).with_for_update())
+    return previous
 
 
 def _upsert_meeting(
@@ -270,6 +389,7 @@ def _upsert_meeting(
         outcome=meeting.outcome,
         meeting_url=meeting.meeting_url,
         source=meeting.source,
+        snapshot_at=plan.snapshot_at,
         created_at=now,
         updated_at=now,
     )
@@ -285,8 +405,10 @@ def _upsert_meeting(
         "outcome",
         "meeting_url",
         "source",
+        "snapshot_at",
         "updated_at",
     ]
+    # The same row (and id) for ever: the plan is the booking's newest snapshot.
     stmt = stmt.on_conflict_do_update(
         index_elements=[activities.c.booking_id],
         set_={name: new[name] for name in updated},
@@ -296,13 +418,34 @@ def _upsert_meeting(
     return activity_id
 
 
+def _derive_stage(conn: Connection, lead_id: str) -> None:
+    """Set the lead's stage from the outcomes of all its meetings (see ``LeadPlan``).
+
+    One statement, run while this transaction holds the lead's row lock, so it
+    sees every committed meeting of the lead. A lead left with no meeting keeps
+    its stage.
+    """
+
+    def any_meeting(*outcomes: str) -> ColumnElement[bool]:
+        return exists().where(activities.c.lead_id == lead_id, activities.c.outcome.in_(outcomes))
+
+    live = func.coalesce(leads.c.live_stage, leads.c.stage)
+    conn.execute(
+        update(leads)
+        .where(leads.c.id == lead_id)
+        .values(
+            stage=case(
+                (any_meeting(*LIVE_OUTCOMES), live),
+                (any_meeting("NO_SHOW"), func.coalesce(leads.c.no_show_stage, live)),
+                (any_meeting("CANCELED"), func.coalesce(leads.c.cancelled_stage, live)),
+                else_=leads.c.stage,
+            )
+        )
+    )
+
+
 def _upsert_task(
-    conn: Connection,
-    plan: BookingPlan,
-    task: TaskPlan,
-    lead_id: str,
-    cancelled: bool,
-    now: datetime,
+    conn: Connection, plan: BookingPlan, task: TaskPlan, lead_id: str, now: datetime
 ) -> TaskRef:
     stmt = _insert(conn, tasks).values(
         id=_new_id(),
@@ -313,19 +456,39 @@ def _upsert_task(
         description=task.description,
         due_date=task.due,
         priority=task.priority,
-        status="cancelled" if cancelled else "todo",
+        status=task.status,
         created_at=now,
         updated_at=now,
     )
     new = stmt.excluded
-    # Only an open task follows the booking; a done or cancelled one is never reopened.
-    is_open = tasks.c.status == "todo"
-    followed = ("title", "description", "due_date", "priority", "status", "updated_at")
+    # A task the CRM user marked done is never changed; any other follows the plan
+    # (so a cancelled task is open again when a newer snapshot says so).
+    done = tasks.c.status == DONE
+    followed = (
+        "lead_id",
+        "title",
+        "description",
+        "due_date",
+        "priority",
+        "status",
+        "updated_at",
+    )
     stmt = stmt.on_conflict_do_update(
         index_elements=[tasks.c.booking_id, tasks.c.key],
-        set_={name: case((is_open, new[name]), else_=tasks.c[name]) for name in followed},
+        set_={name: _if(done, tasks.c[name], new[name]) for name in followed},
     )
     row = conn.execute(stmt.returning(tasks.c.id, tasks.c.title, tasks.c.due_date)).one()
     due = iso_z(row.due_date)
     assert due is not None  # due_date is NOT NULL
     return TaskRef(id=row.id, title=row.title, dueDate=due)
+
+
+def _delete_unplanned_tasks(conn: Connection, plan: BookingPlan) -> None:
+    """Remove the booking's tasks that the plan no longer names, unless they are done."""
+    conn.execute(
+        delete(tasks).where(
+            tasks.c.booking_id == plan.booking_id,
+            tasks.c.key.not_in([task.key for task in plan.tasks]),
+            tasks.c.status != DONE,
+        )
+    )

@@ -1,8 +1,15 @@
 """The local reference CRM's tables, on their own ``crm_metadata``.
 
 Every identity rule of contract §4 is a unique constraint here, so no
-interleaving of writers can create a duplicate. Migration ``0002_local_crm``
-mirrors these definitions.
+interleaving of writers can create a duplicate. Migrations ``0002_local_crm``
+and ``0003_lifecycle`` mirror these definitions.
+
+Records shared by several bookings (companies, contacts, leads) carry a
+``version``: the ``snapshot_version`` of the newest booking snapshot whose
+descriptive fields they hold. An upsert overwrites those fields only with a
+version at least as new, so bookings may be applied in any order. ``''`` (the
+server default, and the value of rows written before 0003) sorts before every
+real version.
 """
 
 from __future__ import annotations
@@ -69,6 +76,14 @@ def _id() -> Column[str]:
     return Column("id", String(32), primary_key=True)
 
 
+VERSION_LENGTH = 240
+"""A version: 27 characters of UTC timestamp, ``|`` and a booking id of at most 200."""
+
+
+def _version(name: str = "version") -> Column[str]:
+    return Column(name, String(VERSION_LENGTH), nullable=False, server_default="")
+
+
 def _timestamps() -> tuple[Column[datetime], Column[datetime]]:
     return (
         Column("created_at", UtcDateTime(), nullable=False),
@@ -83,6 +98,7 @@ companies = Table(
     Column("name_key", String(300), nullable=False),
     Column("name", String(300), nullable=False),
     Column("tags", Tags(), nullable=False),
+    _version(),
     *_timestamps(),
     UniqueConstraint("name_key", name="uq_crm_companies_name_key"),
 )
@@ -103,6 +119,10 @@ contacts = Table(
         nullable=True,
     ),
     Column("tags", Tags(), nullable=False),
+    # ``phone`` and ``company_id`` are those of the newest snapshot that had one.
+    _version(),
+    _version("phone_version"),
+    _version("company_version"),
     *_timestamps(),
     UniqueConstraint("email_key", name="uq_crm_contacts_email_key"),
     Index("ix_crm_contacts_company_id", "company_id"),
@@ -133,6 +153,13 @@ leads = Table(
     ),
     Column("tags", Tags(), nullable=False),
     Column("last_activity_date", UtcDateTime(), nullable=False),
+    # The stage rules of the newest snapshot; ``stage`` is derived from them and
+    # the outcomes of the lead's meetings (see ``LeadPlan``). ``live_stage`` is
+    # NULL only on a row written before 0003 that no snapshot has touched since.
+    Column("live_stage", String(64), nullable=True),
+    Column("cancelled_stage", String(64), nullable=True),
+    Column("no_show_stage", String(64), nullable=True),
+    _version(),
     *_timestamps(),
     UniqueConstraint("lead_key", name="uq_crm_leads_lead_key"),
     Index("ix_crm_leads_company_id", "company_id"),
@@ -166,6 +193,8 @@ activities = Table(
     Column("outcome", String(32), nullable=False),
     Column("meeting_url", Text, nullable=True),
     Column("source", String(100), nullable=False),
+    # The ``snapshot_at`` of the plan last applied (NULL on rows written before 0003).
+    Column("snapshot_at", UtcDateTime(), nullable=True),
     *_timestamps(),
     UniqueConstraint("booking_id", name="uq_crm_activities_booking_id"),
     Index("ix_crm_activities_type_date", "type", "activity_date"),
