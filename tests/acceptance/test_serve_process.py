@@ -169,3 +169,63 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(spawn: Any, tmp_pa
         assert len(tasks) == len({(t["bookingId"], t["key"]) for t in tasks}) == 25 * 2 + 25
         leads = http.get("/api/leads", params={"limit": 1000}).json()
         assert len(leads) == len({lead["title"] for lead in leads})
+
+
+def test_several_processes_share_one_sqlite_file(spawn: Any, tmp_path: Path) -> None:
+    """Two serve processes and a worker on one SQLite file, 160 bookings: never locked."""
+    import threading
+
+    env = {
+        "CRM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "SYNC_WAIT_MS": "0",
+        "WORKER_POLL_SECONDS": "0.05",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
+    }
+    servers = [spawn(**env), spawn(**env)]
+    worker_log = tmp_path / "worker.log"
+    with worker_log.open("w") as log:
+        worker = subprocess.Popen(
+            [str(BIN), "worker", "--concurrency", "2"],
+            cwd=tmp_path,
+            env={**os.environ, "MAPPINGS_PATH": str(DEFAULT_MAPPING), **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    failures: list[str] = []
+
+    def send(server: Serve, offset: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            for n in range(offset, offset + 40):
+                answer = http.post(
+                    "/api/bookings/incoming",
+                    json=seed_booking(bookingId=f"mp-{n}", email=f"p{n % 9}@example.com"),
+                    headers={"X-Webhook-Secret": WEBHOOK_SECRET},
+                )
+                if answer.status_code != 202:
+                    failures.append(answer.text)
+
+    try:
+        senders = [
+            threading.Thread(target=send, args=(server, 100 * i))
+            for i, server in enumerate(servers * 2)
+        ]
+        for thread in senders:
+            thread.start()
+        for thread in senders:
+            thread.join(60)
+        assert failures == []
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        with httpx.Client(base_url=servers[0].url, headers=admin, timeout=30) as http:
+            deadline = time.monotonic() + 60
+            while (counts := http.get("/admin/outbox").json()["counts"])["synced"] < 160:
+                assert time.monotonic() < deadline, counts
+                time.sleep(0.2)
+            assert len(http.get("/api/activities", params={"limit": 1000}).json()) == 160
+            assert len(http.get("/api/contacts", params={"limit": 1000}).json()) == 9
+    finally:
+        worker.terminate()
+        worker.wait(15)
+    logs = worker_log.read_text() + "".join(server.output() for server in servers)
+    assert "database is locked" not in logs
+    assert "Traceback" not in logs
