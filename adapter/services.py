@@ -35,7 +35,6 @@ class MappingHolder:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._current = load_mapping(path)
-        self._lock = threading.Lock()
 
     @property
     def current(self) -> MappingConfig:
@@ -44,8 +43,7 @@ class MappingHolder:
     def reload(self) -> MappingConfig:
         """Load the file again; on ``MappingFileError`` the old mapping stays in use."""
         fresh = load_mapping(self.path)
-        with self._lock:
-            self._current = fresh
+        self._current = fresh  # one reference swap: readers see old or new, never half
         return fresh
 
 

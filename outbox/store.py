@@ -426,6 +426,11 @@ class OutboxStore:
             raise EventNotFound(event_id)
         return Event.from_row(row)
 
+    def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        with self._reader.connect() as conn:
+            conn.execute(select(1)).scalar()
+
     def get(self, event_id: str) -> Event | None:
         """The event, or ``None``."""
         with self._reader.connect() as conn:

@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy import Engine
 
-from adapter.settings import Settings
-
 if TYPE_CHECKING:
     from adapter.services import Services
 
@@ -22,15 +20,10 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated["Services", Depends(get_services)]
 
 
-def get_settings(request: Request) -> Settings:
-    return get_services(request).settings
-
-
 def get_engine(request: Request) -> Engine:
     return get_services(request).engine
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 
 

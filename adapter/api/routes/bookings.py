@@ -15,7 +15,8 @@ from adapter.api.deps import AdminDep, ServicesDep, get_services
 from adapter.api.schemas import EventStatus, booking_request_schema, event_status
 from adapter.booking import parse_booking, validation_details
 from adapter.ingest import accept_booking
-from outbox.store import SYNCED, Event
+from adapter.services import Services
+from outbox.store import PENDING, SYNCED, Event
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -118,17 +119,25 @@ def incoming(request: Request, body: RawBody, services: ServicesDep) -> JSONResp
         event.state,
         "new" if created else "repeat",
     )
-    if event.state != SYNCED:
+    if event.state in PENDING:
         services.wake_workers()
-    wait = services.settings.sync_wait_ms / 1000
-    if wait > 0 and event.state not in ("synced", "quarantined", "dead"):
-        services.waiter.wait_for(lambda: _settled(services.store.get(event.id)), wait)
-        event = services.store.get(event.id) or event
+        event = _await_settled(services, event)
     return event_answer(event)
 
 
-def _settled(event: Event | None) -> bool:
-    return event is None or event.state not in ("queued", "retrying")
+def _await_settled(services: Services, event: Event) -> Event:
+    """The event once no longer pending, or as it is after ``SYNC_WAIT_MS``."""
+    latest = event
+
+    def settled() -> bool:
+        nonlocal latest
+        latest = services.store.get(event.id) or latest
+        return latest.state not in PENDING
+
+    wait = services.settings.sync_wait_ms / 1000
+    if wait > 0:
+        services.waiter.wait_for(settled, wait)
+    return latest
 
 
 @router.get(

@@ -27,7 +27,7 @@ def healthz() -> dict[str, str]:
 def readyz(services: ServicesDep) -> JSONResponse:
     checks: dict[str, str] = {}
     for name, check in (
-        ("database", lambda: services.store.counts()),
+        ("database", services.store.ping),
         ("mapping", lambda: services.mappings.current),
         ("backend", services.backend.ping),
     ):
