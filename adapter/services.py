@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from adapter import db
 from adapter.backends import CrmBackend, build_backend
 from adapter.mapping import MappingConfig, load_mapping
+from adapter.metrics import Metrics
 from adapter.secrets import ADMIN_TOKEN_FILE, WEBHOOK_SECRET_FILE, StoredSecret, stored_secret
 from adapter.settings import Settings
 from adapter.timeutil import utcnow
@@ -86,6 +87,7 @@ class Services:
     webhook_secret: str | None
     signing_secrets: list[str]
     admin_token: str | None
+    metrics: Metrics
     generated: list[StoredSecret] = field(default_factory=list)  # made by this start
     workers: list[Worker] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -102,6 +104,7 @@ class Services:
             poll_seconds=s.worker_poll_seconds,
             on_settled=self.waiter.notify,
             clock=clock,
+            metrics=self.metrics,
         )
         self.workers.append(worker)
         return worker
@@ -163,15 +166,17 @@ def build_services(
         base_seconds=settings.outbox_retry_base_seconds,
         cap_seconds=settings.outbox_retry_cap_seconds,
     )
+    store = OutboxStore(engine, retry=retry)
     return Services(
         settings=settings,
         engine=engine,
-        store=OutboxStore(engine, retry=retry),
+        store=store,
         backend=backend or build_backend(settings, engine),
         mappings=mappings,
         waiter=SyncWaiter(),
         webhook_secret=webhook_secret,
         signing_secrets=settings.signing_secrets,
         admin_token=admin_token,
+        metrics=Metrics(lambda: store),
         generated=generated,
     )

@@ -26,6 +26,7 @@ from adapter.errors import (
     RetryableError,
 )
 from adapter.mapping import MappingConfig, plan_booking
+from adapter.metrics import Metrics
 from adapter.timeutil import utcnow
 from outbox.exceptions import LeaseLost
 from outbox.store import Claim, OutboxStore
@@ -52,6 +53,7 @@ class Worker:
         on_settled: Callable[[str], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
         owner: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -62,6 +64,7 @@ class Worker:
         self.on_settled = on_settled
         self.clock = clock
         self.owner = owner or default_owner()
+        self.metrics = metrics
         self._wake = threading.Event()
 
     def wake(self) -> None:
@@ -101,6 +104,7 @@ class Worker:
 
     def process(self, claims: Sequence[Claim]) -> None:
         jobs: list[SyncJob] = []
+        received = {claim.event.id: claim.event.received_at for claim in claims}
         for claim in claims:
             event = claim.event
             try:
@@ -127,7 +131,12 @@ class Worker:
             failure = failures.get(job.event_id)
             if failure is not None:
                 self._fail(job.event_id, job.lease_token, failure)
-            elif self.on_settled is not None:
+                continue
+            if self.metrics is not None:
+                self.metrics.settled.labels("synced").inc()
+                latency = (self.clock() - received[job.event_id]).total_seconds()
+                self.metrics.sync_latency.observe(max(latency, 0.0))
+            if self.on_settled is not None:
                 self.on_settled(job.event_id)
 
     def _settle(self, conn: Connection, job: SyncJob, result: SyncResult) -> None:
@@ -137,9 +146,9 @@ class Worker:
         """Quarantine, retry or dead-letter, chosen by the error's type alone."""
         try:
             if isinstance(error, MappingError):
-                self.store.quarantine(event_id, token, str(error))
+                event = self.store.quarantine(event_id, token, str(error))
             else:
-                self.store.mark_failed(
+                event = self.store.mark_failed(
                     event_id,
                     token,
                     f"{type(error).__name__}: {error}",
@@ -148,5 +157,9 @@ class Worker:
                 )
         except LeaseLost:
             log.warning("lease lost on event %s; another worker owns it now", event_id)
+        else:
+            log.warning("event %s %s: %s", event_id, event.state, error)
+            if self.metrics is not None:
+                self.metrics.settled.labels(event.state).inc()
         if self.on_settled is not None:
             self.on_settled(event_id)

@@ -31,15 +31,18 @@ class PayloadTooLarge(HTTPException):
 
 async def read_limited_body(request: Request) -> bytes:
     """The raw body, refused with 413 past ``max_body_bytes`` without reading it all."""
-    limit = get_services(request).settings.max_body_bytes
+    services = get_services(request)
+    limit = services.settings.max_body_bytes
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge()
     body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise PayloadTooLarge()
+    if not (declared.isdigit() and int(declared) > limit):
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                break
+    if len(body) > limit or (declared.isdigit() and int(declared) > limit):
+        services.metrics.webhooks.labels("too_large").inc()
+        raise PayloadTooLarge()
     return bytes(body)
 
 
@@ -85,6 +88,13 @@ def event_answer(event: Event) -> JSONResponse:
     },
 )
 def incoming(request: Request, body: RawBody, services: ServicesDep) -> JSONResponse:
+    outcome, response = _incoming(request, body, services)
+    services.metrics.webhooks.labels(outcome).inc()
+    return response
+
+
+def _incoming(request: Request, body: bytes, services: Services) -> tuple[str, JSONResponse]:
+    """The webhook's answer, and its outcome for the metrics."""
     try:
         auth = authenticate(
             request.headers,
@@ -94,20 +104,22 @@ def incoming(request: Request, body: RawBody, services: ServicesDep) -> JSONResp
         )
     except Unauthorized as exc:
         log.info("webhook refused: %s", exc)
-        return JSONResponse({"error": "Unauthorized"}, status_code=401)
+        return "unauthorized", JSONResponse({"error": "Unauthorized"}, status_code=401)
 
     if not _is_json(request.headers.get("content-type", "")):
-        return JSONResponse({"error": "Content-Type must be application/json"}, status_code=415)
+        return "unsupported", JSONResponse(
+            {"error": "Content-Type must be application/json"}, status_code=415
+        )
     try:
         raw: Any = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        return JSONResponse({"error": "Body is not valid JSON"}, status_code=415)
+        return "unsupported", JSONResponse({"error": "Body is not valid JSON"}, status_code=415)
     if not isinstance(raw, dict):
-        return _invalid([{"field": "body", "message": "must be a JSON object"}])
+        return "invalid", _invalid([{"field": "body", "message": "must be a JSON object"}])
     try:
         booking = parse_booking(raw)
     except ValidationError as exc:
-        return _invalid([detail.model_dump() for detail in validation_details(exc)])
+        return "invalid", _invalid([d.model_dump() for d in validation_details(exc)])
 
     event, created = accept_booking(
         services.store, booking, raw, services.mappings.current, webhook_id=auth.webhook_id
@@ -122,7 +134,7 @@ def incoming(request: Request, body: RawBody, services: ServicesDep) -> JSONResp
     if event.state in PENDING:
         services.wake_workers()
         event = _await_settled(services, event)
-    return event_answer(event)
+    return ("repeat" if not created else event.state), event_answer(event)
 
 
 def _await_settled(services: Services, event: Event) -> Event:

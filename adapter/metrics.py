@@ -1,0 +1,69 @@
+"""Prometheus metrics, on a registry of the service's own (tests build one each).
+
+Outbox depth and the oldest pending age are read from the database at scrape
+time, so every process reports the shared truth, not its own share of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from outbox.store import OutboxStore
+
+
+class _OutboxCollector(Collector):
+    def __init__(self, store: Callable[[], OutboxStore]) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        store = self._store()
+        depth = GaugeMetricFamily(
+            "bookme_outbox_events", "Outbox events by state.", labels=["state"]
+        )
+        for state, count in store.counts().items():
+            depth.add_metric([state], count)
+        yield depth
+        age = store.oldest_pending_age()
+        yield GaugeMetricFamily(
+            "bookme_outbox_oldest_pending_age_seconds",
+            "Seconds since the oldest queued or retrying event was received (0 when none).",
+            value=age or 0.0,
+        )
+
+
+class Metrics:
+    """Every instrument the service updates, on one registry."""
+
+    def __init__(self, store: Callable[[], OutboxStore] | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.webhooks = Counter(
+            "bookme_webhook_requests",
+            "Webhook deliveries by outcome (synced, queued, quarantined, repeat, invalid, "
+            "unauthorized, too_large, unsupported).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.sync_latency = Histogram(
+            "bookme_sync_latency_seconds",
+            "From receipt of a booking to its CRM write being committed.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+            registry=self.registry,
+        )
+        self.settled = Counter(
+            "bookme_outbox_settled",
+            "Events leaving a worker, by result (synced, retrying, dead, quarantined).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.crm_calls = Counter(
+            "bookme_crm_calls",
+            "Calls to the CRM by backend and HTTP status (or error class).",
+            ["backend", "status"],
+            registry=self.registry,
+        )
+        if store is not None:
+            self.registry.register(_OutboxCollector(store))
