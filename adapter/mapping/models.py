@@ -423,6 +423,32 @@ class LifecycleOverrides(_Overrides):
     on_no_show: NoShowOverrides | None = None
 
 
+class HubSpotSettings(_Section):
+    """Where the HubSpot backend puts deals: a pipeline, and a stage id per lead stage.
+
+    Portal-wide, so it lives under ``defaults`` only (like ``contact`` and
+    ``company``) and event types do not override it.
+
+    ``tags_property`` is the custom property that carries tags on contacts,
+    companies and deals. ``deal_stages`` maps every lead stage the mapping names (``lead.stage``,
+    ``on_cancel.lead_stage``, ``on_no_show.lead_stage``) to a stage id of
+    ``pipeline``; ``bookme-crm hubspot setup`` checks that they exist. The
+    local backend ignores this section.
+    """
+
+    pipeline: Name = "default"
+    tags_property: Name = "bookme_tags"
+    deal_stages: dict[Name, Name] = Field(
+        default_factory=lambda: {
+            "CONTACTED": "appointmentscheduled",
+            "QUALIFIED": "qualifiedtobuy",
+            "PROPOSAL": "presentationscheduled",
+            "WON": "closedwon",
+            "LOST": "closedlost",
+        }
+    )
+
+
 class Defaults(_Section):
     """Settings every event type starts from."""
 
@@ -431,6 +457,7 @@ class Defaults(_Section):
     contact: ContactSettings = ContactSettings()
     company: CompanySettings = CompanySettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
+    hubspot: HubSpotSettings = Field(default_factory=HubSpotSettings)
 
 
 class EventTypeConfig(_Section):
