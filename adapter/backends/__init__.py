@@ -16,6 +16,24 @@ def build_backend(settings: Settings, engine: Engine) -> CrmBackend:
         from adapter.backends.local import LocalBackend
 
         return LocalBackend(engine)
+    if settings.crm_backend == "hubspot":
+        return _hubspot(settings, engine)
     raise NotImplementedError(
         f"CRM_BACKEND={settings.crm_backend!r} is not available in this version; use 'local'"
     )
+
+
+def _hubspot(settings: Settings, engine: Engine) -> CrmBackend:
+    """The HubSpot backend; its deal pipeline and stages come from the mapping file.
+
+    The stage table is read when the backend is built: a changed ``hubspot:``
+    section takes effect on restart (``/admin/mappings/reload`` does not reach it).
+    """
+    from adapter.backends.hubspot import HubSpotBackend, build_api
+    from adapter.mapping import load_mapping
+
+    token = settings.hubspot_access_token
+    assert token is not None  # Settings refuses CRM_BACKEND=hubspot without one
+    hubspot = load_mapping(settings.mappings_path).defaults.hubspot
+    api = build_api(token.get_secret_value(), settings.hubspot_base_url, settings.rate_limit)
+    return HubSpotBackend(api, engine, lambda: hubspot)

@@ -1,0 +1,625 @@
+"""``HubSpotApi``: every call to the HubSpot SDK, with budget, timeout, retries and one error map.
+
+The SDK (``hubspot-api-client``) is used through its generated API classes,
+built once per client (each ``client.crm...`` access would otherwise open a new
+connection pool). Every call:
+
+1. takes a slot from the process-wide ``RollingWindow`` budget (search calls
+   also from the 4-per-second search budget);
+2. runs with a timeout (the SDK sets none);
+3. has its failure translated by ``translate_error`` — the only place that
+   looks at SDK or urllib3 exceptions — into the adapter's error tree::
+
+       RetryableError          5xx, 423, timeouts, dropped connections
+       ├── HubSpotUnreachable  no connection made: the request was certainly not applied
+       ├── RateLimitedError    429 (``retry_after`` from Retry-After or the interval header)
+       └── HubSpotAuthError    401/403: the token; retried by the outbox, not here
+       CrmValidationError      400/422: HubSpot's message kept; dead-letter
+       PermanentError          other 4xx
+       ├── HubSpotConflict     409: the existing object's id, when HubSpot names it
+       └── HubSpotNotFound     404
+
+4. is retried with tenacity (exponential backoff with jitter; after a 429 the
+   shared budget is held for ``Retry-After``, else the rate-limit interval
+   header, so every thread honours it) while the error is retryable, at most ``max_attempts``
+   times; then the ``RetryableError`` propagates and the outbox retries later.
+
+The urllib3 retry inside the SDK is switched off (it does not retry POSTs, and
+two retry layers multiply), so tenacity is the only one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import urllib3
+from hubspot import HubSpot
+from hubspot.crm.associations.v4 import (
+    AssociationSpec,
+    BatchInputPublicAssociationMultiPost,
+    PublicAssociationMultiPost,
+)
+from hubspot.crm.associations.v4 import PublicObjectId as AssociationObjectId
+from hubspot.crm.associations.v4.exceptions import ApiException as AssociationsApiException
+from hubspot.crm.objects import AssociationSpec as ObjectAssociationSpec
+from hubspot.crm.objects import (
+    BatchInputSimplePublicObjectBatchInput,
+    BatchInputSimplePublicObjectBatchInputForCreate,
+    BatchInputSimplePublicObjectBatchInputUpsert,
+    BatchReadInputSimplePublicObjectId,
+    Filter,
+    FilterGroup,
+    PublicAssociationsForObject,
+    PublicObjectId,
+    PublicObjectSearchRequest,
+    SimplePublicObjectBatchInput,
+    SimplePublicObjectBatchInputForCreate,
+    SimplePublicObjectBatchInputUpsert,
+    SimplePublicObjectId,
+    SimplePublicObjectInput,
+    SimplePublicObjectInputForCreate,
+)
+from hubspot.crm.objects.exceptions import ApiException as ObjectsApiException
+from hubspot.crm.pipelines.exceptions import ApiException as PipelinesApiException
+from hubspot.crm.properties import PropertyCreate, PropertyGroupCreate
+from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_random_exponential
+
+from adapter.backends.hubspot.budget import RollingWindow, Sleep, shared_budget
+from adapter.errors import (
+    AdapterError,
+    CrmValidationError,
+    PermanentError,
+    RateLimitedError,
+    RetryableError,
+)
+
+HUBSPOT_DEFINED = "HUBSPOT_DEFINED"
+MAX_BATCH = 100
+"""HubSpot's batch endpoints take at most 100 inputs."""
+RATE_LIMIT_PAUSE = 1.0
+"""Seconds every thread pauses after a 429 that carries no hint."""
+SEARCH_LIMIT = (4, 1.0)
+"""HubSpot's search endpoints allow 4 requests per second per portal."""
+
+_API_EXCEPTIONS: tuple[type[Exception], ...] = (
+    ObjectsApiException,
+    AssociationsApiException,
+    PropertiesApiException,
+    PipelinesApiException,
+)
+_EXISTING_ID = re.compile(r"(?i)existing(?:\s+object)?\s+id\s*[:=]?\s*(\d+)")
+
+
+class HubSpotAuthError(RetryableError):
+    """HubSpot refused the token (401/403): fix ``HUBSPOT_ACCESS_TOKEN``; events wait."""
+
+
+class HubSpotUnreachable(RetryableError):
+    """No connection was made: the request certainly did not reach HubSpot."""
+
+
+class HubSpotConflict(PermanentError):
+    """409: the object already exists; ``existing_id`` when HubSpot's message names it."""
+
+    def __init__(self, message: str, existing_id: str | None) -> None:
+        super().__init__(message)
+        self.existing_id = existing_id
+
+
+class HubSpotNotFound(PermanentError):
+    """404: the object (or endpoint) does not exist."""
+
+
+def _header(headers: Any, name: str) -> str | None:
+    if not headers:
+        return None
+    lowered = name.lower()
+    for key, value in dict(headers).items():
+        if str(key).lower() == lowered:
+            return str(value)
+    return None
+
+
+def _message(body: Any) -> str:
+    """HubSpot's own error message from a JSON error body, else the body itself."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if not body:
+        return ""
+    try:
+        data = json.loads(body)
+    except (TypeError, ValueError):
+        return str(body)[:500]
+    if isinstance(data, dict):
+        message = str(data.get("message") or data)
+        details = data.get("errors")
+        if isinstance(details, list) and details:
+            extra = "; ".join(str(d.get("message", d)) for d in details if isinstance(d, dict))
+            if extra and extra not in message:
+                message = f"{message} ({extra})"
+        return message
+    return str(data)[:500]
+
+
+def _retry_after(headers: Any) -> float | None:
+    for name, scale in (
+        ("Retry-After", 1.0),
+        ("X-HubSpot-RateLimit-Interval-Milliseconds", 0.001),
+    ):
+        raw = _header(headers, name)
+        if raw is None:
+            continue
+        try:
+            return max(float(raw) * scale, 0.0)
+        except ValueError:
+            continue
+    return None
+
+
+def translate_error(exc: BaseException, action: str = "HubSpot call") -> AdapterError:
+    """The adapter error for an SDK or urllib3 failure: the one place that decides."""
+    if isinstance(exc, AdapterError):
+        return exc
+    error: AdapterError
+    if isinstance(exc, _API_EXCEPTIONS):
+        status = int(getattr(exc, "status", 0) or 0)
+        headers = getattr(exc, "headers", None)
+        message = _message(getattr(exc, "body", None)) or str(getattr(exc, "reason", "")) or ""
+        text = f"{action}: HubSpot answered {status}: {message}".rstrip(": ")
+        if status == 0:
+            error = RetryableError(f"{action}: {getattr(exc, 'reason', exc)}")
+        elif status == 429:
+            error = RateLimitedError(text, retry_after=_retry_after(headers))
+        elif status in (401, 403):
+            error = HubSpotAuthError(text)
+        elif status == 409:
+            match = _EXISTING_ID.search(message)
+            error = HubSpotConflict(text, match.group(1) if match else None)
+        elif status == 404:
+            error = HubSpotNotFound(text)
+        elif status in (400, 422):
+            error = CrmValidationError(text)
+        elif status in (408, 423) or status >= 500:
+            error = RetryableError(text)
+        else:
+            error = PermanentError(text)
+    elif isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+        reason = getattr(exc, "reason", exc)
+        detail = f"{action}: HubSpot unreachable: {type(reason).__name__}: {reason}"
+        if isinstance(reason, urllib3.exceptions.NewConnectionError | ConnectionRefusedError):
+            error = HubSpotUnreachable(detail)
+        else:
+            error = RetryableError(detail)
+    elif isinstance(exc, ValueError | TypeError):
+        # The SDK's models refuse a response that lacks required fields.
+        error = PermanentError(f"{action}: unexpected HubSpot response: {exc}")
+    else:
+        error = PermanentError(f"{action}: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _retried_here(exc: BaseException) -> bool:
+    return isinstance(exc, RetryableError) and not isinstance(exc, HubSpotAuthError)
+
+
+def _not_applied(exc: BaseException) -> bool:
+    """Retryable, and HubSpot certainly did not apply the request (safe to send again)."""
+    return isinstance(exc, RateLimitedError | HubSpotUnreachable)
+
+
+_T = TypeVar("_T")
+
+
+def chunks(items: Sequence[_T], size: int = MAX_BATCH) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _links(associations: Iterable[tuple[str, int]]) -> list[Any]:
+    return [
+        PublicAssociationsForObject(
+            to=PublicObjectId(id=to_id),
+            types=[
+                ObjectAssociationSpec(
+                    association_category=HUBSPOT_DEFINED, association_type_id=type_id
+                )
+            ],
+        )
+        for to_id, type_id in associations
+    ]
+
+
+@dataclass(frozen=True)
+class Found:
+    """An object as HubSpot returned it: its id and the properties asked for."""
+
+    id: str
+    properties: Mapping[str, str | None]
+
+
+class HubSpotApi:
+    """The HubSpot calls the backend and ``hubspot setup`` make; see the module docstring."""
+
+    def __init__(
+        self,
+        sdk: Any,
+        *,
+        budget: RollingWindow,
+        search_budget: RollingWindow,
+        timeout: float = 15.0,
+        max_attempts: int = 5,
+        backoff_max: float = 30.0,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        self._budget = budget
+        self._search_budget = search_budget
+        self._timeout = (min(5.0, timeout), timeout)
+        self._max_attempts = max_attempts
+        self._backoff = wait_random_exponential(multiplier=0.5, max=backoff_max)
+        self._sleep = sleep
+        crm = sdk.crm
+        self._basic = crm.objects.basic_api
+        self._batch = crm.objects.batch_api
+        self._search = crm.objects.search_api
+        self._assoc = crm.associations.v4.basic_api
+        self._assoc_batch = crm.associations.v4.batch_api
+        self._properties = crm.properties.core_api
+        self._groups = crm.properties.groups_api
+        self._pipelines = crm.pipelines.pipelines_api
+        self.calls: Counter[str] = Counter()
+        self._calls_lock = threading.Lock()
+
+    # --- plumbing ---------------------------------------------------------
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        backoff: float = self._backoff(state)
+        if isinstance(exc, RateLimitedError):
+            # The budget is held for HubSpot's hint (every thread waits on it);
+            # only spread the retries out.
+            return random.uniform(0, 0.25)
+        return backoff
+
+    def _call(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        idempotent: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Run one SDK call under the budget, with timeout and retries.
+
+        A call that is not ``idempotent`` (a create) is retried here only when
+        HubSpot certainly did not apply it (429, no connection): after a timeout
+        or a dropped answer it may have, and a second create would duplicate.
+        """
+        budgets = (
+            [self._budget, self._search_budget] if name.startswith("search") else [self._budget]
+        )
+
+        def attempt() -> Any:
+            for budget in budgets:
+                budget.acquire()
+            with self._calls_lock:
+                self.calls[name] += 1
+            try:
+                return fn(*args, _request_timeout=self._timeout, **kwargs)
+            except Exception as exc:
+                error = translate_error(exc, name)
+                if isinstance(error, RateLimitedError):
+                    self._budget.hold(error.retry_after or RATE_LIMIT_PAUSE)
+                raise error from exc
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self._max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(_retried_here if idempotent else _not_applied),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        return retrying(attempt)
+
+    def close(self) -> None:
+        """Close every connection pool the SDK opened."""
+        for api in (
+            self._basic,
+            self._batch,
+            self._search,
+            self._assoc,
+            self._assoc_batch,
+            self._properties,
+            self._groups,
+            self._pipelines,
+        ):
+            client = api.api_client
+            client.rest_client.pool_manager.clear()
+            client.close()
+
+    # --- objects ----------------------------------------------------------
+
+    def upsert(
+        self, object_type: str, id_property: str, items: Sequence[tuple[str, Mapping[str, str]]]
+    ) -> dict[str, str]:
+        """Batch upsert by a unique property (100 per call); returns each key's HubSpot id.
+
+        Keys must be distinct. A 409 (a concurrent writer created the same key)
+        is success when HubSpot names the existing id; otherwise the job retries.
+        """
+        ids: dict[str, str] = {}
+        for chunk in chunks(items):
+            ids.update(self._upsert(object_type, id_property, chunk))
+        return ids
+
+    def _upsert(
+        self, object_type: str, id_property: str, items: Sequence[tuple[str, Mapping[str, str]]]
+    ) -> dict[str, str]:
+        inputs = [
+            SimplePublicObjectBatchInputUpsert(
+                id_property=id_property, id=key, properties={**props, id_property: key}
+            )
+            for key, props in items
+        ]
+        try:
+            response = self._call(
+                f"upsert {object_type}",
+                self._batch.upsert,
+                object_type,
+                BatchInputSimplePublicObjectBatchInputUpsert(inputs=inputs),
+            )
+        except HubSpotConflict as conflict:
+            if conflict.existing_id is not None and len(items) == 1:
+                return {items[0][0]: conflict.existing_id}
+            raise RetryableError(f"{conflict}; will look it up on retry") from conflict
+        ids: dict[str, str] = {}
+        keys = {key.lower(): key for key, _ in items}
+        for result in response.results or []:
+            value = (result.properties or {}).get(id_property)
+            key = keys.get(str(value).lower()) if value is not None else None
+            if key is None and len(items) == 1:
+                key = items[0][0]
+            if key is not None:
+                ids[key] = str(result.id)
+        missing = [key for key, _ in items if key not in ids]
+        if missing:
+            raise RetryableError(f"upsert {object_type}: no id returned for {missing}")
+        return ids
+
+    def create(
+        self,
+        object_type: str,
+        properties: Mapping[str, str],
+        associations: Iterable[tuple[str, int]] = (),
+    ) -> str:
+        """Create one object, associated on creation; returns its id."""
+        links = _links(associations)
+        created = self._call(
+            f"create {object_type}",
+            self._basic.create,
+            object_type,
+            SimplePublicObjectInputForCreate(properties=dict(properties), associations=links),
+            idempotent=False,
+        )
+        return str(created.id)
+
+    def batch_create(
+        self,
+        object_type: str,
+        key_property: str,
+        items: Sequence[tuple[Mapping[str, str], Sequence[tuple[str, int]]]],
+    ) -> dict[str, str]:
+        """Create objects (100 per call), associated on creation; returns key -> id.
+
+        Each item's ``key_property`` value identifies it in HubSpot's answer.
+        Like ``create``, never retried after an answer that may have been lost.
+        """
+        ids: dict[str, str] = {}
+        for chunk in chunks(items):
+            inputs = [
+                SimplePublicObjectBatchInputForCreate(
+                    properties=dict(props), associations=_links(links)
+                )
+                for props, links in chunk
+            ]
+            response = self._call(
+                f"batch create {object_type}",
+                self._batch.create,
+                object_type,
+                BatchInputSimplePublicObjectBatchInputForCreate(inputs=inputs),
+                idempotent=False,
+            )
+            for result in response.results or []:
+                key = (result.properties or {}).get(key_property)
+                if key is not None:
+                    ids[str(key)] = str(result.id)
+        return ids
+
+    def update(self, object_type: str, object_id: str, properties: Mapping[str, str]) -> None:
+        self._call(
+            f"update {object_type}",
+            self._basic.update,
+            object_type,
+            object_id,
+            SimplePublicObjectInput(properties=dict(properties)),
+        )
+
+    def batch_update(
+        self, object_type: str, items: Sequence[tuple[str, Mapping[str, str]]]
+    ) -> None:
+        for chunk in chunks(items):
+            inputs = [
+                SimplePublicObjectBatchInput(id=object_id, properties=dict(props))
+                for object_id, props in chunk
+            ]
+            self._call(
+                f"batch update {object_type}",
+                self._batch.update,
+                object_type,
+                BatchInputSimplePublicObjectBatchInput(inputs=inputs),
+            )
+
+    def batch_read(
+        self, object_type: str, ids: Sequence[str], properties: Sequence[str]
+    ) -> dict[str, Found]:
+        """The objects that still exist among ``ids`` (archived ones are absent)."""
+        found: dict[str, Found] = {}
+        for chunk in chunks(ids):
+            response = self._call(
+                f"batch read {object_type}",
+                self._batch.read,
+                object_type,
+                BatchReadInputSimplePublicObjectId(
+                    inputs=[SimplePublicObjectId(id=object_id) for object_id in chunk],
+                    properties=list(properties),
+                    properties_with_history=[],
+                ),
+                archived=False,
+            )
+            for result in response.results or []:
+                found[str(result.id)] = Found(str(result.id), dict(result.properties or {}))
+        return found
+
+    def search_ids(self, object_type: str, prop: str, value: str) -> list[str]:
+        """Ids of the objects whose ``prop`` equals ``value`` (search lags writes)."""
+        request = PublicObjectSearchRequest(
+            filter_groups=[
+                FilterGroup(filters=[Filter(property_name=prop, operator="EQ", value=value)])
+            ],
+            properties=[prop],
+            limit=10,
+        )
+        response = self._call(f"search {object_type}", self._search.do_search, object_type, request)
+        return [str(result.id) for result in response.results or []]
+
+    def archive(self, object_type: str, object_id: str) -> None:
+        """Archive (HubSpot's delete); already gone is fine."""
+        with contextlib.suppress(HubSpotNotFound):
+            self._call(f"archive {object_type}", self._basic.archive, object_type, object_id)
+
+    def associate(
+        self, from_type: str, from_id: str, to_type: str, to_id: str, type_id: int
+    ) -> None:
+        """A HubSpot-defined association (v4); creating an existing one is a no-op."""
+        self._call(
+            f"associate {from_type}->{to_type}",
+            self._assoc.create,
+            from_type,
+            from_id,
+            to_type,
+            to_id,
+            [AssociationSpec(association_category=HUBSPOT_DEFINED, association_type_id=type_id)],
+        )
+
+    def associate_batch(
+        self, from_type: str, to_type: str, links: Sequence[tuple[str, str, int]]
+    ) -> None:
+        """Many HubSpot-defined associations ``(from_id, to_id, type_id)``, 100 per call."""
+        for chunk in chunks(links):
+            inputs = [
+                PublicAssociationMultiPost(
+                    _from=AssociationObjectId(id=from_id),
+                    to=AssociationObjectId(id=to_id),
+                    types=[
+                        AssociationSpec(
+                            association_category=HUBSPOT_DEFINED, association_type_id=type_id
+                        )
+                    ],
+                )
+                for from_id, to_id, type_id in chunk
+            ]
+            self._call(
+                f"batch associate {from_type}->{to_type}",
+                self._assoc_batch.create,
+                from_type,
+                to_type,
+                BatchInputPublicAssociationMultiPost(inputs=inputs),
+            )
+
+    # --- schema (``hubspot setup``) ---------------------------------------
+
+    def create_group(self, object_type: str, name: str, label: str) -> bool:
+        """Create a property group; ``False`` when it exists already."""
+        try:
+            self._call(
+                f"create group {object_type}",
+                self._groups.create,
+                object_type,
+                PropertyGroupCreate(name=name, label=label, display_order=-1),
+            )
+        except HubSpotConflict:
+            return False
+        return True
+
+    def property_names(self, object_type: str) -> dict[str, bool]:
+        """Every property of ``object_type``: name -> has a unique value."""
+        response = self._call(
+            f"list properties {object_type}", self._properties.get_all, object_type
+        )
+        return {str(p.name): bool(p.has_unique_value) for p in response.results or []}
+
+    def create_property(self, object_type: str, spec: Mapping[str, Any]) -> bool:
+        """Create a property; ``False`` when it exists already."""
+        try:
+            self._call(
+                f"create property {object_type}",
+                self._properties.create,
+                object_type,
+                PropertyCreate(**spec),
+            )
+        except HubSpotConflict:
+            return False
+        return True
+
+    def pipelines(self, object_type: str) -> dict[str, set[str]]:
+        """Pipeline id -> its stage ids."""
+        response = self._call(f"list pipelines {object_type}", self._pipelines.get_all, object_type)
+        return {
+            str(pipeline.id): {str(stage.id) for stage in pipeline.stages or []}
+            for pipeline in response.results or []
+        }
+
+    def ping(self) -> None:
+        """One cheap authenticated call."""
+        self._call("ping", self._basic.get_page, "contacts", limit=1, archived=False)
+
+
+def build_api(
+    access_token: str,
+    base_url: str,
+    rate_limit: tuple[int, float],
+    *,
+    timeout: float = 15.0,
+    max_attempts: int = 5,
+    sleep: Sleep = time.sleep,
+    budget: RollingWindow | None = None,
+    search_budget: RollingWindow | None = None,
+) -> HubSpotApi:
+    """A ``HubSpotApi`` on the real SDK, with the process-wide budgets for this portal."""
+    sdk = HubSpot(
+        access_token=access_token,
+        host=base_url.rstrip("/"),
+        retry=urllib3.Retry(
+            total=0, connect=0, read=0, redirect=0, status=0, raise_on_status=False
+        ),
+    )
+    portal = f"{base_url}|{hash(access_token)}"
+    return HubSpotApi(
+        sdk,
+        budget=budget or shared_budget(portal, "requests", *rate_limit),
+        search_budget=search_budget or shared_budget(portal, "search", *SEARCH_LIMIT),
+        timeout=timeout,
+        max_attempts=max_attempts,
+        sleep=sleep,
+    )

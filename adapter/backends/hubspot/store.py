@@ -1,0 +1,164 @@
+"""``hubspot_objects``: which HubSpot object belongs to which booking key, in our database.
+
+One row per (object type, natural key): contacts by email key, companies by
+name key, deals by lead key, meetings by booking id, tasks by
+``{bookingId}|{task key}``. For meetings and tasks, which HubSpot cannot upsert
+by a unique property, the row is first written as an *intent* (committed
+before the create call), then given the HubSpot id once the create answers.
+An intent without an id is an interrupted create: the backend reconciles it by
+searching HubSpot before creating again.
+
+Besides the id, a row keeps what we last wrote that later decisions need:
+``lead_key`` and ``status`` (a meeting's outcome, so a deal's stage can be
+derived from all its meetings; a task's status as we set it, so a task a
+salesperson completed is told from one we closed as cancelled), and
+``links`` (the associations made, so unchanged ones are not made again).
+Migration ``0004_hubspot_ids`` mirrors this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Index,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    and_,
+    delete,
+    insert,
+    select,
+    update,
+)
+
+from adapter.backends.local.models import UtcDateTime
+
+hubspot_metadata = MetaData()
+
+INTENT = "intent"
+CREATED = "created"
+
+hubspot_objects = Table(
+    "hubspot_objects",
+    hubspot_metadata,
+    Column("object_type", String(32), nullable=False),
+    Column("natural_key", String(600), nullable=False),
+    Column("hubspot_id", String(64), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("lead_key", String(600), nullable=True),
+    Column("status", String(32), nullable=True),
+    Column("links", String(600), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("object_type", "natural_key", name="uq_hubspot_objects_key"),
+    Index("ix_hubspot_objects_lead", "object_type", "lead_key"),
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One ``hubspot_objects`` row."""
+
+    object_type: str
+    natural_key: str
+    hubspot_id: str | None
+    state: str
+    lead_key: str | None
+    status: str | None
+    links: str | None
+    updated_at: datetime
+
+
+_COLUMNS = (
+    hubspot_objects.c.object_type,
+    hubspot_objects.c.natural_key,
+    hubspot_objects.c.hubspot_id,
+    hubspot_objects.c.state,
+    hubspot_objects.c.lead_key,
+    hubspot_objects.c.status,
+    hubspot_objects.c.links,
+    hubspot_objects.c.updated_at,
+)
+
+
+def _key(object_type: str, natural_key: str) -> ColumnElement[bool]:
+    return and_(
+        hubspot_objects.c.object_type == object_type,
+        hubspot_objects.c.natural_key == natural_key,
+    )
+
+
+def get(conn: Connection, object_type: str, natural_key: str) -> Row | None:
+    row = conn.execute(select(*_COLUMNS).where(_key(object_type, natural_key))).first()
+    return Row(*row) if row is not None else None
+
+
+def with_prefix(conn: Connection, object_type: str, prefix: str) -> list[Row]:
+    """Rows of ``object_type`` whose natural key starts with ``prefix`` (a booking's tasks)."""
+    rows = conn.execute(
+        select(*_COLUMNS).where(
+            hubspot_objects.c.object_type == object_type,
+            hubspot_objects.c.natural_key.startswith(prefix, autoescape=True),
+        )
+    )
+    return [Row(*row) for row in rows]
+
+
+def statuses_for_lead(conn: Connection, object_type: str, lead_key: str) -> dict[str, str]:
+    """natural key -> status of every ``object_type`` row recorded under ``lead_key``."""
+    rows = conn.execute(
+        select(hubspot_objects.c.natural_key, hubspot_objects.c.status).where(
+            hubspot_objects.c.object_type == object_type,
+            hubspot_objects.c.lead_key == lead_key,
+            hubspot_objects.c.status.is_not(None),
+        )
+    )
+    return {key: status for key, status in rows}
+
+
+def save(
+    conn: Connection,
+    object_type: str,
+    natural_key: str,
+    now: datetime,
+    *,
+    hubspot_id: str | None,
+    state: str = CREATED,
+    fields: Mapping[str, str | None] | None = None,
+) -> None:
+    """Insert or update the row (the outbox runs one job per booking at a time).
+
+    ``fields`` sets any of ``lead_key``, ``status`` and ``links``.
+    """
+    values: dict[str, object] = {"hubspot_id": hubspot_id, "state": state, "updated_at": now}
+    values.update(fields or {})
+    done = conn.execute(
+        update(hubspot_objects).where(_key(object_type, natural_key)).values(**values)
+    )
+    if done.rowcount == 0:
+        conn.execute(
+            insert(hubspot_objects).values(
+                object_type=object_type, natural_key=natural_key, created_at=now, **values
+            )
+        )
+
+
+def update_fields(
+    conn: Connection, object_type: str, natural_key: str, now: datetime, **fields: str | None
+) -> None:
+    conn.execute(
+        update(hubspot_objects)
+        .where(_key(object_type, natural_key))
+        .values(updated_at=now, **fields)
+    )
+
+
+def forget(conn: Connection, object_type: str, natural_key: str) -> None:
+    conn.execute(delete(hubspot_objects).where(_key(object_type, natural_key)))
