@@ -25,8 +25,10 @@ from outbox.store import STATES, OutboxStore
 app = typer.Typer(help="BookMe → CRM integration service.", no_args_is_help=True)
 mappings_app = typer.Typer(help="Validate and try out mapping files.", no_args_is_help=True)
 outbox_app = typer.Typer(help="Inspect and replay outbox events.", no_args_is_help=True)
+hubspot_app = typer.Typer(help="Prepare a HubSpot portal for the backend.", no_args_is_help=True)
 app.add_typer(mappings_app, name="mappings")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(hubspot_app, name="hubspot")
 
 log = logging.getLogger("adapter")
 
@@ -231,6 +233,43 @@ def outbox_replay(
     except EventNotFound as exc:
         typer.echo(f"no event {exc}", err=True)
         raise typer.Exit(1) from exc
+
+
+@hubspot_app.command("setup")
+def hubspot_setup() -> None:
+    """Create the custom properties the backend needs; check the mapping's pipeline and stages."""
+    from adapter.backends.hubspot import build_api, run_setup
+    from adapter.errors import AdapterError
+
+    settings = _settings()
+    if settings.hubspot_access_token is None:
+        typer.echo("configuration error: HUBSPOT_ACCESS_TOKEN is not set", err=True)
+        raise typer.Exit(2)
+    try:
+        mapping = load_mapping(settings.mappings_path)
+    except MappingError as exc:
+        typer.echo(f"mapping error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    api = build_api(
+        settings.hubspot_access_token.get_secret_value(),
+        settings.hubspot_base_url,
+        settings.rate_limit,
+    )
+    try:
+        report = run_setup(api, mapping)
+    except AdapterError as exc:
+        typer.echo(f"HubSpot setup failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        api.close()
+    for line in report.lines:
+        typer.echo(f"ok       {line}")
+    for problem in report.problems:
+        typer.echo(f"MISSING  {problem}")
+    if not report.ok:
+        typer.echo(f"{len(report.problems)} problem(s); fix them and run setup again", err=True)
+        raise typer.Exit(1)
+    typer.echo("HubSpot is ready for bookme-crm")
 
 
 def main() -> None:
