@@ -167,16 +167,17 @@ def build_services(
         cap_seconds=settings.outbox_retry_cap_seconds,
     )
     store = OutboxStore(engine, retry=retry)
+    metrics = Metrics(lambda: store)
     return Services(
         settings=settings,
         engine=engine,
         store=store,
-        backend=backend or build_backend(settings, engine),
+        backend=backend or build_backend(settings, engine, metrics),
         mappings=mappings,
         waiter=SyncWaiter(),
         webhook_secret=webhook_secret,
         signing_secrets=settings.signing_secrets,
         admin_token=admin_token,
-        metrics=Metrics(lambda: store),
+        metrics=metrics,
         generated=generated,
     )

@@ -5,25 +5,26 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from adapter.backends.base import CrmBackend, SyncJob, SyncResult
+from adapter.metrics import Metrics
 from adapter.settings import Settings
 
 __all__ = ["CrmBackend", "SyncJob", "SyncResult", "build_backend"]
 
 
-def build_backend(settings: Settings, engine: Engine) -> CrmBackend:
+def build_backend(settings: Settings, engine: Engine, metrics: Metrics | None = None) -> CrmBackend:
     """The backend ``settings`` names, on the service's engine."""
     if settings.crm_backend == "local":
         from adapter.backends.local import LocalBackend
 
         return LocalBackend(engine)
     if settings.crm_backend == "hubspot":
-        return _hubspot(settings, engine)
+        return _hubspot(settings, engine, metrics)
     raise NotImplementedError(
         f"CRM_BACKEND={settings.crm_backend!r} is not available in this version; use 'local'"
     )
 
 
-def _hubspot(settings: Settings, engine: Engine) -> CrmBackend:
+def _hubspot(settings: Settings, engine: Engine, metrics: Metrics | None) -> CrmBackend:
     """The HubSpot backend; its deal pipeline and stages come from the mapping file.
 
     The stage table is read when the backend is built: a changed ``hubspot:``
@@ -35,5 +36,11 @@ def _hubspot(settings: Settings, engine: Engine) -> CrmBackend:
     token = settings.hubspot_access_token
     assert token is not None  # Settings refuses CRM_BACKEND=hubspot without one
     hubspot = load_mapping(settings.mappings_path).defaults.hubspot
-    api = build_api(token.get_secret_value(), settings.hubspot_base_url, settings.rate_limit)
+    calls = None if metrics is None else metrics.crm_calls
+    api = build_api(
+        token.get_secret_value(),
+        settings.hubspot_base_url,
+        settings.rate_limit,
+        on_call=None if calls is None else lambda status: calls.labels("hubspot", status).inc(),
+    )
     return HubSpotBackend(api, engine, lambda: hubspot)

@@ -547,6 +547,7 @@ def test_webhook_to_hubspot_end_to_end(
             body = seed_booking(company="Acme")
             first = client.post("/api/bookings/incoming", json=body, headers=headers)
             again = client.post("/api/bookings/incoming", json=body, headers=headers)
+            metrics = client.get("/metrics").text
     finally:
         services.close()
     assert first.status_code == 200, first.text
@@ -557,6 +558,12 @@ def test_webhook_to_hubspot_end_to_end(
     assert data["lead"]["id"] == fake.objects("deals")[0]["id"]
     assert again.status_code == 200
     assert _counts(fake) == {"contacts": 1, "companies": 1, "deals": 1, "meetings": 1, "tasks": 2}
+    ok_calls = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith('bookme_crm_calls_total{backend="hubspot",status="ok"}')
+    )
+    assert float(ok_calls.split()[-1]) >= 5
 
 
 def _burst(hs: Harness, count: int, **booking: Any) -> list[SyncJob]:

@@ -262,7 +262,9 @@ class HubSpotApi:
         max_attempts: int = 5,
         backoff_max: float = 30.0,
         sleep: Sleep = time.sleep,
+        on_call: Callable[[str], None] | None = None,
     ) -> None:
+        self._on_call = on_call
         self._budget = budget
         self._search_budget = search_budget
         self._timeout = (min(5.0, timeout), timeout)
@@ -316,12 +318,15 @@ class HubSpotApi:
             with self._calls_lock:
                 self.calls[name] += 1
             try:
-                return fn(*args, _request_timeout=self._timeout, **kwargs)
+                result = fn(*args, _request_timeout=self._timeout, **kwargs)
             except Exception as exc:
                 error = translate_error(exc, name)
+                self._report(str(getattr(exc, "status", None) or type(error).__name__))
                 if isinstance(error, RateLimitedError):
                     self._budget.hold(error.retry_after or RATE_LIMIT_PAUSE)
                 raise error from exc
+            self._report("ok")
+            return result
 
         retrying = Retrying(
             stop=stop_after_attempt(self._max_attempts),
@@ -331,6 +336,10 @@ class HubSpotApi:
             reraise=True,
         )
         return retrying(attempt)
+
+    def _report(self, status: str) -> None:
+        if self._on_call is not None:
+            self._on_call(status)
 
     def close(self) -> None:
         """Close every connection pool the SDK opened."""
@@ -605,6 +614,7 @@ def build_api(
     sleep: Sleep = time.sleep,
     budget: RollingWindow | None = None,
     search_budget: RollingWindow | None = None,
+    on_call: Callable[[str], None] | None = None,
 ) -> HubSpotApi:
     """A ``HubSpotApi`` on the real SDK, with the process-wide budgets for this portal."""
     sdk = HubSpot(
@@ -622,4 +632,5 @@ def build_api(
         timeout=timeout,
         max_attempts=max_attempts,
         sleep=sleep,
+        on_call=on_call,
     )
