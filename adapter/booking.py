@@ -61,6 +61,15 @@ class Booking(BaseModel):
         default=None, alias="cancellationReason", max_length=2000
     )
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold NUL: such a booking was stored, then died
+        # in the CRM write (or was a 500 as a bookingId). Found by fuzzing.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
     @field_validator("booking_id", "event_type", "name")
     @classmethod
     def _not_blank(cls, value: str) -> str:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict
 
-from adapter.booking import Booking
+from adapter.booking import Booking, FieldError
 from adapter.timeutil import iso_z
 from outbox.store import Event
+
+# PostgreSQL text cannot hold NUL (psycopg refuses to send it): an id or a filter
+# with one was a 500 there (found by fuzzing). Such values are refused with a 400.
+NO_NUL = r"^[^\x00]*$"
+RecordId = Annotated[str, Path(pattern=NO_NUL, description="A record's id")]
 
 
 class EventStatus(BaseModel):
@@ -22,6 +28,52 @@ class EventStatus(BaseModel):
     receivedAt: str
     syncedAt: str | None
     result: dict[str, Any] | None
+
+
+class EventAnswer(BaseModel):
+    """The webhook's 200 and 202 (contract §3); a 200 adds the CRM's records."""
+
+    model_config = ConfigDict(extra="allow")
+
+    success: bool
+    eventId: str
+    status: str
+
+
+class ErrorBody(BaseModel):
+    """A refusal: ``{"error": "..."}``."""
+
+    error: str
+
+
+class InvalidBody(BaseModel):
+    """A 400: ``{"error": "...", "details": [{"field", "message"}, ...]}``."""
+
+    error: str
+    details: list[FieldError]
+
+
+_ERRORS: dict[int, tuple[type[BaseModel], str]] = {
+    400: (InvalidBody, "Invalid request: a parameter or the body fails validation"),
+    401: (ErrorBody, "Unauthorized: missing or wrong credentials"),
+    404: (ErrorBody, "Not found"),
+    413: (ErrorBody, "Body over the limit"),
+    415: (ErrorBody, "Not JSON"),
+}
+
+
+def error_responses(*codes: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for the error statuses a route answers with.
+
+    ``descriptions`` override the default text, keyed ``s404`` and so on.
+    """
+    return {
+        code: {
+            "model": _ERRORS[code][0],
+            "description": descriptions.get(f"s{code}", _ERRORS[code][1]),
+        }
+        for code in codes
+    }
 
 
 def event_status(event: Event) -> EventStatus:

@@ -321,3 +321,74 @@ def test_event_status_needs_the_admin_token(client: TestClient, admin: dict[str,
     assert client.get(url, headers={"Authorization": "Bearer nope"}).status_code == 401
     assert client.get(url, headers=admin).json()["status"] == "synced"
     assert client.get("/api/bookings/events/nope", headers=admin).status_code == 404
+
+
+# Regressions found by fuzzing (tests/acceptance/test_api_fuzz.py).
+
+NUL_URLS = [
+    "/api/contacts?email=a%00b",
+    "/api/tasks?bookingId=%00",
+    "/api/activities?type=%00",
+    "/api/leads/%00",
+    "/api/leads/%00/activities",
+    "/api/bookings/events/%00",
+]
+
+
+@pytest.mark.parametrize("field", ["bookingId", "name", "notes", "company", "phone", "eventType"])
+def test_nul_in_a_booking_field_is_a_400(
+    client: TestClient, services: Services, field: str
+) -> None:
+    """A NUL in a string field is refused up front (PostgreSQL text cannot hold one)."""
+    response = post(client, seed_booking(**{field: "a\x00b"}))
+    assert response.status_code == 400, response.text
+    assert response.json()["details"] == [
+        {"field": field, "message": "must not contain NUL characters"}
+    ]
+    assert stored(services) == 0
+
+
+def test_read_api_refuses_a_huge_offset_and_nul_filters(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    """An offset past 64 bits or a NUL in an id or filter is a 400, not a 500."""
+    huge = client.get(f"/api/companies?offset={2**100}", headers=admin)
+    assert huge.status_code == 400, huge.text
+    assert huge.json()["details"][0]["field"] == "offset"
+    assert client.get("/api/companies?offset=2147483647", headers=admin).json() == []
+    for url in NUL_URLS:
+        assert client.get(url, headers=admin).status_code == 400, url
+
+
+def test_task_patch_checks_the_token_before_the_body(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    """A malformed PATCH body without credentials is a 401; with them, a 400 with details."""
+    json_type = {"content-type": "application/json"}
+    assert client.patch("/api/tasks/t1", content=b"{", headers=json_type).status_code == 401
+    malformed = client.patch("/api/tasks/t1", content=b"{", headers={**json_type, **admin})
+    assert malformed.status_code == 400
+    assert malformed.json()["details"][0]["field"] == "body"
+    wrong = client.patch("/api/tasks/t1", json={"status": "nope"}, headers=admin)
+    assert wrong.status_code == 400
+    assert wrong.json()["details"][0]["field"] == "status"
+    assert client.patch("/api/tasks/t1", json={"status": "done"}, headers=admin).status_code == 404
+
+
+@pytest.mark.postgres
+def test_nul_values_are_400s_on_postgresql(
+    make_settings: Callable[..., Any], pg_url: str, admin: dict[str, str]
+) -> None:
+    """On PostgreSQL a NUL in an id, a filter or a booking was a 500 or a dead event."""
+    from adapter.api.app import create_app
+    from adapter.services import build_services
+
+    pg_services = build_services(make_settings(database_url=pg_url))
+    try:
+        with TestClient(create_app(services=pg_services, embedded_workers=0)) as pg_client:
+            for url in NUL_URLS:
+                assert pg_client.get(url, headers=admin).status_code == 400, url
+            assert post(pg_client, seed_booking(name="N\x00")).status_code == 400
+            assert stored(pg_services) == 0
+    finally:
+        pg_services.close()

@@ -12,7 +12,14 @@ from pydantic import ValidationError
 
 from adapter.api.auth import Unauthorized, authenticate
 from adapter.api.deps import AdminDep, ServicesDep, get_services
-from adapter.api.schemas import EventStatus, booking_request_schema, event_status
+from adapter.api.schemas import (
+    EventAnswer,
+    EventStatus,
+    RecordId,
+    booking_request_schema,
+    error_responses,
+    event_status,
+)
 from adapter.booking import parse_booking, validation_details
 from adapter.ingest import accept_booking
 from adapter.services import Services
@@ -79,12 +86,9 @@ def event_answer(event: Event) -> JSONResponse:
     summary="Receive a BookMe booking webhook",
     openapi_extra=booking_request_schema(),
     responses={
-        200: {"description": "Synced to the CRM"},
-        202: {"description": "Stored; queued or quarantined"},
-        400: {"description": "Invalid payload"},
-        401: {"description": "Unauthorized"},
-        413: {"description": "Body over the limit"},
-        415: {"description": "Not JSON"},
+        200: {"model": EventAnswer, "description": "Synced to the CRM, with the CRM's ids"},
+        202: {"model": EventAnswer, "description": "Stored; queued or quarantined"},
+        **error_responses(400, 401, 413, 415, s400="Invalid payload"),
     },
 )
 def incoming(request: Request, body: RawBody, services: ServicesDep) -> JSONResponse:
@@ -157,8 +161,9 @@ def _await_settled(services: Services, event: Event) -> Event:
     dependencies=[AdminDep],
     response_model=EventStatus,
     summary="One webhook event's sync status",
+    responses=error_responses(400, 401, 404, s404="No such event"),
 )
-def get_event(event_id: str, services: ServicesDep) -> EventStatus:
+def get_event(event_id: RecordId, services: ServicesDep) -> EventStatus:
     event = services.store.get(event_id)
     if event is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Not found")

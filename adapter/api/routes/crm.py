@@ -7,14 +7,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
-from pydantic import BaseModel, ConfigDict
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from adapter.api.deps import AdminDep, EngineDep
+from adapter.api.schemas import NO_NUL, RecordId, error_responses
 from adapter.backends.local.reader import Activity, Company, Contact, Lead, LocalCrmReader, Task
 from adapter.plan import TaskStatus
 
-router = APIRouter(prefix="/api", tags=["local CRM"], dependencies=[AdminDep])
+router = APIRouter(
+    prefix="/api",
+    tags=["local CRM"],
+    dependencies=[AdminDep],
+    responses=error_responses(400, 401),
+)
 
 
 def get_reader(engine: EngineDep) -> LocalCrmReader:
@@ -23,7 +30,9 @@ def get_reader(engine: EngineDep) -> LocalCrmReader:
 
 ReaderDep = Annotated[LocalCrmReader, Depends(get_reader)]
 Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many records")]
-Offset = Annotated[int, Query(ge=0, description="Skip this many records first")]
+# SQLite and PostgreSQL take a 64-bit OFFSET; a larger one was a 500 (found by fuzzing).
+MAX_OFFSET = 2**31 - 1
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Skip this many records first")]
 
 
 class TaskUpdate(BaseModel):
@@ -34,6 +43,28 @@ class TaskUpdate(BaseModel):
     status: TaskStatus
 
 
+async def task_update_body(request: Request) -> TaskUpdate:
+    """The PATCH body, parsed as a dependency so the router's admin check runs first.
+
+    A body FastAPI parses itself is decoded before any dependency, so a
+    malformed one answered 400 to a caller without credentials (found by fuzzing).
+    """
+    try:
+        return TaskUpdate.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**err, "loc": ("body", *(err["loc"] or ("body",)))} for err in exc.errors()]
+        ) from exc
+
+
+TASK_UPDATE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": TaskUpdate.model_json_schema()}},
+    }
+}
+
+
 def _not_found() -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, detail="Not found")
 
@@ -41,7 +72,9 @@ def _not_found() -> HTTPException:
 @router.get("/contacts")
 def list_contacts(
     reader: ReaderDep,
-    email: Annotated[str | None, Query(description="Exact email, case-insensitive")] = None,
+    email: Annotated[
+        str | None, Query(pattern=NO_NUL, description="Exact email, case-insensitive")
+    ] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[Contact]:
@@ -61,8 +94,8 @@ def list_leads(reader: ReaderDep, limit: Limit = 100, offset: Offset = 0) -> lis
     return reader.leads(limit=limit, offset=offset)
 
 
-@router.get("/leads/{lead_id}", responses={404: {"description": "No such lead"}})
-def get_lead(reader: ReaderDep, lead_id: str) -> Lead:
+@router.get("/leads/{lead_id}", responses=error_responses(404, s404="No such lead"))
+def get_lead(reader: ReaderDep, lead_id: RecordId) -> Lead:
     """One lead."""
     lead = reader.lead(lead_id)
     if lead is None:
@@ -70,11 +103,13 @@ def get_lead(reader: ReaderDep, lead_id: str) -> Lead:
     return lead
 
 
-@router.get("/leads/{lead_id}/activities", responses={404: {"description": "No such lead"}})
+@router.get("/leads/{lead_id}/activities", responses=error_responses(404, s404="No such lead"))
 def list_lead_activities(
     reader: ReaderDep,
-    lead_id: str,
-    type_: Annotated[str | None, Query(alias="type", description="e.g. MEETING")] = None,
+    lead_id: RecordId,
+    type_: Annotated[
+        str | None, Query(alias="type", pattern=NO_NUL, description="e.g. MEETING")
+    ] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[Activity]:
@@ -87,7 +122,9 @@ def list_lead_activities(
 @router.get("/activities")
 def list_activities(
     reader: ReaderDep,
-    type_: Annotated[str | None, Query(alias="type", description="e.g. MEETING")] = None,
+    type_: Annotated[
+        str | None, Query(alias="type", pattern=NO_NUL, description="e.g. MEETING")
+    ] = None,
     upcoming: Annotated[bool, Query(description="Only those starting now or later")] = False,
     limit: Limit = 100,
     offset: Offset = 0,
@@ -101,7 +138,7 @@ def list_tasks(
     reader: ReaderDep,
     status_: Annotated[TaskStatus | None, Query(alias="status")] = None,
     upcoming: Annotated[bool, Query(description="Only those due now or later")] = False,
-    booking_id: Annotated[str | None, Query(alias="bookingId")] = None,
+    booking_id: Annotated[str | None, Query(alias="bookingId", pattern=NO_NUL)] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[Task]:
@@ -111,8 +148,14 @@ def list_tasks(
     )
 
 
-@router.patch("/tasks/{task_id}", responses={404: {"description": "No such task"}})
-def update_task(reader: ReaderDep, task_id: str, body: TaskUpdate) -> Task:
+@router.patch(
+    "/tasks/{task_id}",
+    responses=error_responses(404, s404="No such task"),
+    openapi_extra=TASK_UPDATE_BODY,
+)
+def update_task(
+    reader: ReaderDep, task_id: RecordId, body: Annotated[TaskUpdate, Depends(task_update_body)]
+) -> Task:
     """Set a task's status (``todo``, ``done`` or ``cancelled``); returns the task."""
     task = reader.set_task_status(task_id, body.status)
     if task is None:
