@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
+import os
+import queue
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,12 +19,13 @@ from pydantic import ValidationError
 from adapter import db
 from adapter.booking import parse_booking, validation_details
 from adapter.errors import MappingError
+from adapter.logs import configure_logging
 from adapter.mapping import load_mapping, plan_booking
 from adapter.secrets import WEBHOOK_SECRET_FILE
 from adapter.services import Services, build_services
 from adapter.settings import Settings
 from adapter.timeutil import iso_z, utcnow
-from outbox.store import STATES, OutboxStore
+from outbox.store import REPLAYABLE, STATES, OutboxStore
 
 app = typer.Typer(help="BookMe → CRM integration service.", no_args_is_help=True)
 mappings_app = typer.Typer(help="Validate and try out mapping files.", no_args_is_help=True)
@@ -43,8 +48,57 @@ def _settings() -> Settings:
         raise typer.Exit(2) from exc
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+LogFormatOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log-format",
+        envvar="LOG_FORMAT",
+        help="json or console (default: console on a terminal, else json).",
+    ),
+]
+
+
+ShutdownOption = Annotated[
+    float,
+    typer.Option(
+        "--shutdown-seconds",
+        envvar="WORKER_SHUTDOWN_SECONDS",
+        min=0.0,
+        help="On SIGTERM, how long the workers' batches in hand may take to finish.",
+    ),
+]
+
+
+def _configure_logging(fmt: str | None) -> None:
+    try:
+        configure_logging(fmt)
+    except ValueError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+class _SignalInbox:
+    """Signal handlers only enqueue (``SimpleQueue.put`` is safe there); a thread acts."""
+
+    def __init__(self) -> None:
+        self.inbox: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def catch(self, *signums: int) -> None:
+        for signum in signums:
+            signal.signal(signum, lambda received, _frame: self.inbox.put(received))
+
+    def next(self, timeout: float) -> int | None:
+        try:
+            return self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+def _dispatch_reloads(inbox: _SignalInbox, reload: Callable[[], bool]) -> None:
+    """Serve's SIGHUP thread: reload the mapping on each signal, for the process's life."""
+    while True:
+        if inbox.next(timeout=3600.0) == signal.SIGHUP:
+            reload()
 
 
 def _services(settings: Settings) -> Services:
@@ -91,22 +145,38 @@ def serve(
     no_worker: Annotated[
         bool, typer.Option("--no-worker", help="Run no embedded worker (scale-out).")
     ] = False,
+    shutdown_seconds: ShutdownOption = 20.0,
+    log_format: LogFormatOption = None,
 ) -> None:
-    """Serve the HTTP API with an embedded worker; migrates the database on start."""
+    """Serve the HTTP API with an embedded worker; migrates the database on start.
+
+    SIGHUP reloads the mapping file (an invalid one is refused and logged).
+    SIGTERM stops the server, then the embedded workers as ``worker`` does.
+    """
     import uvicorn
 
     from adapter.api.app import create_app
 
-    _configure_logging()
     settings = _settings()
+    _configure_logging(log_format)
     services = _services(settings)
     _first_run_banner(services, host, port)
     workers = 0 if no_worker else settings.worker_concurrency
     api = create_app(services=services, embedded_workers=workers)
+    inbox = _SignalInbox()
+    # uvicorn takes SIGTERM/SIGINT while it runs and re-raises them once it has
+    # stopped; ours then only enqueue (ignored), so the ``finally`` below runs.
+    inbox.catch(signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+    threading.Thread(
+        target=_dispatch_reloads,
+        args=(inbox, services.reload_mappings),
+        name="sighup",
+        daemon=True,
+    ).start()
     try:
-        uvicorn.run(api, host=host, port=port, log_level="info", access_log=False)
+        uvicorn.run(api, host=host, port=port, log_level="info", access_log=False, log_config=None)
     finally:
-        services.close()
+        services.close(timeout=shutdown_seconds)
 
 
 @app.command()
@@ -115,23 +185,44 @@ def worker(
     drain: Annotated[
         bool, typer.Option("--drain", help="Exit once nothing is due instead of running on.")
     ] = False,
+    shutdown_seconds: ShutdownOption = 20.0,
+    log_format: LogFormatOption = None,
 ) -> None:
-    """Run workers alone, beside ``serve --no-worker``; SIGTERM stops them cleanly."""
-    _configure_logging()
-    services = _services(_settings())
+    """Run workers alone, beside ``serve --no-worker``.
+
+    SIGTERM (or SIGINT) stops claiming at once, lets the batches in hand finish
+    within ``--shutdown-seconds`` and releases claims not yet started; SIGHUP
+    reloads the mapping file.
+    """
+    settings = _settings()
+    _configure_logging(log_format)
+    services = _services(settings)
     if drain:
         done = services.new_worker().drain()
         typer.echo(f"processed {done} events")
         services.close()
         return
-    stopped = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stopped.set())
+    inbox = _SignalInbox()
+    inbox.catch(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     services.start_workers(concurrency)
-    log.info("worker running with %d thread(s)", concurrency)
-    stopped.wait()
-    log.info("stopping: finishing in-flight batches")
-    services.close()
+    log.info("worker running with %d thread(s)", concurrency, extra={"pid": os.getpid()})
+    stop_signal = 0
+    while not stop_signal:
+        received = inbox.next(timeout=1.0)
+        if received == signal.SIGHUP:
+            services.reload_mappings()
+        elif received is not None:
+            stop_signal = received
+    log.info(
+        "stopping on %s: finishing the batches in hand",
+        signal.Signals(stop_signal).name,
+        extra={"deadline_seconds": shutdown_seconds},
+    )
+    clean = services.stop_workers(shutdown_seconds)
+    services.close(timeout=0.0)
+    if not clean:
+        raise typer.Exit(1)
+    log.info("worker stopped")
 
 
 @app.command()
@@ -219,16 +310,44 @@ def outbox_list(
         typer.echo(_event_line(event))
 
 
+def _cli_actor() -> str:
+    """Who replays, for the audit: ``cli:<user>``."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
+        user = f"uid{os.getuid()}"
+    return f"cli:{user}"
+
+
 @outbox_app.command("replay")
 def outbox_replay(
-    event_ids: Annotated[list[str], typer.Argument(help="Event ids to queue again.")],
+    event_ids: Annotated[
+        list[str] | None, typer.Argument(help="Event ids to queue again.", show_default=False)
+    ] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(help=f"Replay every event in this state ({' or '.join(REPLAYABLE)})."),
+    ] = None,
 ) -> None:
-    """Queue dead or quarantined events again (idempotent)."""
+    """Queue dead or quarantined events again (idempotent, audited as ``cli:<user>``)."""
     from outbox.exceptions import EventNotFound
 
+    if bool(event_ids) == (state is not None):
+        typer.echo("give event ids or --state, not both", err=True)
+        raise typer.Exit(2)
+    if state is not None and state not in REPLAYABLE:
+        typer.echo(f"cannot replay state {state!r}; one of {', '.join(REPLAYABLE)}", err=True)
+        raise typer.Exit(2)
     store = _store()
+    actor = _cli_actor()
+    if state is not None:
+        replayed = store.replay_state(state, actor=actor)
+        for event in replayed:
+            typer.echo(_event_line(event))
+        typer.echo(f"replayed {len(replayed)} {state} event(s)")
+        return
     try:
-        for event in store.replay(event_ids):
+        for event in store.replay(event_ids or [], actor=actor):
             typer.echo(_event_line(event))
     except EventNotFound as exc:
         typer.echo(f"no event {exc}", err=True)

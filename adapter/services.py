@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 
 from adapter import db
 from adapter.backends import CrmBackend, build_backend
+from adapter.errors import MappingError
 from adapter.mapping import MappingConfig, load_mapping
 from adapter.metrics import Metrics
 from adapter.secrets import ADMIN_TOKEN_FILE, WEBHOOK_SECRET_FILE, StoredSecret, stored_secret
@@ -123,12 +124,49 @@ class Services:
         for worker in self.workers:
             worker.wake()
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop the worker loops (each finishes its batch) and release resources."""
+    def reload_mappings(self) -> bool:
+        """Reload the mapping file (SIGHUP); on failure log why and keep the mapping in use."""
+        try:
+            mapping = self.mappings.reload()
+        except MappingError as exc:
+            log.error(
+                "mapping reload refused; the previous mapping stays in use: %s",
+                exc,
+                extra={"mappings_path": str(self.mappings.path)},
+            )
+            return False
+        log.info(
+            "mapping reloaded",
+            extra={
+                "mappings_path": str(self.mappings.path),
+                "event_types": sorted(mapping.event_types),
+            },
+        )
+        return True
+
+    def stop_workers(self, timeout: float) -> bool:
+        """Stop claiming now and give the batches in hand ``timeout`` seconds in all.
+
+        Returns whether every worker thread stopped in time; claims a worker had
+        not yet handed to the backend are released by the worker itself.
+        """
         self._stop.set()
         self.wake_workers()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(deadline - time.monotonic(), 0.0))
+        busy = [thread.name for thread in self._threads if thread.is_alive()]
+        if busy:
+            log.warning(
+                "workers still busy after %.1fs; their leases expire and other workers take over",
+                timeout,
+                extra={"threads": busy},
+            )
+        return not busy
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the worker loops (each finishes its batch) and release resources."""
+        self.stop_workers(timeout)
         self.backend.close()
         self.engine.dispose()
 

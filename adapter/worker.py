@@ -15,6 +15,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 from sqlalchemy import Connection
+from structlog.contextvars import bound_contextvars
 
 from adapter.backends.base import CrmBackend, SyncJob, SyncResult
 from adapter.booking import parse_booking
@@ -72,10 +73,14 @@ class Worker:
         self._wake.set()
 
     def run(self, stop: threading.Event) -> None:
-        """Process batches until ``stop`` is set; between empty polls, sleep or be woken."""
+        """Process batches until ``stop`` is set; between empty polls, sleep or be woken.
+
+        Once ``stop`` is set nothing more is claimed, and claims of the batch in
+        hand that were not yet handed to the backend are released.
+        """
         while not stop.is_set():
             try:
-                busy = self.run_once() > 0
+                busy = self.run_once(stop) > 0
             except Exception:
                 log.exception("worker loop failed; backing off")
                 busy = False
@@ -83,13 +88,13 @@ class Worker:
                 self._wake.wait(self.poll_seconds)
                 self._wake.clear()
 
-    def run_once(self) -> int:
+    def run_once(self, stop: threading.Event | None = None) -> int:
         """Claim and process one batch; returns how many events it claimed."""
         claims = self.store.claim(
             self.owner, limit=self.batch_size, lease_seconds=self.lease_seconds
         )
         if claims:
-            self.process(claims)
+            self.process(claims, stop)
         return len(claims)
 
     def drain(self, max_batches: int = 10_000) -> int:
@@ -102,45 +107,70 @@ class Worker:
             total += claimed
         return total
 
-    def process(self, claims: Sequence[Claim]) -> None:
+    def process(self, claims: Sequence[Claim], stop: threading.Event | None = None) -> None:
+        """Plan every claim and apply the batch; when ``stop`` is set before the
+        batch reaches the backend, release the claims instead (shutdown)."""
         jobs: list[SyncJob] = []
         received = {claim.event.id: claim.event.received_at for claim in claims}
         for claim in claims:
             event = claim.event
-            try:
-                booking = parse_booking(event.payload)
-                plan = plan_booking(
-                    booking, self.mapping(), now=self.clock(), received_at=event.received_at
-                )
-            except MappingError as exc:
-                self._fail(event.id, claim.token, exc)
-                continue
-            except ValidationError as exc:  # stored payloads were valid; only a schema change
-                self._fail(event.id, claim.token, PermanentError(f"payload invalid now: {exc}"))
-                continue
+            with bound_contextvars(event_id=event.id, booking_id=event.key):
+                try:
+                    booking = parse_booking(event.payload)
+                    plan = plan_booking(
+                        booking, self.mapping(), now=self.clock(), received_at=event.received_at
+                    )
+                except MappingError as exc:
+                    self._fail(event.id, claim.token, exc)
+                    continue
+                except ValidationError as exc:  # stored payloads were valid; a schema change
+                    invalid = PermanentError(f"payload invalid now: {exc}")
+                    self._fail(event.id, claim.token, invalid)
+                    continue
             jobs.append(SyncJob(event.id, event.key, claim.token, plan))
         if not jobs:
             return
+        if stop is not None and stop.is_set():
+            for job in jobs:
+                self.store.release(job.event_id, job.lease_token)
+            log.info("shutting down: released %d unstarted claim(s)", len(jobs))
+            return
+        settled: set[str] = set()
+
+        def settle(conn: Connection, job: SyncJob, result: SyncResult) -> None:
+            self.store.mark_synced(
+                conn, job.event_id, job.lease_token, result.model_dump(mode="json")
+            )
+            settled.add(job.event_id)
+
         try:
-            failures: Mapping[str, AdapterError] = self.backend.apply(jobs, self._settle)
+            failures: Mapping[str, AdapterError] = self.backend.apply(jobs, settle)
         except Exception as exc:  # a backend bug or outage: every job of the batch retries
-            log.exception("backend %s failed a whole batch", self.backend.name)
+            log.exception(
+                "backend %s failed a whole batch",
+                self.backend.name,
+                extra={"event_ids": [job.event_id for job in jobs]},
+            )
             error = exc if isinstance(exc, AdapterError) else RetryableError(repr(exc))
             failures = {job.event_id: error for job in jobs}
         for job in jobs:
-            failure = failures.get(job.event_id)
-            if failure is not None:
-                self._fail(job.event_id, job.lease_token, failure)
-                continue
-            if self.metrics is not None:
-                self.metrics.settled.labels("synced").inc()
-                latency = (self.clock() - received[job.event_id]).total_seconds()
-                self.metrics.sync_latency.observe(max(latency, 0.0))
-            if self.on_settled is not None:
-                self.on_settled(job.event_id)
+            with bound_contextvars(event_id=job.event_id, booking_id=job.booking_id):
+                failure = failures.get(job.event_id)
+                if failure is not None:
+                    self._fail(job.event_id, job.lease_token, failure)
+                elif job.event_id in settled:
+                    self._synced(job, received[job.event_id])
+                else:  # the backend dropped it: settle raised LeaseLost
+                    log.warning("lease lost; another worker owns this event now")
 
-    def _settle(self, conn: Connection, job: SyncJob, result: SyncResult) -> None:
-        self.store.mark_synced(conn, job.event_id, job.lease_token, result.model_dump(mode="json"))
+    def _synced(self, job: SyncJob, received: datetime) -> None:
+        latency = max((self.clock() - received).total_seconds(), 0.0)
+        log.info("event synced", extra={"latency_seconds": round(latency, 3)})
+        if self.metrics is not None:
+            self.metrics.settled.labels("synced").inc()
+            self.metrics.sync_latency.observe(latency)
+        if self.on_settled is not None:
+            self.on_settled(job.event_id)
 
     def _fail(self, event_id: str, token: str, error: AdapterError) -> None:
         """Quarantine, retry or dead-letter, chosen by the error's type alone."""
@@ -158,7 +188,9 @@ class Worker:
         except LeaseLost:
             log.warning("lease lost on event %s; another worker owns it now", event_id)
         else:
-            log.warning("event %s %s: %s", event_id, event.state, error)
+            log.warning(
+                "event %s %s: %s", event_id, event.state, error, extra={"state": event.state}
+            )
             if self.metrics is not None:
                 self.metrics.settled.labels(event.state).inc()
         if self.on_settled is not None:

@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -49,4 +50,21 @@ events = Table(
     UniqueConstraint("key", "body_hash", name="uq_outbox_events_key_body"),
     Index("ix_outbox_events_due", "state", "next_attempt_at"),
     Index("ix_outbox_events_key_seq", "key", "seq"),
+)
+
+# One row per replay that actually re-queued an event (who, when, from which state).
+replays = Table(
+    "outbox_replays",
+    outbox_metadata,
+    Column("id", _Seq, primary_key=True, autoincrement=True),
+    Column(
+        "event_id",
+        String(36),
+        ForeignKey("outbox_events.id", name="fk_outbox_replays_event"),
+        nullable=False,
+    ),
+    Column("replayed_at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("from_state", String(16), nullable=False),
+    Index("ix_outbox_replays_event", "event_id", "id"),
 )

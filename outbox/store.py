@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from outbox.exceptions import EventNotFound, LeaseLost
 from outbox.retry import RetryPolicy
-from outbox.schema import events
+from outbox.schema import events, replays
 
 QUEUED = "queued"
 RETRYING = "retrying"
@@ -91,6 +91,16 @@ class Event:
             synced_at=_utc(m["synced_at"]),
             next_attempt_at=_utc(m["next_attempt_at"]),  # type: ignore[arg-type]
         )
+
+
+@dataclass(frozen=True)
+class Replay:
+    """One audited replay: who re-queued the event, when, and from which state."""
+
+    event_id: str
+    replayed_at: datetime
+    actor: str
+    from_state: str
 
 
 @dataclass(frozen=True)
@@ -375,21 +385,69 @@ class OutboxStore:
                 )
             )
 
-    def replay(self, event_ids: Sequence[str]) -> list[Event]:
+    def replay(self, event_ids: Sequence[str], *, actor: str = "unknown") -> list[Event]:
         """Queue dead or quarantined events again with a fresh attempt count.
 
-        Idempotent: an event already queued, retrying or synced is returned unchanged.
+        Idempotent: an event already queued, retrying or synced is returned
+        unchanged. Each event actually re-queued gets an audit row naming
+        ``actor``, in the same transaction. ``EventNotFound`` replays nothing.
         """
-        out: list[Event] = []
         with self.transaction() as conn:
-            for event_id in event_ids:
-                current = self._get(conn, event_id)
-                if current.state in REPLAYABLE:
-                    current = self._set_state(
-                        conn, event_id, QUEUED, error=current.last_error, attempts=0
-                    )
-                out.append(current)
-        return out
+            return [self._replay_one(conn, event_id, actor) for event_id in event_ids]
+
+    def replay_state(self, state: str, *, actor: str) -> list[Event]:
+        """Replay every event now in ``state`` (dead or quarantined); returns those re-queued."""
+        if state not in REPLAYABLE:
+            raise ValueError(f"only {' and '.join(REPLAYABLE)} events can be replayed")
+        with self.transaction() as conn:
+            ids = conn.execute(
+                select(events.c.id).where(events.c.state == state).order_by(events.c.seq)
+            ).scalars()
+            out = [self._replay_one(conn, event_id, actor) for event_id in list(ids)]
+        return [event for event in out if event.state == QUEUED]
+
+    def _replay_one(self, conn: Connection, event_id: str, actor: str) -> Event:
+        current = self._get(conn, event_id)
+        if current.state not in REPLAYABLE:
+            return current
+        now = self.clock()
+        # Conditional on the state, so of two concurrent replays only one re-queues and audits.
+        row = conn.execute(
+            update(events)
+            .where(events.c.id == event_id, events.c.state.in_(REPLAYABLE))
+            .values(
+                state=QUEUED,
+                attempts=0,
+                next_attempt_at=now,
+                updated_at=now,
+                lease_token=None,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+            .returning(events)
+        ).first()
+        if row is None:
+            return self._get(conn, event_id)
+        conn.execute(
+            insert(replays).values(
+                event_id=event_id, replayed_at=now, actor=actor, from_state=current.state
+            )
+        )
+        return Event.from_row(row)
+
+    def replays(self, event_id: str) -> list[Replay]:
+        """The event's audited replays, oldest first."""
+        query = select(replays).where(replays.c.event_id == event_id).order_by(replays.c.id)
+        with self._reader.connect() as conn:
+            return [
+                Replay(
+                    event_id=row.event_id,
+                    replayed_at=_utc(row.replayed_at),  # type: ignore[arg-type]
+                    actor=row.actor,
+                    from_state=row.from_state,
+                )
+                for row in conn.execute(query)
+            ]
 
     def _set_state(
         self,

@@ -29,6 +29,7 @@ from adapter.errors import (
 from adapter.ingest import accept_booking
 from adapter.mapping import MappingConfig, load_mapping
 from adapter.worker import Worker
+from outbox.exceptions import LeaseLost
 from outbox.retry import RetryPolicy
 from outbox.store import OutboxStore
 from tests.conftest import DEFAULT_MAPPING, seed_booking
@@ -47,6 +48,7 @@ class FakeBackend:
         self.fail_with: dict[str, AdapterError] = {}
         self.explode: Exception | None = None
         self.batches: list[int] = []
+        self.stolen: dict[str, Callable[[], object]] = {}
 
     def apply(self, jobs: Sequence[SyncJob], settle: Settle) -> Mapping[str, AdapterError]:
         if self.explode is not None:
@@ -65,8 +67,13 @@ class FakeBackend:
                 activity=ActivityRef(id=f"A-{job.booking_id}"),
                 tasks=[],
             )
-            with self.engine.begin() as conn:
-                settle(conn, job, result)
+            if job.booking_id in self.stolen:
+                self.stolen[job.booking_id]()  # another worker takes the event over
+            try:
+                with self.engine.begin() as conn:
+                    settle(conn, job, result)
+            except LeaseLost:
+                continue  # rolled back: the Protocol says report nothing for it
             self.applied[job.booking_id] = job
         return failures
 
@@ -218,3 +225,27 @@ def test_batches_carry_one_event_per_booking(
     worker, _ = worker_for(store, backend, mapping, batch_size=3)
     assert worker.drain() == 7
     assert backend.batches == [3, 3, 1]
+
+
+def test_a_lease_lost_mid_apply_is_neither_counted_nor_announced(
+    store: OutboxStore, backend: FakeBackend, mapping: MappingConfig
+) -> None:
+    """When settle is fenced out, the worker neither reports a sync nor wakes a waiter."""
+    from adapter.metrics import Metrics
+
+    state = enqueue(store, mapping)
+    metrics = Metrics()
+    worker, settled = worker_for(store, backend, mapping, metrics=metrics)
+
+    def steal() -> None:
+        with store.transaction() as conn:
+            conn.exec_driver_sql(
+                "UPDATE outbox_events SET lease_token = 'someone-else', lease_owner = 'other'"
+            )
+
+    backend.stolen["test-123"] = steal
+    worker.run_once()
+    assert state() == "queued"
+    assert settled == []
+    synced = metrics.registry.get_sample_value("bookme_outbox_settled_total", {"result": "synced"})
+    assert not synced

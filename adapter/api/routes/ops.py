@@ -8,15 +8,40 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
 from adapter.api.deps import AdminDep, ServicesDep
-from adapter.api.schemas import EventStatus, event_status
+from adapter.api.schemas import EventStatus, RecordId, error_responses, event_status
 from adapter.errors import MappingFileError
+from adapter.timeutil import iso_z
 from outbox.exceptions import EventNotFound
-from outbox.store import STATES
+from outbox.store import REPLAYABLE, STATES
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+REPLAY_ACTOR = "api"
+
+
+class ReplayEntry(BaseModel):
+    """One audited replay of an event."""
+
+    replayedAt: str
+    actor: str
+    fromState: str
+
+
+class AdminEvent(EventStatus):
+    """An outbox event's status and its replay audit."""
+
+    replays: list[ReplayEntry]
+
+
+class BulkReplay(BaseModel):
+    """What a replay by state re-queued."""
+
+    state: str
+    replayed: int
+    events: list[EventStatus]
 
 
 @router.get("/healthz", summary="The process is up")
@@ -24,7 +49,11 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Database reachable, mapping loaded, backend reachable")
+@router.get(
+    "/readyz",
+    summary="Database reachable, mapping loaded, backend reachable",
+    responses={503: {"description": "Not ready: a check failed (named in the body)"}},
+)
 def readyz(services: ServicesDep) -> JSONResponse:
     checks: dict[str, str] = {}
     for name, check in (
@@ -50,12 +79,17 @@ def metrics(services: ServicesDep) -> Response:
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/admin/outbox", dependencies=[AdminDep], summary="Outbox events by state")
+@router.get(
+    "/admin/outbox",
+    dependencies=[AdminDep],
+    responses=error_responses(400, 401),
+    summary="Outbox events by state",
+)
 def list_outbox(
     services: ServicesDep,
     state: str | None = Query(default=None, pattern="^(" + "|".join(STATES) + ")$"),
     limit: int = Query(default=100, ge=1, le=1000),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=1_000_000_000),
 ) -> dict[str, Any]:
     return {
         "counts": services.store.counts(),
@@ -67,18 +101,66 @@ def list_outbox(
     }
 
 
+@router.get(
+    "/admin/outbox/{event_id}",
+    dependencies=[AdminDep],
+    response_model=AdminEvent,
+    responses=error_responses(400, 401, 404),
+    summary="One outbox event, with who replayed it and when",
+)
+def get_outbox_event(event_id: RecordId, services: ServicesDep) -> AdminEvent:
+    event = services.store.get(event_id)
+    if event is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Not found")
+    audit = [
+        ReplayEntry(replayedAt=iso_z(r.replayed_at) or "", actor=r.actor, fromState=r.from_state)
+        for r in services.store.replays(event_id)
+    ]
+    return AdminEvent(**event_status(event).model_dump(), replays=audit)
+
+
+@router.post(
+    "/admin/outbox/replay",
+    dependencies=[AdminDep],
+    response_model=BulkReplay,
+    responses=error_responses(400, 401),
+    summary="Queue every dead or quarantined event of a state again (after a mapping fix)",
+)
+def replay_state(
+    services: ServicesDep,
+    state: str = Query(pattern="^(" + "|".join(REPLAYABLE) + ")$"),
+) -> BulkReplay:
+    replayed = services.store.replay_state(state, actor=REPLAY_ACTOR)
+    log.info(
+        "%d %s event(s) replayed by admin",
+        len(replayed),
+        state,
+        extra={"actor": REPLAY_ACTOR, "replayed": len(replayed)},
+    )
+    services.wake_workers()
+    return BulkReplay(
+        state=state, replayed=len(replayed), events=[event_status(e) for e in replayed]
+    )
+
+
 @router.post(
     "/admin/outbox/{event_id}/replay",
     dependencies=[AdminDep],
     response_model=EventStatus,
+    responses=error_responses(400, 401, 404),
     summary="Queue a dead or quarantined event again",
 )
-def replay(event_id: str, services: ServicesDep) -> EventStatus:
+def replay(event_id: RecordId, services: ServicesDep) -> EventStatus:
     try:
-        (event,) = services.store.replay([event_id])
+        (event,) = services.store.replay([event_id], actor=REPLAY_ACTOR)
     except EventNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Not found") from exc
-    log.info("event %s replayed by admin (now %s)", event_id, event.state)
+    log.info(
+        "event %s replayed by admin (now %s)",
+        event_id,
+        event.state,
+        extra={"event_id": event_id, "booking_id": event.key, "actor": REPLAY_ACTOR},
+    )
     services.wake_workers()
     return event_status(event)
 
@@ -86,6 +168,10 @@ def replay(event_id: str, services: ServicesDep) -> EventStatus:
 @router.post(
     "/admin/mappings/reload",
     dependencies=[AdminDep],
+    responses={
+        **error_responses(401),
+        422: {"description": "Mapping invalid; the previous mapping stays in use"},
+    },
     summary="Reload the mapping file; an invalid file never replaces the one in use",
 )
 def reload_mappings(services: ServicesDep) -> JSONResponse:
