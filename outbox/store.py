@@ -276,7 +276,12 @@ class OutboxStore:
             .where(
                 events.c.key == newest.key,
                 events.c.state.in_(PENDING),
-                events.c.seq != newest.seq,
+                # Only older ones: on PostgreSQL a newer snapshot may have committed
+                # since this claim's read; it must stay queued and be applied next.
+                or_(
+                    events.c.snapshot_at < newest.snapshot_at,
+                    and_(events.c.snapshot_at == newest.snapshot_at, events.c.seq < newest.seq),
+                ),
             )
             .values(
                 state=SUPERSEDED,

@@ -33,10 +33,10 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     delete,
-    insert,
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 from adapter.backends.local.models import UtcDateTime
 
@@ -133,21 +133,24 @@ def save(
     state: str = CREATED,
     fields: Mapping[str, str | None] | None = None,
 ) -> None:
-    """Insert or update the row (the outbox runs one job per booking at a time).
+    """Insert or update the row in one statement.
 
+    Contacts, companies and deals are shared by bookings that different
+    workers may apply at once, so this is an upsert, never update-then-insert.
     ``fields`` sets any of ``lead_key``, ``status`` and ``links``.
     """
     values: dict[str, object] = {"hubspot_id": hubspot_id, "state": state, "updated_at": now}
     values.update(fields or {})
-    done = conn.execute(
-        update(hubspot_objects).where(_key(object_type, natural_key)).values(**values)
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    stmt = dialect.insert(hubspot_objects).values(
+        object_type=object_type, natural_key=natural_key, created_at=now, **values
     )
-    if done.rowcount == 0:
-        conn.execute(
-            insert(hubspot_objects).values(
-                object_type=object_type, natural_key=natural_key, created_at=now, **values
-            )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[hubspot_objects.c.object_type, hubspot_objects.c.natural_key],
+            set_=values,
         )
+    )
 
 
 def update_fields(
