@@ -52,19 +52,17 @@ LogFormatOption = Annotated[
     str | None,
     typer.Option(
         "--log-format",
-        envvar="LOG_FORMAT",
-        help="json or console (default: console on a terminal, else json).",
+        help="json or console (default LOG_FORMAT; else console on a terminal, json otherwise).",
     ),
 ]
 
 
 ShutdownOption = Annotated[
-    float,
+    float | None,
     typer.Option(
         "--shutdown-seconds",
-        envvar="WORKER_SHUTDOWN_SECONDS",
         min=0.0,
-        help="On SIGTERM, how long the workers' batches in hand may take to finish.",
+        help="On SIGTERM, how long the batches in hand may take (default WORKER_SHUTDOWN_SECONDS).",
     ),
 ]
 
@@ -145,7 +143,7 @@ def serve(
     no_worker: Annotated[
         bool, typer.Option("--no-worker", help="Run no embedded worker (scale-out).")
     ] = False,
-    shutdown_seconds: ShutdownOption = 20.0,
+    shutdown_seconds: ShutdownOption = None,
     log_format: LogFormatOption = None,
 ) -> None:
     """Serve the HTTP API with an embedded worker; migrates the database on start.
@@ -158,7 +156,8 @@ def serve(
     from adapter.api.app import create_app
 
     settings = _settings()
-    _configure_logging(log_format)
+    _configure_logging(log_format or settings.log_format)
+    deadline = settings.worker_shutdown_seconds if shutdown_seconds is None else shutdown_seconds
     services = _services(settings)
     _first_run_banner(services, host, port)
     workers = 0 if no_worker else settings.worker_concurrency
@@ -176,7 +175,7 @@ def serve(
     try:
         uvicorn.run(api, host=host, port=port, log_level="info", access_log=False, log_config=None)
     finally:
-        services.close(timeout=shutdown_seconds)
+        services.close(timeout=deadline)
 
 
 @app.command()
@@ -185,7 +184,7 @@ def worker(
     drain: Annotated[
         bool, typer.Option("--drain", help="Exit once nothing is due instead of running on.")
     ] = False,
-    shutdown_seconds: ShutdownOption = 20.0,
+    shutdown_seconds: ShutdownOption = None,
     log_format: LogFormatOption = None,
 ) -> None:
     """Run workers alone, beside ``serve --no-worker``.
@@ -195,7 +194,8 @@ def worker(
     reloads the mapping file.
     """
     settings = _settings()
-    _configure_logging(log_format)
+    _configure_logging(log_format or settings.log_format)
+    deadline = settings.worker_shutdown_seconds if shutdown_seconds is None else shutdown_seconds
     services = _services(settings)
     if drain:
         done = services.new_worker().drain()
@@ -216,9 +216,9 @@ def worker(
     log.info(
         "stopping on %s: finishing the batches in hand",
         signal.Signals(stop_signal).name,
-        extra={"deadline_seconds": shutdown_seconds},
+        extra={"deadline_seconds": deadline},
     )
-    clean = services.stop_workers(shutdown_seconds)
+    clean = services.stop_workers(deadline)
     services.close(timeout=0.0)
     if not clean:
         raise typer.Exit(1)

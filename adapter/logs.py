@@ -11,7 +11,6 @@ around each job).
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 from collections.abc import Mapping
@@ -93,8 +92,9 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def resolve_format(requested: str | None, stream: TextIO | None = None) -> LogFormat:
-    """``LOG_FORMAT`` if given; else console on a terminal, JSON otherwise."""
-    value = (requested or os.environ.get("LOG_FORMAT") or "").strip().lower()
+    """``requested`` (``--log-format`` or ``LOG_FORMAT``) if given; else console on a
+    terminal, JSON otherwise."""
+    value = (requested or "").strip().lower()
     if value in ("json", "console"):
         return value  # type: ignore[return-value]
     if value:

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     outbox_retry_base_seconds: float = Field(default=5.0, gt=0)
     outbox_retry_cap_seconds: float = Field(default=3 * 3600.0, gt=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    worker_shutdown_seconds: float = Field(default=20.0, ge=0)
+    log_format: Literal["json", "console"] | None = None  # None: console on a terminal
 
     @field_validator("crm_webhook_secret", "admin_token", "hubspot_access_token", mode="before")
     @classmethod

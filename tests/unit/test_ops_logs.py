@@ -89,10 +89,12 @@ def test_worker_logs_carry_event_and_booking_ids(captured: io.StringIO, services
 
 
 def test_log_format_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    """LOG_FORMAT picks the renderer; without it a non-terminal gets JSON; junk is refused."""
-    monkeypatch.delenv("LOG_FORMAT", raising=False)
+    """LOG_FORMAT is a setting; without one a non-terminal gets JSON; junk is refused."""
+    from adapter.settings import Settings
+
     assert resolve_format(None, io.StringIO()) == "json"
-    monkeypatch.setenv("LOG_FORMAT", "console")
-    assert resolve_format(None, io.StringIO()) == "console"
+    assert resolve_format("console", io.StringIO()) == "console"
     with pytest.raises(ValueError, match="LOG_FORMAT"):
         resolve_format("xml")
+    monkeypatch.setenv("LOG_FORMAT", "console")
+    assert Settings(_env_file=None).log_format == "console"
