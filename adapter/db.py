@@ -8,11 +8,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, Table, text
+from sqlalchemy.dialects import postgresql, sqlite
 
 from outbox.db import make_engine
 
-__all__ = ["current_revision", "head_revision", "make_engine", "upgrade"]
+__all__ = ["current_revision", "head_revision", "make_engine", "upgrade", "upsert_insert"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # Any fixed number: serialises concurrent ``migrate`` runs on PostgreSQL.
@@ -42,3 +43,12 @@ def current_revision(engine: Engine) -> str | None:
 
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def upsert_insert(conn: Connection, table: Table) -> sqlite.Insert | postgresql.Insert:
+    """An INSERT that takes ``on_conflict_do_update`` / ``do_nothing`` on this dialect."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"only SQLite and PostgreSQL are supported, not {conn.dialect.name}")

@@ -110,7 +110,7 @@ LIVE_OUTCOMES = frozenset({"SCHEDULED", "RESCHEDULED", "COMPLETED"})
 PRIORITIES = {"high": "HIGH", "medium": "MEDIUM", "low": "LOW"}
 COMPLETED = "COMPLETED"
 CANCELLED_PREFIX = "[Cancelled] "
-TODO, CANCELLED = "todo", "cancelled"
+CANCELLED = "cancelled"
 DEFAULT_SEARCH_LAG = 60.0
 """Seconds an interrupted create waits for HubSpot's search index before creating again."""
 

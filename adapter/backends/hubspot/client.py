@@ -275,7 +275,6 @@ class HubSpotApi:
         self._basic = crm.objects.basic_api
         self._batch = crm.objects.batch_api
         self._search = crm.objects.search_api
-        self._assoc = crm.associations.v4.basic_api
         self._assoc_batch = crm.associations.v4.batch_api
         self._properties = crm.properties.core_api
         self._groups = crm.properties.groups_api
@@ -347,7 +346,6 @@ class HubSpotApi:
             self._basic,
             self._batch,
             self._search,
-            self._assoc,
             self._assoc_batch,
             self._properties,
             self._groups,
@@ -516,20 +514,6 @@ class HubSpotApi:
         """Archive (HubSpot's delete); already gone is fine."""
         with contextlib.suppress(HubSpotNotFound):
             self._call(f"archive {object_type}", self._basic.archive, object_type, object_id)
-
-    def associate(
-        self, from_type: str, from_id: str, to_type: str, to_id: str, type_id: int
-    ) -> None:
-        """A HubSpot-defined association (v4); creating an existing one is a no-op."""
-        self._call(
-            f"associate {from_type}->{to_type}",
-            self._assoc.create,
-            from_type,
-            from_id,
-            to_type,
-            to_id,
-            [AssociationSpec(association_category=HUBSPOT_DEFINED, association_type_id=type_id)],
-        )
 
     def associate_batch(
         self, from_type: str, to_type: str, links: Sequence[tuple[str, str, int]]

@@ -34,11 +34,10 @@ from sqlalchemy import (
     and_,
     delete,
     select,
-    update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from adapter.backends.local.models import UtcDateTime
+from adapter.db import upsert_insert
 
 hubspot_metadata = MetaData()
 
@@ -141,8 +140,7 @@ def save(
     """
     values: dict[str, object] = {"hubspot_id": hubspot_id, "state": state, "updated_at": now}
     values.update(fields or {})
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-    stmt = dialect.insert(hubspot_objects).values(
+    stmt = upsert_insert(conn, hubspot_objects).values(
         object_type=object_type, natural_key=natural_key, created_at=now, **values
     )
     conn.execute(
@@ -150,16 +148,6 @@ def save(
             index_elements=[hubspot_objects.c.object_type, hubspot_objects.c.natural_key],
             set_=values,
         )
-    )
-
-
-def update_fields(
-    conn: Connection, object_type: str, natural_key: str, now: datetime, **fields: str | None
-) -> None:
-    conn.execute(
-        update(hubspot_objects)
-        .where(_key(object_type, natural_key))
-        .values(updated_at=now, **fields)
     )
 
 

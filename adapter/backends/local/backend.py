@@ -43,7 +43,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -58,6 +57,7 @@ from adapter.backends.base import (
     TaskRef,
 )
 from adapter.backends.local.models import activities, companies, contacts, leads, tasks
+from adapter.db import upsert_insert
 from adapter.errors import AdapterError, PermanentError, RetryableError
 from adapter.plan import BookingPlan, CompanyPlan, ContactPlan, TaskPlan
 from adapter.timeutil import as_utc, iso_z, utcnow
@@ -66,8 +66,6 @@ from outbox.exceptions import LeaseLost
 MEETING = "MEETING"
 DONE = "done"
 LIVE_OUTCOMES = ("SCHEDULED", "RESCHEDULED", "COMPLETED")
-
-_Insert = sqlite.Insert | postgresql.Insert
 
 
 class LocalBackend:
@@ -169,15 +167,6 @@ def write_plan(conn: Connection, plan: BookingPlan, now: datetime | None = None)
     )
 
 
-def _insert(conn: Connection, table: Table) -> _Insert:
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise PermanentError(f"the local CRM supports SQLite and PostgreSQL, not {dialect}")
-
-
 def _greatest(conn: Connection, left: Any, right: Any) -> Any:
     # SQLite's two-argument max() is scalar; stored UTC timestamps compare as text.
     if conn.dialect.name == "sqlite":
@@ -220,7 +209,7 @@ def _union_tags(
 
 
 def _upsert_company(conn: Connection, plan: CompanyPlan, version: str, now: datetime) -> CompanyRef:
-    stmt = _insert(conn, companies).values(
+    stmt = upsert_insert(conn, companies).values(
         id=_new_id(),
         name_key=plan.name_key,
         name=plan.name,
@@ -251,7 +240,7 @@ def _upsert_contact(
     version: str,
     now: datetime,
 ) -> tuple[str, str]:
-    stmt = _insert(conn, contacts).values(
+    stmt = upsert_insert(conn, contacts).values(
         id=_new_id(),
         email_key=plan.email_key,
         email=plan.email,
@@ -318,7 +307,7 @@ def _upsert_lead(
     now: datetime,
 ) -> tuple[str, str]:
     lead = plan.lead
-    stmt = _insert(conn, leads).values(
+    stmt = upsert_insert(conn, leads).values(
         id=_new_id(),
         lead_key=lead.lead_key,
         title=lead.title,
@@ -376,7 +365,7 @@ def _upsert_meeting(
     conn: Connection, plan: BookingPlan, lead_id: str, contact_id: str, now: datetime
 ) -> str:
     meeting = plan.meeting
-    stmt = _insert(conn, activities).values(
+    stmt = upsert_insert(conn, activities).values(
         id=_new_id(),
         booking_id=meeting.booking_id,
         lead_id=lead_id,
@@ -447,7 +436,7 @@ def _derive_stage(conn: Connection, lead_id: str) -> None:
 def _upsert_task(
     conn: Connection, plan: BookingPlan, task: TaskPlan, lead_id: str, now: datetime
 ) -> TaskRef:
-    stmt = _insert(conn, tasks).values(
+    stmt = upsert_insert(conn, tasks).values(
         id=_new_id(),
         lead_id=lead_id,
         booking_id=plan.booking_id,
