@@ -210,7 +210,7 @@ def build_services(
         settings=settings,
         engine=engine,
         store=store,
-        backend=backend or build_backend(settings, engine, metrics),
+        backend=backend or build_backend(settings, engine, lambda: mappings.current, metrics),
         mappings=mappings,
         waiter=SyncWaiter(),
         webhook_secret=webhook_secret,

@@ -2,40 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import Engine
 
 from adapter.backends.base import CrmBackend, SyncJob, SyncResult
+from adapter.mapping import MappingConfig
 from adapter.metrics import Metrics
 from adapter.settings import Settings
 
 __all__ = ["CrmBackend", "SyncJob", "SyncResult", "build_backend"]
 
 
-def build_backend(settings: Settings, engine: Engine, metrics: Metrics | None = None) -> CrmBackend:
-    """The backend ``settings`` names, on the service's engine."""
+def build_backend(
+    settings: Settings,
+    engine: Engine,
+    mapping: Callable[[], MappingConfig],
+    metrics: Metrics | None = None,
+) -> CrmBackend:
+    """The backend ``settings`` names, on the service's engine; ``mapping`` is the one in use."""
     if settings.crm_backend == "local":
         from adapter.backends.local import LocalBackend
 
         return LocalBackend(engine)
     if settings.crm_backend == "hubspot":
-        return _hubspot(settings, engine, metrics)
+        return _hubspot(settings, engine, mapping, metrics)
     raise NotImplementedError(
         f"CRM_BACKEND={settings.crm_backend!r} is not available in this version; use 'local'"
     )
 
 
-def _hubspot(settings: Settings, engine: Engine, metrics: Metrics | None) -> CrmBackend:
-    """The HubSpot backend; its deal pipeline and stages come from the mapping file.
-
-    The stage table is read when the backend is built: a changed ``hubspot:``
-    section takes effect on restart (``/admin/mappings/reload`` does not reach it).
-    """
+def _hubspot(
+    settings: Settings,
+    engine: Engine,
+    mapping: Callable[[], MappingConfig],
+    metrics: Metrics | None,
+) -> CrmBackend:
+    """The HubSpot backend; its pipeline and stage table come from the mapping in use,
+    read per batch, so ``/admin/mappings/reload`` and SIGHUP reach them too."""
     from adapter.backends.hubspot import HubSpotBackend, build_api
-    from adapter.mapping import load_mapping
 
     token = settings.hubspot_access_token
     assert token is not None  # Settings refuses CRM_BACKEND=hubspot without one
-    hubspot = load_mapping(settings.mappings_path).defaults.hubspot
     calls = None if metrics is None else metrics.crm_calls
     api = build_api(
         token.get_secret_value(),
@@ -43,4 +51,4 @@ def _hubspot(settings: Settings, engine: Engine, metrics: Metrics | None) -> Crm
         settings.rate_limit,
         on_call=None if calls is None else lambda status: calls.labels("hubspot", status).inc(),
     )
-    return HubSpotBackend(api, engine, lambda: hubspot)
+    return HubSpotBackend(api, engine, lambda: mapping().defaults.hubspot)

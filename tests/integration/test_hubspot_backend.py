@@ -23,6 +23,7 @@ from adapter.backends.hubspot import (
 )
 from adapter.booking import parse_booking
 from adapter.errors import AdapterError, CrmValidationError, MappingError, RetryableError
+from adapter.ingest import accept_booking
 from adapter.mapping import MappingConfig, load_mapping, load_mapping_text, plan_booking
 from adapter.settings import Settings
 from tests.conftest import DEFAULT_MAPPING, WEBHOOK_SECRET, seed_booking
@@ -726,3 +727,37 @@ def test_migration_matches_the_id_table(engine: Engine) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), hubspot_metadata)
     ours = [d for d in diff if "hubspot_objects" in repr(d)]
     assert ours == []
+
+
+def test_mapping_reload_reaches_the_deal_stage_table(
+    fake: FakeHubSpot, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """After a mapping reload, new deals take the stage id the reloaded file names."""
+    from adapter.services import build_services
+
+    mapping_file = tmp_path / "mapping.yaml"
+    mapping_file.write_text(DEFAULT_MAPPING.read_text())
+    services = build_services(
+        make_settings(
+            crm_backend="hubspot",
+            hubspot_access_token=fake.token,
+            hubspot_base_url=fake.url,
+            mappings_path=mapping_file,
+        )
+    )
+    try:
+        assert isinstance(services.backend, HubSpotBackend)
+        assert run_setup(services.backend.api, load_mapping(mapping_file)).ok
+        text = mapping_file.read_text()
+        assert "CONTACTED: appointmentscheduled" in text
+        mapping_file.write_text(
+            text.replace("CONTACTED: appointmentscheduled", "CONTACTED: qualifiedtobuy")
+        )
+        assert services.reload_mappings()
+        body = seed_booking(company="Reload AB")
+        accept_booking(services.store, parse_booking(body), body, services.mappings.current)
+        assert services.new_worker().drain() == 1
+    finally:
+        services.close()
+    (deal,) = fake.objects("deals")
+    assert deal["properties"]["dealstage"] == "qualifiedtobuy"
