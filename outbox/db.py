@@ -4,10 +4,17 @@ SQLite runs in WAL mode with a busy timeout, and every transaction begins with
 ``BEGIN IMMEDIATE`` so that a writer takes the write lock up front instead of
 failing with "database is locked" when it upgrades from a read. A read-only
 caller may use ``engine.execution_options(sqlite_begin="DEFERRED")``.
+
+Within one process, writers also queue on a lock before ``BEGIN IMMEDIATE``:
+SQLite's busy handler polls with sleeps of up to 100 ms, so dozens of request
+threads contending for the file lock through it spent most of their time
+asleep (ingest fell to ~35 webhooks/s). Other processes still meet the busy
+timeout.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +38,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     connect_args.setdefault("timeout", BUSY_TIMEOUT_MS / 1000)
     connect_args.setdefault("check_same_thread", False)
     engine = create_engine(url, connect_args=connect_args, **kwargs)
+    writer = threading.Lock()
+    holder: list[Any] = [None]  # the DBAPI connection that holds ``writer``
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -46,8 +55,38 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        dbapi = conn.connection  # the pooled connection do_commit / do_rollback receive
+        if mode == "IMMEDIATE" and writer.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
+            holder[0] = dbapi
+        try:
+            conn.exec_driver_sql(f"BEGIN {mode}")
+        except BaseException:
+            _release(dbapi)
+            raise
 
+    # Released once COMMIT / ROLLBACK has run (the "commit" event fires before it).
+    def _release(dbapi: Any) -> None:
+        if holder[0] is not None and holder[0] is dbapi:
+            holder[0] = None
+            writer.release()
+
+    dialect = engine.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def do_commit(dbapi: Any) -> None:
+        try:
+            commit(dbapi)
+        finally:
+            _release(dbapi)
+
+    def do_rollback(dbapi: Any) -> None:
+        try:
+            rollback(dbapi)
+        finally:
+            _release(dbapi)
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign, assignment]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign, assignment]
     return engine
 
 
