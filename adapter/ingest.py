@@ -54,5 +54,4 @@ def accept_booking(
         state=QUARANTINED if reason else QUEUED,
         last_error=reason,
     )
-    with store.transaction() as conn:
-        return store.enqueue(conn, new)
+    return store.enqueue_committed(new)

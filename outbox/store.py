@@ -18,6 +18,8 @@ out strictly one at a time, oldest first.
 from __future__ import annotations
 
 import json
+import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -125,6 +127,16 @@ class NewEvent:
     last_error: str | None = None
 
 
+@dataclass
+class _Pending:
+    """One ``enqueue_committed`` call waiting for a group commit."""
+
+    new: NewEvent
+    done: bool = False
+    result: tuple[Event, bool] | None = None
+    error: BaseException | None = None
+
+
 class OutboxStore:
     """The outbox on one SQLAlchemy engine (SQLite or PostgreSQL)."""
 
@@ -140,6 +152,9 @@ class OutboxStore:
         self.clock = clock
         self._reader = engine.execution_options(sqlite_begin="DEFERRED")
         self._dialect = engine.dialect.name
+        self._queue: list[_Pending] = []
+        self._queue_lock = threading.Lock()
+        self._committer = threading.Lock()
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -184,6 +199,42 @@ class OutboxStore:
         if existing is None:  # pragma: no cover - a conflict implies a row
             raise RuntimeError("insert conflicted but no existing event was found")
         return Event.from_row(existing), False
+
+    def enqueue_committed(self, new: NewEvent) -> tuple[Event, bool]:
+        """``enqueue`` in a transaction of its own, returning once it is committed.
+
+        Group commit: the calls that arrive while a commit is under way are
+        stored together in the next transaction, so concurrent webhooks share
+        one durable commit (one fsync) instead of queueing for one each. If that
+        shared transaction fails, each of its events is tried alone, so one bad
+        event cannot fail the others.
+        """
+        mine = _Pending(new)
+        with self._queue_lock:
+            self._queue.append(mine)
+        with self._committer:
+            if not mine.done:
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                self._commit_group(group)
+        if mine.error is not None:
+            raise mine.error
+        assert mine.result is not None
+        return mine.result
+
+    def _commit_group(self, group: list[_Pending]) -> None:
+        try:
+            with self.transaction() as conn:
+                results = [self.enqueue(conn, pending.new) for pending in group]
+        except Exception:
+            if len(group) == 1:
+                group[0].error, group[0].done = sys.exc_info()[1], True
+                return
+            for pending in group:
+                self._commit_group([pending])
+            return
+        for pending, result in zip(group, results, strict=True):
+            pending.result, pending.done = result, True
 
     def _insert(self) -> Any:
         if self._dialect == "postgresql":
