@@ -2241,6 +2241,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-limit", type=int, default=100, help="0 disables")
     parser.add_argument("--rate-window", type=float, default=10.0)
     parser.add_argument("--search-rate-limit", type=int, default=4, help="0 disables")
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds added to every API request"
+    )
     args = parser.parse_args(argv)
     fake = FakeHubSpot(
         token=args.token or None,
@@ -2251,6 +2254,8 @@ def main(argv: list[str] | None = None) -> int:
         search_rate_limit=args.search_rate_limit or None,
         state_file=args.state_file,
     )
+    if args.latency > 0:  # a CRM with realistic latency (benchmarks): a permanent "slow" fault
+        fake.slow("/crm/*", args.latency, times=None)
     stopping = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

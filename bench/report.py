@@ -1,0 +1,282 @@
+"""The benchmark report as markdown: figures beside their baselines, and the issue-6 targets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def _fmt(value: Any, suffix: str = "", digits: int = 1) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}{suffix}"
+    if isinstance(value, int):
+        return f"{value:,}{suffix}"
+    return f"{value}{suffix}"
+
+
+def _x(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def _get(report: dict[str, Any], *path: str) -> Any:
+    node: Any = report.get("scenarios", {})
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+Check = tuple[str, Callable[[dict[str, Any]], Any], Callable[[Any], bool], str]
+
+TARGETS: list[Check] = [
+    (
+        "Ingest ≥ 1,000 accepted webhooks/s (saturation)",
+        lambda r: _get(r, "ingest", "service", "saturation", "accepted_per_second"),
+        lambda v: v >= 1000,
+        "/s",
+    ),
+    (
+        "Ingest ≥ 0.5× the bare endpoint (saturation)",
+        lambda r: _get(r, "ingest", "saturation_ratio"),
+        lambda v: v >= 0.5,
+        "x",
+    ),
+    (
+        "Ack p99 < 50 ms at 200 requests/s",
+        lambda r: _get(r, "ingest", "service", "fixed_rate", "p99_ms"),
+        lambda v: v < 50,
+        " ms",
+    ),
+    (
+        "End-to-end p99 < 250 ms at 50 bookings/s (local)",
+        lambda r: _get(r, "e2e", "p99_ms"),
+        lambda v: v < 250,
+        " ms",
+    ),
+    (
+        "HubSpot: ≤ 6 calls for a single new booking",
+        lambda r: _get(r, "hubspot", "single_new", "calls"),
+        lambda v: v <= 6,
+        "",
+    ),
+    (
+        "HubSpot: ≤ 0.3 calls/booking in a burst",
+        lambda r: _get(r, "hubspot", "burst", "calls_per_booking"),
+        lambda v: v <= 0.3,
+        "",
+    ),
+    (
+        "HubSpot: zero 429s",
+        lambda r: (
+            sum(
+                _get(r, "hubspot", k, "rate_limited_429") or 0
+                for k in ("single_new", "repeat", "burst")
+            )
+            if _get(r, "hubspot")
+            else None
+        ),
+        lambda v: v == 0,
+        "",
+    ),
+    (
+        "PostgreSQL: 4 workers ≥ 2.5× 1 worker",
+        lambda r: _get(r, "postgres", "runs", "4", "scaling"),
+        lambda v: v >= 2.5,
+        "x",
+    ),
+    (
+        "Peak RSS of serve < 150 MB",
+        lambda r: (r.get("memory") or {}).get("serve_peak_rss_mb"),
+        lambda v: v < 150,
+        " MB",
+    ),
+]
+
+
+def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with the measured value and whether it is met (``None``: not measured)."""
+    out = []
+    for name, value_of, ok, unit in TARGETS:
+        value = value_of(report)
+        out.append(
+            {
+                "target": name,
+                "value": value,
+                "unit": unit,
+                "met": None if value is None else ok(value),
+            }
+        )
+    return out
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [
+        "# bookme-crm benchmarks",
+        "",
+        f"`{report['command']}` — started {report['started']}, took {report.get('seconds', '?')} s"
+        + (" (quick smoke run: small sizes, short windows)" if report.get("quick") else ""),
+        "",
+        f"Machine: {m['nproc']} cores ({m['cpu']}), Python {m['python']}, {m['platform']}. "
+        "Shared with other workloads: compare ratios, not absolute figures.",
+        "",
+    ]
+    lines += _ingest(report) + _e2e(report) + _drain(report) + _hubspot(report)
+    lines += _postgres(report) + _memory(report)
+    lines += ["## Targets", "", "| target | measured | met |", "| --- | ---: | :---: |"]
+    for row in targets(report):
+        met = {True: "yes", False: "**no**", None: "not run"}[row["met"]]
+        value = row["value"]
+        shown = (
+            _fmt(value, row["unit"], 2)
+            if row["unit"] == "x" or isinstance(value, float)
+            else _fmt(value, row["unit"])
+        )
+        lines.append(f"| {row['target']} | {shown} | {met} |")
+    lines.append("")
+    for name, error in report.get("errors", {}).items():
+        lines += [f"**{name} failed:**", "", "```", error.strip()[-2000:], "```", ""]
+    return "\n".join(lines)
+
+
+def _ingest(report: dict[str, Any]) -> list[str]:
+    s = _get(report, "ingest")
+    if not s:
+        return []
+    svc, bare = s["service"], s["bare"]
+    rate = s["offered_rate"]
+    return [
+        "## 1. Ingest (SQLite, `SYNC_WAIT_MS=0`, synchronous=FULL, embedded worker running)",
+        "",
+        "| run | service | bare endpoint (baseline) | ratio |",
+        "| --- | ---: | ---: | ---: |",
+        "| saturation: accepted/s (32 connections) | "
+        f"{_fmt(svc['saturation']['accepted_per_second'])} | "
+        f"{_fmt(bare['saturation']['accepted_per_second'])} | {_x(s['saturation_ratio'])} |",
+        f"| saturation: ack p50 / p99 (ms) | {_fmt(svc['saturation']['p50_ms'])} / "
+        f"{_fmt(svc['saturation']['p99_ms'])} | {_fmt(bare['saturation']['p50_ms'])} / "
+        f"{_fmt(bare['saturation']['p99_ms'])} | |",
+        f"| {rate:.0f} req/s open loop: accepted/s | "
+        f"{_fmt(svc['fixed_rate']['accepted_per_second'])} | "
+        f"{_fmt(bare['fixed_rate']['accepted_per_second'])} | |",
+        f"| {rate:.0f} req/s open loop: ack p50 / p99 (ms) | {_fmt(svc['fixed_rate']['p50_ms'])} / "
+        f"{_fmt(svc['fixed_rate']['p99_ms'])} | {_fmt(bare['fixed_rate']['p50_ms'])} / "
+        f"{_fmt(bare['fixed_rate']['p99_ms'])} | p99 {_x(s['fixed_p99_ratio'])} |",
+        "",
+    ]
+
+
+def _e2e(report: dict[str, Any]) -> list[str]:
+    s = _get(report, "e2e")
+    if not s:
+        return []
+    base = s["baseline_bare_roundtrip_ms"]
+    return [
+        f"## 2. End-to-end to the local backend ({s['rate']:.0f} bookings/s, default settings)",
+        "",
+        "| figure | value | baseline: bare round trip | ratio |",
+        "| --- | ---: | ---: | ---: |",
+        f"| request → CRM write p50 (ms) | {_fmt(s['p50_ms'])} | {_fmt(base['p50'])} | |",
+        f"| request → CRM write p99 (ms) | {_fmt(s['p99_ms'])} | {_fmt(base['p99'])} | "
+        f"{_x(s['p99_ratio'])} |",
+        f"| mean (ms), bookings | {_fmt(s['mean_ms'])}, {s['bookings']} | | |",
+        "",
+        f"Method: {s['method']}.",
+        "",
+    ]
+
+
+def _drain(report: dict[str, Any]) -> list[str]:
+    s = _get(report, "drain")
+    if not s:
+        return []
+    return [
+        f"## Drain of a backlog of {s['backlog']:,} (SQLite, local backend, one worker)",
+        "",
+        "| figure | value | baseline: fill rate (`serve --no-worker`) | ratio |",
+        "| --- | ---: | ---: | ---: |",
+        f"| bookings/s | {_fmt(s['drain_per_second'])} | {_fmt(s['baseline_fill_per_second'])} | "
+        f"{_x(s['ratio_to_fill'])} |",
+        "",
+        f"All synced: {s['all_synced']}; wall time including worker start "
+        f"{s['drain_wall_seconds_incl_start']} s. Method: {s['method']}.",
+        "",
+    ]
+
+
+def _hubspot(report: dict[str, Any]) -> list[str]:
+    s = _get(report, "hubspot")
+    if not s:
+        return []
+    base = s["baseline_unbatched"]
+    rows = [
+        "## 3. HubSpot (fake HubSpot process, real limits: 100 requests / 10 s, 4 searches / s)",
+        "",
+        "| run | calls | calls/booking | baseline: unbatched | ratio | 429s | bookings/s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for key, label in (
+        ("single_new", "one new booking (with company)"),
+        ("repeat", "one repeat booking (known contact, company, deal)"),
+        ("burst", f"burst of {s['burst']['bookings']:,}"),
+    ):
+        r = s[key]
+        rows.append(
+            f"| {label} | {r['calls']} | {r['calls_per_booking']:.2f} | "
+            f"{base['calls_per_booking']:.2f} | {_x(r['ratio_to_unbatched'])} | "
+            f"{r['rate_limited_429']} | {_fmt(r['bookings_per_second'], digits=2)} |"
+        )
+    rows += [
+        "",
+        f"Baseline: {base['bookings']} bookings with `WORKER_BATCH_SIZE=1` (every booking "
+        "alone), rate limit lifted (counts do not depend on it). Bookings/s: from the first "
+        "request to the last booking synced.",
+        "",
+        "Calls by endpoint — single: "
+        + ", ".join(f"{k} ×{v}" for k, v in sorted(s["single_new"]["by_endpoint"].items())),
+        "",
+    ]
+    return rows
+
+
+def _postgres(report: dict[str, Any]) -> list[str]:
+    s = _get(report, "postgres")
+    if not s:
+        return []
+    rows = [
+        f"## 4. PostgreSQL drain scaling ({s['backlog']:,} bookings, HubSpot latency "
+        f"{s['latency_ms']:.0f} ms/request)",
+        "",
+        "| worker processes | bookings/s | vs 1 worker (baseline) |",
+        "| ---: | ---: | ---: |",
+    ]
+    for workers, run in s["runs"].items():
+        rows.append(
+            f"| {workers} | {_fmt(run['drain_per_second'])} | {_x(run.get('scaling', 1.0))} |"
+        )
+    rows += ["", f"Method: {s.get('method', '')}.", ""]
+    return rows
+
+
+def _memory(report: dict[str, Any]) -> list[str]:
+    mem = report.get("memory")
+    if not mem:
+        return []
+    rows = [
+        "## 5. Memory: peak RSS of `serve` (kernel VmHWM)",
+        "",
+        "| run | peak RSS (MB) |",
+        "| --- | ---: |",
+    ]
+    for name, value in mem["serve_peak_rss_mb_by_run"].items():
+        rows.append(f"| {name} | {_fmt(value)} |")
+    rows += [
+        f"| **max** | **{_fmt(mem['serve_peak_rss_mb'])}** |",
+        f"| baseline: bare endpoint | {_fmt(mem['baseline_bare_peak_rss_mb'])} "
+        f"(ratio {_x(mem['ratio'])}) |",
+        "",
+    ]
+    return rows
