@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     # Not in the contract: where generated secrets live, and the worker's knobs.
     data_dir: Path = Path("var")
     worker_concurrency: int = Field(default=1, ge=1, le=64)
-    worker_batch_size: int = Field(default=20, ge=1, le=100)
+    worker_batch_size: int = Field(default=100, ge=1, le=100)  # HubSpot's batch maximum
     worker_poll_seconds: float = Field(default=0.5, gt=0, le=60)
     outbox_lease_seconds: float = Field(default=60.0, gt=0)
     outbox_max_attempts: int = Field(default=15, ge=1)

@@ -375,12 +375,28 @@ def test_rolling_rate_limit_of_the_fake_is_respected(fake: FakeHubSpot, engine: 
 
 def test_server_errors_are_retried(hs: Harness) -> None:
     """Two 503s then success: the call is retried with backoff and the booking lands."""
-    hs.fake.fail("POST", "/crm/v3/objects/deals/batch/upsert", 503, times=2)
+    # A new deal is created (its lead key is unique, so the create is safe to retry).
+    hs.fake.fail("POST", "/crm/v3/objects/deals", 503, times=2)
     result, error = hs.sync()
     assert error is None
     assert result is not None
-    assert hs.api.calls["upsert deals"] == 3
+    assert hs.api.calls["create deals"] == 3
     assert len(hs.sleeps) >= 2
+    assert _counts(hs.fake)["deals"] == 1
+
+
+def test_deal_create_after_a_lost_answer_falls_back_to_upsert(hs: Harness) -> None:
+    """A deal created but its answer lost: the retried create gets 409 and upserts; one deal."""
+    hs.fake.crash_after_commit("/crm/v3/objects/deals", method="POST")
+    result, error = hs.sync()
+    assert error is None
+    assert result is not None
+    assert hs.api.calls["create deals"] == 2
+    assert hs.api.calls["upsert deals"] == 1
+    assert _counts(hs.fake)["deals"] == 1
+    deal = hs.fake.objects("deals")[0]
+    assert result.lead.id == deal["id"]
+    assert hs.fake.associations("deals", deal["id"], "contacts")
 
 
 def test_persistent_outage_is_retryable(hs: Harness) -> None:

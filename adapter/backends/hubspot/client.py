@@ -409,15 +409,21 @@ class HubSpotApi:
         object_type: str,
         properties: Mapping[str, str],
         associations: Iterable[tuple[str, int]] = (),
+        *,
+        unique: bool = False,
     ) -> str:
-        """Create one object, associated on creation; returns its id."""
+        """Create one object, associated on creation; returns its id.
+
+        ``unique``: the properties hold a unique-value key, so HubSpot refuses a
+        second copy (409) and the create may be retried like any idempotent call.
+        """
         links = _links(associations)
         created = self._call(
             f"create {object_type}",
             self._basic.create,
             object_type,
             SimplePublicObjectInputForCreate(properties=dict(properties), associations=links),
-            idempotent=False,
+            idempotent=unique,
         )
         return str(created.id)
 
@@ -426,11 +432,14 @@ class HubSpotApi:
         object_type: str,
         key_property: str,
         items: Sequence[tuple[Mapping[str, str], Sequence[tuple[str, int]]]],
+        *,
+        unique: bool = False,
     ) -> dict[str, str]:
         """Create objects (100 per call), associated on creation; returns key -> id.
 
         Each item's ``key_property`` value identifies it in HubSpot's answer.
-        Like ``create``, never retried after an answer that may have been lost.
+        Like ``create``, never retried after an answer that may have been lost,
+        unless ``key_property`` has unique values (``unique``).
         """
         ids: dict[str, str] = {}
         for chunk in chunks(items):
@@ -445,7 +454,7 @@ class HubSpotApi:
                 self._batch.create,
                 object_type,
                 BatchInputSimplePublicObjectBatchInputForCreate(inputs=inputs),
-                idempotent=False,
+                idempotent=unique,
             )
             for result in response.results or []:
                 key = (result.properties or {}).get(key_property)
