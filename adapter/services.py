@@ -100,7 +100,7 @@ class Services:
             self.store,
             self.backend,
             lambda: self.mappings.current,
-            batch_size=s.worker_batch_size,
+            batch_size=s.batch_size,
             lease_seconds=s.outbox_lease_seconds,
             poll_seconds=s.worker_poll_seconds,
             on_settled=self.waiter.notify,

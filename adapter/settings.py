@@ -24,6 +24,8 @@ _PLACEHOLDERS = {
     "webhook-secret",
 }
 MIN_SECRET_LENGTH = 16
+HUBSPOT_BATCH = 100
+LOCAL_BATCH = 5
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*s\s*$")
 
 
@@ -51,7 +53,7 @@ class Settings(BaseSettings):
     # Not in the contract: where generated secrets live, and the worker's knobs.
     data_dir: Path = Path("var")
     worker_concurrency: int = Field(default=1, ge=1, le=64)
-    worker_batch_size: int = Field(default=100, ge=1, le=100)  # HubSpot's batch maximum
+    worker_batch_size: int | None = Field(default=None, ge=1, le=100)  # see ``batch_size``
     worker_poll_seconds: float = Field(default=0.5, gt=0, le=60)
     outbox_lease_seconds: float = Field(default=60.0, gt=0)
     outbox_max_attempts: int = Field(default=15, ge=1)
@@ -114,6 +116,15 @@ class Settings(BaseSettings):
         match = _RATE.match(self.hubspot_rate_limit)
         assert match is not None
         return int(match.group(1)), float(match.group(2))
+
+    @property
+    def batch_size(self) -> int:
+        """``WORKER_BATCH_SIZE``, else by backend: HubSpot's batch maximum (a backlog costs
+        the fewest calls), or a few on the local backend, whose batch is one write
+        transaction that webhooks wait behind on SQLite."""
+        if self.worker_batch_size is not None:
+            return self.worker_batch_size
+        return HUBSPOT_BATCH if self.crm_backend == "hubspot" else LOCAL_BATCH
 
     @property
     def is_sqlite(self) -> bool:
