@@ -152,6 +152,8 @@ class OutboxStore:
         self.clock = clock
         self._reader = engine.execution_options(sqlite_begin="DEFERRED")
         self._dialect = engine.dialect.name
+        # Built once: constructing it per webhook cost about a third of the enqueue's CPU.
+        self._enqueue_stmt = self._insert().on_conflict_do_nothing().returning(events)
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
         self._committer = threading.Lock()
@@ -186,8 +188,7 @@ class OutboxStore:
             "received_at": now,
             "updated_at": now,
         }
-        stmt = self._insert().values(**values).on_conflict_do_nothing().returning(events)
-        row = conn.execute(stmt).first()
+        row = conn.execute(self._enqueue_stmt, values).first()
         if row is not None:
             return Event.from_row(row), True
         clauses = [and_(events.c.key == new.key, events.c.body_hash == new.body_hash)]
