@@ -132,8 +132,8 @@ def main() -> None:
             burst[: args.baseline],
             batch=1,
         ),
-        run(f"burst of {args.burst}, worker batch 20 (default)", burst, batch=20),
-        run(f"burst of {args.burst}, worker batch 100", burst, batch=100),
+        run(f"burst of {args.burst}, worker batch 20", burst, batch=20),
+        run(f"burst of {args.burst}, worker batch 100 (default)", burst, batch=100),
         run(
             f"burst of {args.burst}, batch 100, real limits (100/10 s, 4 searches/s)",
             burst,
