@@ -97,15 +97,15 @@ def ingest(work: Path, sizes: Sizes, memory: dict[str, float]) -> dict[str, Any]
     window = sizes.seconds
     bound = window + 60
     figures: dict[str, Any] = {}
-    for name in ("bare", "service"):
+    for name in ("bare", "service", "service_no_worker"):
         with harness.processes(work) as procs:
             if name == "bare":
                 proc, base = harness.start_bare(procs)
             else:
                 env = harness.service_env(
-                    f"sqlite:///{work}/ingest.db", work / "var-ingest", SYNC_WAIT_MS="0"
+                    f"sqlite:///{work}/{name}.db", work / f"var-{name}", SYNC_WAIT_MS="0"
                 )
-                proc, base = harness.start_serve(procs, env)
+                proc, base = harness.start_serve(procs, env, no_worker=name != "service")
             url = f"{base}/api/bookings/incoming"
             common = {"bound": bound, "timeout": 10}
             harness.loadgen(work, url, mode="closed", concurrency=8, limit=200, duration=10,
@@ -128,6 +128,10 @@ def ingest(work: Path, sizes: Sizes, memory: dict[str, float]) -> dict[str, Any]
             memory[f"ingest ({name})"] = proc.peak_rss_mb
     service, bare = figures["service"], figures["bare"]
     figures["offered_rate"] = sizes.ingest_rate
+    figures["no_worker_saturation_ratio"] = ratio(
+        figures["service_no_worker"]["saturation"]["accepted_per_second"],
+        bare["saturation"]["accepted_per_second"],
+    )
     figures["saturation_ratio"] = ratio(
         service["saturation"]["accepted_per_second"], bare["saturation"]["accepted_per_second"]
     )
@@ -194,7 +198,7 @@ def drain(work: Path, sizes: Sizes, memory: dict[str, float]) -> dict[str, Any]:
     """A backlog stored through ``serve --no-worker``, then drained by one ``worker``."""
     url_db = f"sqlite:///{work}/drain.db"
     n = sizes.backlog
-    env = harness.service_env(url_db, work / "var-drain")
+    env = harness.service_env(url_db, work / "var-drain", SYNC_WAIT_MS="0")
     with harness.processes(work) as procs:
         proc, base = harness.start_serve(procs, env, no_worker=True)
         fill = harness.loadgen(
@@ -344,7 +348,7 @@ def postgres(work: Path, sizes: Sizes, memory: dict[str, float]) -> dict[str, An
     made = [name]
     _pg(f'CREATE DATABASE "{name}"')
     try:
-        env = harness.service_env(template, work / "var-pg")
+        env = harness.service_env(template, work / "var-pg", SYNC_WAIT_MS="0")
         with harness.processes(work) as procs:
             proc, base = harness.start_serve(procs, env, no_worker=True)
             fill = _send(work, base, concurrency=32, limit=n, prefix="pg", people=max(n // 3, 1))

@@ -1,0 +1,85 @@
+"""The benchmark command runs end to end in ``--quick`` mode and writes both reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PG_ADMIN_URL
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _postgres_reachable() -> bool:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    engine = create_engine(PG_ADMIN_URL)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError:
+        return False
+    finally:
+        engine.dispose()
+    return True
+
+
+@pytest.mark.slow
+def test_bench_quick_writes_both_reports(tmp_path: Path) -> None:
+    """``python -m bench --quick`` ends in bounded time with sane figures in JSON and markdown."""
+    only = "ingest,e2e,drain,hubspot" + (",postgres" if _postgres_reachable() else "")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path), "--only", only],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    markdown = (tmp_path / "report.md").read_text()
+
+    assert report["errors"] == {}
+    assert {"machine", "sizes", "scenarios", "memory"} <= set(report)
+    scenarios = report["scenarios"]
+    assert set(only.split(",")) == set(scenarios)
+
+    ingest = scenarios["ingest"]
+    for name in ("bare", "service", "service_no_worker"):
+        for run in ("fixed_rate", "saturation"):
+            figures = ingest[name][run]
+            assert figures["accepted"] > 0
+            assert figures["p50_ms"] <= figures["p99_ms"]
+    assert ingest["saturation_ratio"] > 0
+
+    e2e = scenarios["e2e"]
+    assert e2e["all_synced"]
+    assert e2e["bookings"] > 0
+    assert 0 < e2e["p50_ms"] <= e2e["p99_ms"]
+
+    drain = scenarios["drain"]
+    assert drain["all_synced"]
+    assert drain["drain_per_second"] > 0
+
+    hubspot = scenarios["hubspot"]
+    for run in ("single_new", "repeat", "burst"):
+        assert hubspot[run]["calls"] > 0
+        assert hubspot[run]["rate_limited_429"] == 0
+    assert (
+        hubspot["burst"]["calls_per_booking"] < hubspot["baseline_unbatched"]["calls_per_booking"]
+    )
+
+    if "postgres" in scenarios:
+        runs = scenarios["postgres"]["runs"]
+        assert set(runs) == {"1", "2", "4"}
+        assert all(run["all_synced"] and run["drain_per_second"] > 0 for run in runs.values())
+
+    assert report["memory"]["serve_peak_rss_mb"] > 0
+    for heading in ("## 1. Ingest", "## 2. End-to-end", "## 3. HubSpot", "## Targets"):
+        assert heading in markdown
