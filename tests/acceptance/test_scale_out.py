@@ -586,6 +586,10 @@ def test_crash_hubspot_backend_loses_nothing_and_doubles_nothing(
     # 10 more bookings created only, to reach 150 events.
     bodies += [lifecycle("hs", n, ["booking.created"])[0] for n in range(60, 70)]
     enqueue(OutboxStore(pg), bodies)  # before the workers, as in the local crash test
+    # HubSpot's own latency (30 ms a call) keeps the drain longer than the chaos
+    # needs; on a bare loopback fake it can finish before the second kill.
+    slow = {"kind": "slow", "path": "/crm/*", "times": None, "seconds": 0.03}
+    httpx.post(fake_hubspot.url + "/_fake/faults", json=slow, timeout=10).raise_for_status()
     workers = [children.worker(env) for _ in range(2)]
     chaos = Chaos(
         pg,
