@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     outbox_retry_base_seconds: float = Field(default=5.0, gt=0)
     outbox_retry_cap_seconds: float = Field(default=3 * 3600.0, gt=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # How long a HubSpot create that may have landed is trusted to HubSpot's search
+    # index before it is made again (HubSpot documents "a few seconds"; 60 s is safe).
+    hubspot_search_lag_seconds: float = Field(default=60.0, ge=0, le=3600)
     worker_shutdown_seconds: float = Field(default=20.0, ge=0)
     log_format: Literal["json", "console"] | None = None  # None: console on a terminal
 
