@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,12 +39,12 @@ class FakeTime:
 
 
 @pytest.fixture
-def sqlite_file(tmp_path: Path) -> Iterator[str]:
+def sqlite_file(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'budget.db'}"
     engine = make_engine(url)
     db.upgrade(engine)
     engine.dispose()
-    yield url
+    return url
 
 
 def _windows(url: str, n: int, limit: int, window: float, t: FakeTime) -> list[DatabaseWindow]:
@@ -91,7 +90,8 @@ def test_budget_names_are_stable_and_keep_no_token() -> None:
     name = portal_budget_name("https://api.hubapi.com/", "pat-na1-secret", "requests")
     assert name == portal_budget_name("https://api.hubapi.com", "pat-na1-secret", "requests")
     assert name != portal_budget_name("https://api.hubapi.com", "pat-na1-other", "requests")
-    assert "secret" not in name and name.startswith("requests:")
+    assert "secret" not in name
+    assert name.startswith("requests:")
 
 
 def _grant_times(url: str, processes: int, each: int, limit: int, window: float) -> list[float]:
