@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(default=20, ge=1, le=100)
     worker_poll_seconds: float = Field(default=0.5, gt=0, le=60)
     outbox_lease_seconds: float = Field(default=60.0, gt=0)
-    outbox_max_attempts: int = Field(default=15, ge=1)
+    outbox_max_attempts: int = Field(default=20, ge=1)
     outbox_retry_base_seconds: float = Field(default=5.0, gt=0)
     outbox_retry_cap_seconds: float = Field(default=3 * 3600.0, gt=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
