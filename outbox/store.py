@@ -163,7 +163,8 @@ class OutboxStore:
             "payload": json.dumps(new.payload, sort_keys=True, separators=(",", ":")),
             "webhook_id": new.webhook_id,
             "body_hash": new.body_hash,
-            "snapshot_at": new.snapshot_at,
+            # SQLite keeps no offset: stored in UTC, as ``from_row`` reads it back.
+            "snapshot_at": _utc(new.snapshot_at),
             "state": new.state,
             "attempts": 0,
             "next_attempt_at": now,
