@@ -509,6 +509,18 @@ class OutboxStore:
         with self._reader.connect() as conn:
             return [Event.from_row(row) for row in conn.execute(query)]
 
+    def newest_for_key(self, key: str) -> Event | None:
+        """The key's newest snapshot (by ``snapshot_at``, then receipt), in any state."""
+        query = (
+            select(events)
+            .where(events.c.key == key)
+            .order_by(events.c.snapshot_at.desc(), events.c.seq.desc())
+            .limit(1)
+        )
+        with self._reader.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else Event.from_row(row)
+
     def counts(self) -> dict[str, int]:
         """Number of events in each state (every state present, zeros included)."""
         query = select(events.c.state, func.count()).group_by(events.c.state)
