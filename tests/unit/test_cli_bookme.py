@@ -141,3 +141,13 @@ def test_backfill_stopped_by_bookme_resumes_on_the_next_run(
     assert "fetched 1, new 1" in second.stdout
     assert [call.request.url.params.get("cursor") for call in route.calls] == ["p1"]
     assert stored(tmp_path)["queued"] == 2
+
+
+def test_a_bookme_url_that_is_not_http_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BOOKME_API_URL must be an http(s) URL; anything else stops with the variable named."""
+    monkeypatch.setenv("BOOKME_API_URL", "bookme.example.com")
+    result = runner.invoke(app, ["import", "bk_1"])
+    assert result.exit_code == 2
+    assert "configuration error: BOOKME_API_URL: Value error, must be an http(s) URL" in (
+        result.stderr
+    )
