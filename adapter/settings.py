@@ -64,12 +64,30 @@ class Settings(BaseSettings):
     worker_shutdown_seconds: float = Field(default=20.0, ge=0)
     log_format: Literal["json", "console"] | None = None  # None: console on a terminal
 
+    # Import and backfill from BookMe's API (``bookme-crm import``).
+    bookme_api_url: str | None = None
+    bookme_api_token: SecretStr | None = None
+
     @field_validator("crm_webhook_secret", "admin_token", "hubspot_access_token", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("bookme_api_url", "bookme_api_token", mode="before")
+    @classmethod
+    def _bookme_blank_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("bookme_api_url")
+    @classmethod
+    def _bookme_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip().lower().startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL, e.g. 'https://api.bookme.example'")
+        return None if value is None else value.strip().rstrip("/")
 
     @field_validator("crm_webhook_secret", "admin_token")
     @classmethod
