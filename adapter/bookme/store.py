@@ -4,7 +4,7 @@ One row per ``since``: the cursor of the next page to fetch (``NULL``: the
 first), the pages done in this pass, and when the pass completed. A page's
 cursor is saved only after every booking on it was accepted, so an
 interruption repeats at most one page — harmless, since imports are
-idempotent. Migration ``0006_bookme_backfills`` mirrors this table.
+idempotent. Migration ``0007_bookme_backfills`` mirrors this table.
 """
 
 from __future__ import annotations

@@ -400,8 +400,8 @@ def test_backfill_position_survives_in_the_database(services: Services) -> None:
     assert positions.completed_at("2026-11-01") is None
 
 
-def test_migration_0006_matches_the_backfill_table(services: Services) -> None:
-    """Migration 0006 creates ``bookme_backfills`` exactly as the store defines it."""
+def test_migration_0007_matches_the_backfill_table(services: Services) -> None:
+    """Migration 0007 creates ``bookme_backfills`` exactly as the store defines it."""
     with services.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), bookme_metadata)
     assert [d for d in diff if "bookme_backfills" in repr(d)] == []

@@ -1,7 +1,7 @@
 """Backfill positions for ``bookme-crm import --since`` (``adapter.bookme.store``).
 
-Revision ID: 0006_bookme_backfills
-Revises: 0005_outbox_replays
+Revision ID: 0007_bookme_backfills
+Revises: 0006_hubspot_rate_budget
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_bookme_backfills"
-down_revision = "0005_outbox_replays"
+revision = "0007_bookme_backfills"
+down_revision = "0006_hubspot_rate_budget"
 branch_labels = None
 depends_on = None
 
