@@ -51,7 +51,7 @@ def relative_time(moment: datetime, now: datetime) -> str:
 def duration(seconds: float | None) -> str:
     """An age such as the oldest pending event's: ``45 s``, ``12 min``, ``3 h 5 min``, ``2 d``."""
     if seconds is None:
-        return "none pending"
+        return "none"
     whole = max(int(seconds), 0)
     if whole < 60:
         return f"{whole} s"

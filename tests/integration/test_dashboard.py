@@ -170,7 +170,7 @@ def test_empty_states_on_a_fresh_service(ui: TestClient) -> None:
     assert "No dead events." in sync
     assert "No quarantined events." in sync
     assert "No events yet." in sync
-    assert "none pending" in sync
+    assert '<dd data-state="oldest-pending">none</dd>' in sync
     assert "No leads yet." in ui.get("/ui/leads").text
     missing = ui.get("/ui/leads/no-such-lead")
     assert missing.status_code == 404
