@@ -32,7 +32,7 @@ from adapter.timeutil import utcnow
 from adapter.ui import display
 from adapter.ui.session import Session, SessionCodec, clear, token_matches
 from outbox.exceptions import EventNotFound
-from outbox.store import DEAD, PENDING, QUARANTINED, REPLAYABLE, STATES
+from outbox.store import DEAD, PENDING, QUARANTINED, QUEUED, REPLAYABLE, STATES
 
 if TYPE_CHECKING:
     from adapter.services import Services
@@ -421,6 +421,9 @@ def replay_one(request: Request, services: ServicesDep, event_id: str, form: For
         (event,) = store.replay([event_id], actor=REPLAY_ACTOR)
     except EventNotFound:
         return _done(services, checked, "/ui/sync", "That event does not exist.")
+    if event.state != QUEUED:  # replay leaves events that are not dead or quarantined alone
+        message = f"Event {event_id} is {event.state}: only dead or quarantined events replay."
+        return _done(services, checked, "/ui/sync", message)
     log.info(
         "event %s replayed from the dashboard (now %s)",
         event_id,
@@ -434,7 +437,7 @@ def replay_one(request: Request, services: ServicesDep, event_id: str, form: For
         return current is None or current.state not in PENDING
 
     wait = services.settings.sync_wait_ms / 1000
-    if wait > 0 and event.state in PENDING:
+    if wait > 0:
         services.waiter.wait_for(settled, wait)
     current = store.get(event_id)
     state = current.state if current else event.state

@@ -280,6 +280,10 @@ def test_sync_health_lists_problems_and_replays_through_the_audited_replay(
     assert [(r["actor"], r["fromState"]) for r in event["replays"]] == [
         ("dashboard", "quarantined")
     ]
+    synced = ui.get("/admin/outbox", params={"state": "synced"}, headers=ADMIN).json()
+    synced_id = synced["events"][0]["eventId"]
+    again = ui.post(f"/ui/sync/{synced_id}/replay", data={"csrf": csrf_of(after)})
+    assert f"Event {synced_id} is synced: only dead or quarantined events replay." in again.text
     bulk = ui.post("/ui/sync/replay", data={"csrf": csrf_of(after), "state": "quarantined"})
     assert "Re-queued 1 quarantined event(s)." in bulk.text
 
