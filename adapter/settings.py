@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,6 +64,9 @@ class Settings(BaseSettings):
     hubspot_search_lag_seconds: float = Field(default=60.0, ge=0, le=3600)
     worker_shutdown_seconds: float = Field(default=20.0, ge=0)
     log_format: Literal["json", "console"] | None = None  # None: console on a terminal
+    # The dashboard (/ui): dates are shown in UI_TIMEZONE; HubSpot record links need the portal.
+    ui_timezone: str = "UTC"
+    hubspot_portal_id: str | None = Field(default=None, pattern=r"^\d{1,20}$")
 
     # Import and backfill from BookMe's API (``bookme-crm import``).
     bookme_api_url: str | None = None
@@ -110,6 +114,20 @@ class Settings(BaseSettings):
             if _is_placeholder(secret) or not secret.startswith("whsec_") or len(secret) < 16:
                 raise ValueError("each secret must be a real 'whsec_…' value")
         return value
+
+    @field_validator("ui_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("must be an IANA timezone name such as 'Europe/Stockholm'") from exc
+        return value
+
+    @field_validator("hubspot_portal_id", mode="before")
+    @classmethod
+    def _blank_portal(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("hubspot_rate_limit")
     @classmethod
