@@ -16,7 +16,13 @@ from adapter.booking import FieldError
 
 
 class BookMeError(Exception):
-    """Base of every BookMe API failure; ``message`` is suitable for a user."""
+    """Base of every BookMe API failure; ``message`` is suitable for a user.
+
+    ``status_code`` is what our own HTTP answer says of it (the import route and
+    the dashboard's form): BookMe failing is a bad gateway unless said otherwise.
+    """
+
+    status_code = 502
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -26,9 +32,13 @@ class BookMeError(Exception):
 class BookMeNotConfigured(BookMeError):
     """The BookMe API is not configured (no ``BOOKME_API_URL``)."""
 
+    status_code = 503
+
 
 class BookMeNotFound(BookMeError):
     """BookMe answered 404 for the booking."""
+
+    status_code = 404
 
 
 class BookMeRejected(BookMeError):

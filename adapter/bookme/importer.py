@@ -55,6 +55,8 @@ _NOT_IN_RESOURCE = {"timezone", "cancellation_reason"}
 class InvalidBookingId(BookMeError):
     """The booking id asked for cannot be a BookMe booking id (blank or too long)."""
 
+    status_code = 400
+
 
 @dataclass(frozen=True)
 class ImportOutcome:

@@ -28,11 +28,12 @@ from adapter.api.deps import ServicesDep
 from adapter.api.routes.crm import ReaderDep
 from adapter.backends.hubspot import store as hubspot_store
 from adapter.backends.local.reader import Activity, Task
+from adapter.bookme import BookMeError, import_booking
 from adapter.timeutil import utcnow
 from adapter.ui import display
 from adapter.ui.session import Session, SessionCodec, clear, token_matches
 from outbox.exceptions import EventNotFound
-from outbox.store import DEAD, PENDING, QUARANTINED, QUEUED, REPLAYABLE, STATES
+from outbox.store import DEAD, QUARANTINED, QUEUED, REPLAYABLE, STATES
 
 if TYPE_CHECKING:
     from adapter.services import Services
@@ -431,15 +432,51 @@ def replay_one(request: Request, services: ServicesDep, event_id: str, form: For
         extra={"event_id": event_id, "booking_id": event.key, "actor": REPLAY_ACTOR},
     )
     services.wake_workers()
-
-    def settled() -> bool:
-        current = store.get(event_id)
-        return current is None or current.state not in PENDING
-
-    wait = services.settings.sync_wait_ms / 1000
-    if wait > 0:
-        services.waiter.wait_for(settled, wait)
-    current = store.get(event_id)
-    state = current.state if current else event.state
+    state = services.await_settled(event).state
     message = f"Replayed event {event_id} (booking {event.key}): now {state}."
     return _done(services, checked, "/ui/sync", message)
+
+
+# --- add from BookMe ---------------------------------------------------------------
+
+
+@router.get("/import")
+def import_form(request: Request, services: ServicesDep) -> Response:
+    session = _logged_in(request, services)
+    if session is None:
+        return _to_login(request)
+    return Page(request, services, session).render(
+        "import.html", nav="import", configured=services.settings.bookme_api_url is not None
+    )
+
+
+@router.post("/import")
+def import_from_bookme(request: Request, services: ServicesDep, form: FormDep) -> Response:
+    """Fetch a booking from BookMe by id and accept it through the webhook's path
+    (``import_booking``, as ``POST /api/bookings/import``); say how it went."""
+    checked = _checked_post(request, services, form)
+    if isinstance(checked, Response):
+        return checked
+    booking_id = form.get("booking_id", "").strip()
+    page = Page(request, services, checked)
+    configured = services.settings.bookme_api_url is not None
+    try:
+        outcome = import_booking(services, booking_id)
+    except BookMeError as exc:
+        log.info("dashboard import of booking %r refused: %s", booking_id, exc.message)
+        return page.render(
+            "import.html",
+            exc.status_code,
+            nav="import",
+            configured=configured,
+            booking_id=booking_id,
+            error=exc.message,
+        )
+    services.wake_workers()
+    event = services.store.get(outcome.event_id)
+    state = services.await_settled(event).state if event else outcome.state
+    if not outcome.new:
+        message = f"Booking {outcome.booking_id} was already here: nothing changed ({state})."
+    else:
+        message = f"Added booking {outcome.booking_id} from BookMe: {state}."
+    return _done(services, checked, "/ui/import", message)

@@ -351,7 +351,7 @@ def test_accessibility_basics_on_every_page(local: Serve, browser: Browser) -> N
         lead_href = page.get_by_role("link", name="workshop - Scheduled").first.get_attribute(
             "href"
         )
-        for path in ("/ui", "/ui/leads", lead_href, "/ui/sync"):
+        for path in ("/ui", "/ui/leads", lead_href, "/ui/sync", "/ui/import"):
             page.goto(local.url + str(path))
             page.keyboard.press("Tab")
             first = page.evaluate("() => document.activeElement.textContent.trim()")

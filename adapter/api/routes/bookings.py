@@ -25,7 +25,6 @@ from adapter.booking import FieldError, parse_booking, validation_details
 from adapter.bookme import (
     BookMeError,
     BookMeMalformed,
-    BookMeNotConfigured,
     BookMeNotFound,
     InvalidBookingId,
     import_booking,
@@ -146,23 +145,8 @@ def _incoming(request: Request, body: bytes, services: Services) -> tuple[str, J
     )
     if event.state in PENDING:
         services.wake_workers()
-        event = _await_settled(services, event)
+        event = services.await_settled(event)
     return ("repeat" if not created else event.state), event_answer(event)
-
-
-def _await_settled(services: Services, event: Event) -> Event:
-    """The event once no longer pending, or as it is after ``SYNC_WAIT_MS``."""
-    latest = event
-
-    def settled() -> bool:
-        nonlocal latest
-        latest = services.store.get(event.id) or latest
-        return latest.state not in PENDING
-
-    wait = services.settings.sync_wait_ms / 1000
-    if wait > 0:
-        services.waiter.wait_for(settled, wait)
-    return latest
 
 
 @router.get(
@@ -219,9 +203,8 @@ def _bookme_failure(exc: BookMeError) -> JSONResponse:
     if isinstance(exc, InvalidBookingId):
         return _invalid([{"field": "bookingId", "message": exc.message}])
     if isinstance(exc, BookMeNotFound):
-        return JSONResponse({"error": exc.message}, status_code=404)
-    code = 503 if isinstance(exc, BookMeNotConfigured) else 502
-    return JSONResponse({"error": exc.message, "details": details}, status_code=code)
+        return JSONResponse({"error": exc.message}, status_code=exc.status_code)
+    return JSONResponse({"error": exc.message, "details": details}, status_code=exc.status_code)
 
 
 @router.post(
@@ -264,7 +247,7 @@ def import_from_bookme(
     event = services.store.get(outcome.event_id)
     assert event is not None  # events are never deleted
     if event.state in PENDING:
-        event = _await_settled(services, event)
+        event = services.await_settled(event)
     extra = {"bookingId": outcome.booking_id, "new": outcome.new}
     if event.state == SYNCED and event.result is not None:
         body = {"success": True, "eventId": event.id, "status": SYNCED, **extra, **event.result}
