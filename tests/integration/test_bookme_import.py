@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -31,10 +30,8 @@ from adapter.bookme.store import BackfillStore, bookme_metadata
 from adapter.ingest import accept_booking
 from adapter.services import Services, build_services
 from adapter.settings import Settings
-from tests.conftest import SAMPLES
-
-BOOKME = "http://bookme.test"
-TOKEN = "bookme-api-token-0123456789"
+from tests.conftest import BOOKME, SAMPLES
+from tests.conftest import BOOKME_TOKEN as TOKEN
 
 
 def resource(**overrides: Any) -> dict[str, Any]:
@@ -80,21 +77,8 @@ def deliver(services: Services, body: dict[str, Any]) -> None:
 
 
 @pytest.fixture
-def services(make_settings: Callable[..., Settings]) -> Iterator[Services]:
-    svc = build_services(make_settings(bookme_api_url=BOOKME, bookme_api_token=TOKEN))
-    yield svc
-    svc.close()
-
-
-@pytest.fixture
-def bookme(monkeypatch: pytest.MonkeyPatch) -> Iterator[respx.MockRouter]:
-    """BookMe's API on respx; the client's retry pauses are skipped."""
-    monkeypatch.setattr(
-        "adapter.bookme.importer.BookMeClient",
-        functools.partial(BookMeClient, sleep=lambda _seconds: None),
-    )
-    with respx.mock(base_url=BOOKME, assert_all_called=False) as router:
-        yield router
+def services(bookme_services: Services) -> Services:
+    return bookme_services
 
 
 def test_import_of_a_new_booking_lands_in_the_crm(

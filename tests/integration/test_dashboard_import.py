@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 
 import pytest
 import respx
 from fastapi.testclient import TestClient
 
-from adapter.bookme import BookMeClient
 from adapter.services import Services, build_services
 from adapter.settings import Settings
 from tests.conftest import ADMIN_TOKEN
-from tests.integration.test_bookme_import import BOOKME, TOKEN, crm_rows, event_count, resource
+from tests.integration.test_bookme_import import crm_rows, event_count, resource
 from tests.integration.test_dashboard import _client, csrf_of, log_in, page_csrf
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture
-def services(make_settings: Callable[..., Settings]) -> Iterator[Services]:
-    svc = build_services(make_settings(bookme_api_url=BOOKME, bookme_api_token=TOKEN))
-    yield svc
-    svc.close()
+def services(bookme_services: Services) -> Services:
+    return bookme_services
 
 
 @pytest.fixture
@@ -31,16 +27,6 @@ def ui(services: Services) -> Iterator[TestClient]:
     with _client(services) as client:
         assert log_in(client).status_code == 303
         yield client
-
-
-@pytest.fixture
-def bookme(monkeypatch: pytest.MonkeyPatch) -> Iterator[respx.MockRouter]:
-    monkeypatch.setattr(
-        "adapter.bookme.importer.BookMeClient",
-        functools.partial(BookMeClient, sleep=lambda _seconds: None),
-    )
-    with respx.mock(base_url=BOOKME, assert_all_called=False) as router:
-        yield router
 
 
 def add(ui: TestClient, booking_id: str, csrf: str | None = None) -> tuple[int, str]:

@@ -2,40 +2,25 @@
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
 import respx
 from fastapi.testclient import TestClient
 
-from adapter.bookme import BookMeClient
 from adapter.services import Services, build_services
 from adapter.settings import Settings
 from tests.conftest import SAMPLES, WEBHOOK_SECRET
-from tests.integration.test_bookme_import import BOOKME, TOKEN, crm_rows, event_count, resource
+from tests.integration.test_bookme_import import TOKEN, crm_rows, event_count, resource
 
 IMPORT = "/api/bookings/import"
 
 
 @pytest.fixture
-def services(make_settings: Callable[..., Settings]) -> Iterator[Services]:
-    svc = build_services(make_settings(bookme_api_url=BOOKME, bookme_api_token=TOKEN))
-    yield svc
-    svc.close()
-
-
-@pytest.fixture
-def bookme(monkeypatch: pytest.MonkeyPatch) -> Iterator[respx.MockRouter]:
-    """BookMe's API on respx (the app's own TestClient transport is not intercepted)."""
-    monkeypatch.setattr(
-        "adapter.bookme.importer.BookMeClient",
-        functools.partial(BookMeClient, sleep=lambda _seconds: None),
-    )
-    with respx.mock(base_url=BOOKME, assert_all_called=False) as router:
-        yield router
+def services(bookme_services: Services) -> Services:
+    return bookme_services
 
 
 def test_import_needs_the_admin_token(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -11,7 +9,6 @@ import pytest
 import respx
 from typer.testing import CliRunner
 
-from adapter.bookme import BookMeClient
 from adapter.cli import app
 from adapter.db import make_engine
 from outbox.store import OutboxStore
@@ -29,16 +26,6 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CRM_WEBHOOK_SECRET", WEBHOOK_SECRET)
     monkeypatch.setenv("BOOKME_API_URL", BOOKME)
     monkeypatch.setenv("BOOKME_API_TOKEN", TOKEN)
-
-
-@pytest.fixture
-def bookme(monkeypatch: pytest.MonkeyPatch) -> Iterator[respx.MockRouter]:
-    monkeypatch.setattr(
-        "adapter.bookme.importer.BookMeClient",
-        functools.partial(BookMeClient, sleep=lambda _seconds: None),
-    )
-    with respx.mock(base_url=BOOKME, assert_all_called=False) as router:
-        yield router
 
 
 def stored(tmp_path: Path) -> dict[str, int]:
