@@ -9,7 +9,10 @@ import os
 import queue
 import signal
 import threading
+import uuid
 from collections.abc import Callable
+from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -389,6 +392,237 @@ def hubspot_setup() -> None:
         typer.echo(f"{len(report.problems)} problem(s); fix them and run setup again", err=True)
         raise typer.Exit(1)
     typer.echo("HubSpot is ready for bookme-crm")
+
+
+class SendTestEvent(StrEnum):
+    """The lifecycle events `send-test` can post."""
+
+    created = "created"
+    rescheduled = "rescheduled"
+    cancelled = "cancelled"
+    no_show = "no_show"
+
+
+@app.command("import")
+def import_command(
+    booking_ids: Annotated[
+        list[str] | None, typer.Argument(help="BookMe booking ids to import.", show_default=False)
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Backfill every booking from this date (YYYY-MM-DD or ISO datetime); resumable.",
+        ),
+    ] = None,
+) -> None:
+    """Fetch bookings from BookMe's API and accept them like webhook deliveries.
+
+    Idempotent: a booking the outbox already holds stores nothing. A running
+    ``serve`` or ``worker`` syncs what is stored. With --since, an interrupted
+    backfill continues where it stopped when run again with the same date.
+    """
+    from adapter.bookme import BookMeError, import_booking
+    from adapter.bookme.backfill import parse_since
+
+    if bool(booking_ids) == (since is not None):
+        typer.echo("give booking ids or --since, not both", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+    if settings.bookme_api_url is None:
+        typer.echo("configuration error: BOOKME_API_URL is not set", err=True)
+        raise typer.Exit(2)
+    if since is not None:
+        try:
+            since = parse_since(since)
+        except ValueError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from exc
+    try:
+        services = build_services(settings, generate_secrets=False)
+    except MappingError as exc:
+        typer.echo(f"mapping error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        if since is not None:
+            _backfill(services, since)
+            return
+        failed = 0
+        for booking_id in booking_ids or []:
+            try:
+                outcome = import_booking(services, booking_id)
+            except BookMeError as exc:
+                failed += 1
+                typer.echo(f"{booking_id}: {exc.message}", err=True)
+                continue
+            typer.echo(
+                f"{outcome.booking_id}  {'new' if outcome.new else 'already present':<15}  "
+                f"{outcome.state:<11}  {outcome.event}  event={outcome.event_id}"
+            )
+        if failed:
+            raise typer.Exit(1)
+    finally:
+        services.close(timeout=0.0)
+
+
+def _backfill(services: Services, since: str) -> None:
+    """``import --since``: page through BookMe with a progress bar, then print the counts."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from adapter.bookme import BookMeError
+    from adapter.bookme.backfill import Backfill, BackfillReport
+    from adapter.bookme.importer import bookme_client
+
+    with bookme_client(services.settings) as client:
+        run = Backfill(services, client, since)
+        progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed} booking(s)"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+        )
+        task = progress.add_task(f"importing bookings since {since}", total=None)
+
+        def tick(report: BackfillReport) -> None:
+            progress.update(task, completed=report.fetched)
+
+        stopped: str | None = None
+        with progress:
+            try:
+                run.run(on_booking=tick)
+            except BookMeError as exc:
+                stopped = exc.message
+            except KeyboardInterrupt:
+                stopped = "interrupted"
+    report = run.report
+    if report.resumed:
+        typer.echo(f"resumed the unfinished backfill since {since}")
+    for booking_id, message in report.failed:
+        typer.echo(f"failed {booking_id}: {message}", err=True)
+    typer.echo(report.summary())
+    if stopped is not None:
+        typer.echo(
+            f"stopped: {stopped}; run the same command again to resume after the last "
+            "completed page",
+            err=True,
+        )
+        raise typer.Exit(1)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _send_test_body(event: SendTestEvent, booking_id: str | None) -> dict[str, Any]:
+    """A booking as BookMe posts it: a consultation two weeks ahead, every field filled."""
+    # updatedAt to the millisecond: a cancellation sent right after its creation
+    # must be the newer snapshot, or it would be superseded.
+    now = utcnow()
+    start = (now + timedelta(days=14)).replace(hour=9, minute=0, second=0, microsecond=0)
+    if event is SendTestEvent.rescheduled:
+        start += timedelta(days=1)
+    body: dict[str, Any] = {
+        "bookingId": booking_id or f"send-test-{uuid.uuid4().hex[:12]}",
+        "eventType": "30min-consultation",
+        "name": "Send Test",
+        "email": "send-test@example.com",
+        "phone": "+46 70 000 00 00",
+        "scheduledDate": iso_z(start),
+        "duration": 30,
+        "meetingUrl": "https://meet.example.com/send-test",
+        "notes": "Sent by bookme-crm send-test",
+        "source": "bookme",
+        "createdAt": iso_z(now),
+        "updatedAt": iso_z(now),
+        "timezone": "Europe/Stockholm",
+        "event": f"booking.{event.value}",
+    }
+    if event is SendTestEvent.cancelled:
+        body["cancellationReason"] = "Cancelled by bookme-crm send-test"
+    return body
+
+
+@app.command("send-test")
+def send_test(
+    url: Annotated[
+        str, typer.Option(help="The webhook to post to.")
+    ] = "http://127.0.0.1:8000/api/bookings/incoming",
+    event: Annotated[
+        SendTestEvent, typer.Option(help="Which lifecycle event to send.")
+    ] = SendTestEvent.created,
+    sign: Annotated[
+        bool,
+        typer.Option(
+            "--sign",
+            help="Sign with Standard Webhooks (first CRM_WEBHOOK_SIGNING_SECRETS) "
+            "instead of X-Webhook-Secret.",
+        ),
+    ] = False,
+    booking_id: Annotated[
+        str | None,
+        typer.Option(help="Booking id to send (e.g. to cancel an earlier test); default: new."),
+    ] = None,
+) -> None:
+    """Post a realistic test booking the way BookMe does, and print the answer.
+
+    Uses the secret ``serve`` uses: CRM_WEBHOOK_SECRET, else the one generated
+    in the data folder on the first start. The booking lands in the CRM like
+    any other (contact send-test@example.com).
+    """
+    import httpx
+    from standardwebhooks.webhooks import Webhook
+
+    settings = _settings()
+    body = _send_test_body(event, booking_id)
+    payload = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if sign:
+        if not settings.signing_secrets:
+            typer.echo("configuration error: --sign needs CRM_WEBHOOK_SIGNING_SECRETS", err=True)
+            raise typer.Exit(2)
+        msg_id = f"msg_{uuid.uuid4().hex}"
+        now = utcnow()
+        headers["webhook-id"] = msg_id
+        headers["webhook-timestamp"] = str(int(now.timestamp()))
+        headers["webhook-signature"] = Webhook(settings.signing_secrets[0]).sign(
+            msg_id, now, payload.decode()
+        )
+        scheme = "Standard Webhooks signature"
+    else:
+        secret = _shared_secret(settings)
+        if secret is None:
+            typer.echo(
+                "configuration error: no webhook secret; set CRM_WEBHOOK_SECRET, start `serve` "
+                f"once (it keeps a generated one in {settings.data_dir}), or use --sign",
+                err=True,
+            )
+            raise typer.Exit(2)
+        headers["X-Webhook-Secret"] = secret
+        scheme = "X-Webhook-Secret"
+    typer.echo(f"POST {url}  {body['event']}  booking {body['bookingId']}  ({scheme})")
+    try:
+        response = httpx.post(url, content=payload, headers=headers, timeout=30.0)
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot reach {url}: {exc or type(exc).__name__}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"HTTP {response.status_code}")
+    try:
+        typer.echo(json.dumps(response.json(), indent=2, ensure_ascii=False))
+    except ValueError:
+        typer.echo(response.text)
+    if not response.is_success:
+        raise typer.Exit(1)
+
+
+def _shared_secret(settings: Settings) -> str | None:
+    """The ``X-Webhook-Secret`` value ``serve`` accepts: the setting, else the stored one."""
+    if settings.crm_webhook_secret is not None:
+        return settings.crm_webhook_secret.get_secret_value()
+    stored = settings.data_dir / WEBHOOK_SECRET_FILE
+    if stored.exists():
+        return stored.read_text().strip() or None
+    return None
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from adapter.settings import Settings
 from adapter.timeutil import utcnow
 from adapter.worker import Worker
 from outbox.retry import RetryPolicy
-from outbox.store import OutboxStore
+from outbox.store import PENDING, Event, OutboxStore
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,23 @@ class Services:
     def wake_workers(self) -> None:
         for worker in self.workers:
             worker.wake()
+
+    def await_settled(self, event: Event) -> Event:
+        """``event`` once no longer pending, or as it is after ``SYNC_WAIT_MS``.
+
+        What the webhook, an import and a dashboard replay wait for before answering.
+        """
+        latest = event
+
+        def settled() -> bool:
+            nonlocal latest
+            latest = self.store.get(event.id) or latest
+            return latest.state not in PENDING
+
+        wait = self.settings.sync_wait_ms / 1000
+        if wait > 0 and latest.state in PENDING:
+            self.waiter.wait_for(settled, wait)
+        return latest
 
     def reload_mappings(self) -> bool:
         """Reload the mapping file (SIGHUP); on failure log why and keep the mapping in use."""

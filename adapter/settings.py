@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,12 +57,22 @@ class Settings(BaseSettings):
     worker_batch_size: int | None = Field(default=None, ge=1, le=100)  # see ``batch_size``
     worker_poll_seconds: float = Field(default=0.5, gt=0, le=60)
     outbox_lease_seconds: float = Field(default=60.0, gt=0)
-    outbox_max_attempts: int = Field(default=15, ge=1)
+    outbox_max_attempts: int = Field(default=20, ge=1)
     outbox_retry_base_seconds: float = Field(default=5.0, gt=0)
     outbox_retry_cap_seconds: float = Field(default=3 * 3600.0, gt=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # How long a HubSpot create that may have landed is trusted to HubSpot's search
+    # index before it is made again (HubSpot documents "a few seconds"; 60 s is safe).
+    hubspot_search_lag_seconds: float = Field(default=60.0, ge=0, le=3600)
     worker_shutdown_seconds: float = Field(default=20.0, ge=0)
     log_format: Literal["json", "console"] | None = None  # None: console on a terminal
+    # The dashboard (/ui): dates are shown in UI_TIMEZONE; HubSpot record links need the portal.
+    ui_timezone: str = "UTC"
+    hubspot_portal_id: str | None = Field(default=None, pattern=r"^\d{1,20}$")
+
+    # Import and backfill from BookMe's API (``bookme-crm import``).
+    bookme_api_url: str | None = None
+    bookme_api_token: SecretStr | None = None
 
     @field_validator("crm_webhook_secret", "admin_token", "hubspot_access_token", mode="before")
     @classmethod
@@ -69,6 +80,20 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("bookme_api_url", "bookme_api_token", mode="before")
+    @classmethod
+    def _bookme_blank_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("bookme_api_url")
+    @classmethod
+    def _bookme_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip().lower().startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL, e.g. 'https://api.bookme.example'")
+        return None if value is None else value.strip().rstrip("/")
 
     @field_validator("crm_webhook_secret", "admin_token")
     @classmethod
@@ -91,6 +116,20 @@ class Settings(BaseSettings):
             if _is_placeholder(secret) or not secret.startswith("whsec_") or len(secret) < 16:
                 raise ValueError("each secret must be a real 'whsec_…' value")
         return value
+
+    @field_validator("ui_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("must be an IANA timezone name such as 'Europe/Stockholm'") from exc
+        return value
+
+    @field_validator("hubspot_portal_id", mode="before")
+    @classmethod
+    def _blank_portal(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("hubspot_rate_limit")
     @classmethod

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 class RetryPolicy:
     """Attempt ``n`` (1-based) that failed waits about ``base * 2**(n-1)``, at most ``cap``.
 
-    The defaults (15 attempts, 5 s doubling to a 3 h cap) spread retries over
+    The defaults (20 attempts, 5 s doubling to a 3 h cap) spread the 19 waits over
     roughly a day before an event is dead-lettered. Jitter draws the delay
     from [50 %, 100 %] of the nominal value so a burst of failures does not
     come back as a burst.
     """
 
-    max_attempts: int = 15
+    max_attempts: int = 20
     base_seconds: float = 5.0
     cap_seconds: float = 3 * 3600.0
 

@@ -180,7 +180,8 @@ class OutboxStore:
             "payload": json.dumps(new.payload, sort_keys=True, separators=(",", ":")),
             "webhook_id": new.webhook_id,
             "body_hash": new.body_hash,
-            "snapshot_at": new.snapshot_at,
+            # SQLite keeps no offset: stored in UTC, as ``from_row`` reads it back.
+            "snapshot_at": _utc(new.snapshot_at),
             "state": new.state,
             "attempts": 0,
             "next_attempt_at": now,
@@ -559,6 +560,18 @@ class OutboxStore:
             query = query.where(events.c.state == state)
         with self._reader.connect() as conn:
             return [Event.from_row(row) for row in conn.execute(query)]
+
+    def newest_for_key(self, key: str) -> Event | None:
+        """The key's newest snapshot (by ``snapshot_at``, then receipt), in any state."""
+        query = (
+            select(events)
+            .where(events.c.key == key)
+            .order_by(events.c.snapshot_at.desc(), events.c.seq.desc())
+            .limit(1)
+        )
+        with self._reader.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else Event.from_row(row)
 
     def counts(self) -> dict[str, int]:
         """Number of events in each state (every state present, zeros included)."""

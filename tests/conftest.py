@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import respx
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
@@ -182,3 +183,35 @@ def live(services: Services) -> Iterator[LiveServer]:
 
     with LiveServer(create_app(services=services, embedded_workers=2)) as server:
         yield server
+
+
+# --- BookMe's API (import, backfill) ----------------------------------------------------
+
+BOOKME = "http://bookme.test"
+BOOKME_TOKEN = "bookme-api-token-0123456789"
+
+
+@pytest.fixture
+def bookme(monkeypatch: pytest.MonkeyPatch) -> Iterator[respx.MockRouter]:
+    """BookMe's API on respx (the app's own TestClient transport is not intercepted);
+    the client's retry pauses are skipped."""
+    import functools
+
+    from adapter.bookme import BookMeClient
+
+    monkeypatch.setattr(
+        "adapter.bookme.importer.BookMeClient",
+        functools.partial(BookMeClient, sleep=lambda _seconds: None),
+    )
+    with respx.mock(base_url=BOOKME, assert_all_called=False) as router:
+        yield router
+
+
+@pytest.fixture
+def bookme_services(make_settings: Callable[..., Settings]) -> Iterator[Services]:
+    """Services with BookMe's API configured (``BOOKME``)."""
+    from adapter.services import build_services
+
+    svc = build_services(make_settings(bookme_api_url=BOOKME, bookme_api_token=BOOKME_TOKEN))
+    yield svc
+    svc.close()

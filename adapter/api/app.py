@@ -15,6 +15,7 @@ from adapter import __version__
 from adapter.api.routes import bookings, crm, ops
 from adapter.services import Services, build_services
 from adapter.settings import Settings
+from adapter.ui import router as ui_router
 
 
 def create_app(
@@ -53,6 +54,7 @@ def create_app(
     app.include_router(bookings.router)
     app.include_router(crm.router)
     app.include_router(ops.router)
+    app.include_router(ui_router)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_error)
     return app

@@ -41,14 +41,30 @@ def _hubspot(
     """The HubSpot backend; its pipeline and stage table come from the mapping in use,
     read per batch, so ``/admin/mappings/reload`` and SIGHUP reach them too."""
     from adapter.backends.hubspot import HubSpotBackend, build_api
+    from adapter.backends.hubspot.budget import DatabaseWindow, portal_budget_name
+    from adapter.backends.hubspot.client import SEARCH_LIMIT
 
     token = settings.hubspot_access_token
     assert token is not None  # Settings refuses CRM_BACKEND=hubspot without one
+    secret = token.get_secret_value()
     calls = None if metrics is None else metrics.crm_calls
+
+    def budget(kind: str, limit: int, window: float) -> DatabaseWindow:
+        # HubSpot's limit is per portal: every process on this database shares it.
+        name = portal_budget_name(settings.hubspot_base_url, secret, kind)
+        return DatabaseWindow(engine, name, limit, window)
+
     api = build_api(
-        token.get_secret_value(),
+        secret,
         settings.hubspot_base_url,
         settings.rate_limit,
+        budget=budget("requests", *settings.rate_limit),
+        search_budget=budget("search", *SEARCH_LIMIT),
         on_call=None if calls is None else lambda status: calls.labels("hubspot", status).inc(),
     )
-    return HubSpotBackend(api, engine, lambda: mapping().defaults.hubspot)
+    return HubSpotBackend(
+        api,
+        engine,
+        lambda: mapping().defaults.hubspot,
+        search_lag_seconds=settings.hubspot_search_lag_seconds,
+    )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine
 
+from adapter.settings import Settings
 from outbox.db import make_engine
 from outbox.exceptions import EventNotFound, LeaseLost
 from outbox.retry import RetryPolicy
@@ -309,3 +311,25 @@ def test_postgres_claim_race_on_one_key_is_closed(pg_url: str) -> None:
         worker.join(10)
         engine.dispose()
     assert len(first) == 1
+
+
+def test_default_retry_schedule_spans_about_a_day() -> None:
+    """Issue 5: by default an event is retried for about a day before it is dead."""
+    policy = RetryPolicy()
+    settings_default = Settings.model_fields["outbox_max_attempts"].default
+    assert policy.max_attempts == settings_default
+    waits = range(1, policy.max_attempts)  # the last attempt is not followed by a wait
+    shortest = sum(policy.delay(n, _Fixed(0.5)) for n in waits) / 3600
+    longest = sum(policy.delay(n, _Fixed(1.0)) for n in waits) / 3600
+    assert 12 <= shortest < 24 < longest <= 30, (shortest, longest)
+
+
+class _Fixed(random.Random):
+    """A ``Random`` whose ``uniform`` always answers one value: the jitter's bounds."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def uniform(self, a: float, b: float) -> float:
+        return self.value

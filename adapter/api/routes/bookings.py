@@ -7,8 +7,9 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from adapter.api.auth import Unauthorized, authenticate
 from adapter.api.deps import AdminDep, ServicesDep, get_services
@@ -20,7 +21,14 @@ from adapter.api.schemas import (
     error_responses,
     event_status,
 )
-from adapter.booking import parse_booking, validation_details
+from adapter.booking import FieldError, parse_booking, validation_details
+from adapter.bookme import (
+    BookMeError,
+    BookMeMalformed,
+    BookMeNotFound,
+    InvalidBookingId,
+    import_booking,
+)
 from adapter.ingest import accept_booking
 from adapter.services import Services
 from outbox.store import PENDING, SYNCED, Event
@@ -137,23 +145,8 @@ def _incoming(request: Request, body: bytes, services: Services) -> tuple[str, J
     )
     if event.state in PENDING:
         services.wake_workers()
-        event = _await_settled(services, event)
+        event = services.await_settled(event)
     return ("repeat" if not created else event.state), event_answer(event)
-
-
-def _await_settled(services: Services, event: Event) -> Event:
-    """The event once no longer pending, or as it is after ``SYNC_WAIT_MS``."""
-    latest = event
-
-    def settled() -> bool:
-        nonlocal latest
-        latest = services.store.get(event.id) or latest
-        return latest.state not in PENDING
-
-    wait = services.settings.sync_wait_ms / 1000
-    if wait > 0:
-        services.waiter.wait_for(settled, wait)
-    return latest
 
 
 @router.get(
@@ -168,3 +161,99 @@ def get_event(event_id: RecordId, services: ServicesDep) -> EventStatus:
     if event is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Not found")
     return event_status(event)
+
+
+# -- import by booking id (BookMe's API) ------------------------------------------
+
+
+class ImportRequest(BaseModel):
+    """``POST /api/bookings/import``: the BookMe booking to fetch and accept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bookingId: StrictStr = Field(min_length=1, max_length=200)
+
+
+async def import_request_body(request: Request) -> ImportRequest:
+    """The import body, parsed as a dependency so the admin check runs first (as in ``crm``)."""
+    try:
+        return ImportRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**err, "loc": ("body", *(err["loc"] or ("body",)))} for err in exc.errors()]
+        ) from exc
+
+
+class ImportAnswer(EventAnswer):
+    """An import's 200 or 202: the webhook's answer plus the booking and whether it is new."""
+
+    bookingId: str
+    new: bool
+
+
+class BookMeFailure(BaseModel):
+    """A 502/503: BookMe failed, answered something unusable, or is not configured."""
+
+    error: str
+    details: list[FieldError] = []
+
+
+def _bookme_failure(exc: BookMeError) -> JSONResponse:
+    details = [d.model_dump() for d in exc.details] if isinstance(exc, BookMeMalformed) else []
+    if isinstance(exc, InvalidBookingId):
+        return _invalid([{"field": "bookingId", "message": exc.message}])
+    if isinstance(exc, BookMeNotFound):
+        return JSONResponse({"error": exc.message}, status_code=exc.status_code)
+    return JSONResponse({"error": exc.message, "details": details}, status_code=exc.status_code)
+
+
+@router.post(
+    "/api/bookings/import",
+    dependencies=[AdminDep],
+    summary="Import a booking from BookMe's API by its id",
+    description=(
+        "Fetches the booking from BookMe (`BOOKME_API_URL`) and accepts it exactly as a "
+        "webhook delivery: a booking the outbox already holds stores nothing (`new`: false)."
+    ),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ImportRequest.model_json_schema()}},
+        }
+    },
+    responses={
+        200: {"model": ImportAnswer, "description": "Synced to the CRM, with the CRM's ids"},
+        202: {"model": ImportAnswer, "description": "Stored (or held); queued or quarantined"},
+        **error_responses(400, 401, 404, s404="BookMe has no such booking"),
+        502: {"model": BookMeFailure, "description": "BookMe failed or sent a malformed booking"},
+        503: {"model": BookMeFailure, "description": "BOOKME_API_URL is not configured"},
+    },
+)
+def import_from_bookme(
+    request: Annotated[ImportRequest, Depends(import_request_body)], services: ServicesDep
+) -> JSONResponse:
+    try:
+        outcome = import_booking(services, request.bookingId)
+    except BookMeError as exc:
+        log.info("import of booking %r refused: %s", request.bookingId, exc.message)
+        return _bookme_failure(exc)
+    log.info(
+        "booking %s imported as event %s (%s, %s)",
+        outcome.booking_id,
+        outcome.event_id,
+        outcome.state,
+        "new" if outcome.new else "already held",
+    )
+    event = services.store.get(outcome.event_id)
+    assert event is not None  # events are never deleted
+    if event.state in PENDING:
+        event = services.await_settled(event)
+    extra = {"bookingId": outcome.booking_id, "new": outcome.new}
+    if event.state == SYNCED and event.result is not None:
+        body = {"success": True, "eventId": event.id, "status": SYNCED, **extra, **event.result}
+        return JSONResponse(body, status_code=200)
+    return JSONResponse(
+        {"success": True, "eventId": event.id, "status": event.state, **extra},
+        status_code=202,
+        headers={"Location": f"/api/bookings/events/{event.id}"},
+    )

@@ -25,7 +25,9 @@ Lifecycle, as the local backend does it where HubSpot allows:
 - the meeting is updated in place; ``hs_meeting_outcome`` is the plan's outcome;
 - the deal's stage is derived from the outcomes of all the lead's meetings we
   recorded (see ``LeadPlan``), through the mapping's ``defaults.hubspot.deal_stages``
-  (a booking moved to another lead leaves the old deal's stage as it was);
+  (a booking moved to another lead leaves the old deal's stage as it was); a
+  batch holds its deals' locks (``locks``) from that read to its commit, so
+  workers applying bookings of one deal at once cannot lose each other's outcome;
 - HubSpot tasks have no "cancelled" status: a cancelled task is closed as
   ``COMPLETED`` with its subject prefixed ``[Cancelled]``, and reopened
   (``NOT_STARTED``) if a newer snapshot plans it again. Our table remembers that
@@ -80,6 +82,7 @@ from adapter.backends.hubspot.client import (
     HubSpotNotFound,
     HubSpotUnreachable,
 )
+from adapter.backends.hubspot.locks import DealBusy, DealLocks
 from adapter.backends.local.backend import translate_error as translate_db_error
 from adapter.errors import (
     AdapterError,
@@ -209,11 +212,24 @@ class HubSpotBackend:
         self._hubspot = hubspot
         self._clock = clock
         self._lag = timedelta(seconds=search_lag_seconds)
+        self._deal_locks = DealLocks(engine)
 
     # --- CrmBackend -------------------------------------------------------
 
     def apply(self, jobs: Sequence[SyncJob], settle: Settle) -> Mapping[str, AdapterError]:
-        """Write the jobs to HubSpot, then settle each with its ids; failures by event id."""
+        """Write the jobs to HubSpot, then settle each with its ids; failures by event id.
+
+        The batch's deals stay locked from before their stages are derived until the
+        results are committed (``locks``), so concurrent batches of one deal see each
+        other's meeting outcomes.
+        """
+        try:
+            with self._deal_locks.hold(job.plan.lead.lead_key for job in jobs):
+                return self._apply(jobs, settle)
+        except DealBusy as exc:
+            return {job.event_id: exc for job in jobs}
+
+    def _apply(self, jobs: Sequence[SyncJob], settle: Settle) -> Mapping[str, AdapterError]:
         failures: dict[str, AdapterError] = {}
         together: list[tuple[SyncResult, _Bookkeeping]] = []
         if len(jobs) > 1:

@@ -1,20 +1,65 @@
 """A client-side request budget: at most ``limit`` requests in any rolling ``window``.
 
-One budget is shared by every thread of a process that talks to one portal
-(``shared_budget``), so N worker threads together stay under HubSpot's
-per-portal limit instead of each assuming it has the whole of it. A 429
-``hold``s the budget, so every thread pauses, not just the one refused.
+HubSpot's limit is per portal, whatever talks to it, so the budget must be too:
+
+- ``RollingWindow`` is one process's budget, shared by all its threads
+  (``shared_budget``); enough for a single ``serve``.
+- ``DatabaseWindow`` keeps the slots in the service's database, so every
+  worker process on the same database (PostgreSQL scale-out, or several
+  processes on one SQLite file) draws from one budget: N processes together
+  stay under the portal's limit instead of each assuming it has all of it.
+
+Either way a 429 ``hold``s the budget, so everyone pauses, not only the one
+refused. Tables ``hubspot_rate_slots`` and ``hubspot_rate_holds`` are
+created by migration ``0006_hubspot_rate_budget``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+)
+
+from adapter.db import upsert_insert
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
+
+
+class Budget(Protocol):
+    """What ``HubSpotApi`` needs of a budget."""
+
+    def acquire(self) -> float: ...
+
+    def hold(self, seconds: float) -> None: ...
+
+
+def _slot_margin(window: float, margin: float | None) -> float:
+    # A slot is stamped before the request leaves and HubSpot stamps it on arrival:
+    # keep each slot a little longer than the window so the two windows agree.
+    return window + (0.02 * window + 0.05 if margin is None else margin)
 
 
 class RollingWindow:
@@ -32,9 +77,7 @@ class RollingWindow:
         if limit < 1 or window <= 0:
             raise ValueError("a budget needs limit >= 1 and window > 0")
         self.limit = limit
-        # A slot is stamped before the request leaves and HubSpot stamps it on arrival:
-        # keep each slot a little longer than the window so the two windows agree.
-        self.window = window + (0.02 * window + 0.05 if margin is None else margin)
+        self.window = _slot_margin(window, margin)
         self._clock = clock
         self._sleep = sleep
         self._stamps: deque[float] = deque()
@@ -78,3 +121,134 @@ def shared_budget(portal: str, kind: str, limit: int, window: float) -> RollingW
         if budget is None:
             budget = _shared[key] = RollingWindow(limit, window)
         return budget
+
+
+# --- one budget for every process on the database -----------------------------------
+
+budget_metadata = MetaData()
+
+_slot_id = BigInteger().with_variant(Integer(), "sqlite")
+
+rate_slots = Table(
+    "hubspot_rate_slots",
+    budget_metadata,
+    Column("id", _slot_id, primary_key=True, autoincrement=True),
+    Column("budget", String(200), nullable=False),
+    Column("taken_at", Float(), nullable=False),
+    Index("ix_hubspot_rate_slots_budget", "budget", "taken_at"),
+)
+
+rate_holds = Table(
+    "hubspot_rate_holds",
+    budget_metadata,
+    Column("budget", String(200), primary_key=True),
+    Column("held_until", Float(), nullable=False),
+)
+
+
+def portal_budget_name(base_url: str, access_token: str, kind: str) -> str:
+    """A stable name for one portal's budget of ``kind``, the same in every process.
+
+    The token identifies the portal; only a digest of it is stored.
+    """
+    digest = hashlib.sha256(f"{base_url.rstrip('/')}|{access_token}".encode()).hexdigest()
+    return f"{kind}:{digest[:24]}"
+
+
+class DatabaseWindow:
+    """``RollingWindow`` with its slots in the database, shared by every process on it.
+
+    Each acquisition is one short transaction that serialises the budget's
+    takers (PostgreSQL: a transaction-scoped advisory lock on the budget's
+    name; SQLite: the write lock ``BEGIN IMMEDIATE`` takes), drops slots older
+    than the window, and takes a slot if fewer than ``limit`` remain and no
+    hold is in force. Time is the database server's clock on PostgreSQL, so
+    processes on several hosts agree; SQLite is one host, so ``clock`` is used.
+    Waiting happens outside the transaction.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        name: str,
+        limit: int,
+        window: float,
+        *,
+        clock: Clock = time.time,
+        sleep: Sleep = time.sleep,
+        margin: float | None = None,
+    ) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("a budget needs limit >= 1 and window > 0")
+        self.name = name
+        self.limit = limit
+        self.window = _slot_margin(window, margin)
+        self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self._clock = clock
+        self._sleep = sleep
+
+    def _now(self, conn: Connection) -> float:
+        if self._postgres:
+            # The lock also serialises this budget's takers until commit.
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
+                {"name": "budget:" + self.name},
+            )
+            return float(
+                conn.execute(text("SELECT extract(epoch FROM clock_timestamp())")).scalar_one()
+            )
+        return self._clock()
+
+    def _try(self) -> float:
+        """Take a slot and return 0, or take nothing and return how long to wait."""
+        with self._engine.begin() as conn:
+            now = self._now(conn)
+            conn.execute(
+                delete(rate_slots).where(
+                    rate_slots.c.budget == self.name, rate_slots.c.taken_at <= now - self.window
+                )
+            )
+            held_until = conn.execute(
+                select(rate_holds.c.held_until).where(rate_holds.c.budget == self.name)
+            ).scalar_one_or_none()
+            if held_until is not None and held_until > now:
+                return float(held_until - now)
+            taken, oldest = conn.execute(
+                select(func.count(), func.min(rate_slots.c.taken_at)).where(
+                    rate_slots.c.budget == self.name
+                )
+            ).one()
+            if taken < self.limit:
+                conn.execute(insert(rate_slots).values(budget=self.name, taken_at=now))
+                return 0.0
+            return float(oldest + self.window - now)
+
+    def acquire(self) -> float:
+        """Take one request slot, sleeping until one is free; returns the seconds waited."""
+        waited = 0.0
+        while True:
+            delay = self._try()
+            if delay <= 0:
+                return waited
+            # A little jitter so the processes that wait for one slot do not all wake at once.
+            delay = max(delay, 0.001) + random.uniform(0, 0.02)
+            self._sleep(delay)
+            waited += delay
+
+    def hold(self, seconds: float) -> None:
+        """Refuse every slot, in every process, for ``seconds`` (HubSpot said 429)."""
+        with self._engine.begin() as conn:
+            until = self._now(conn) + seconds
+            statement = upsert_insert(conn, rate_holds).values(budget=self.name, held_until=until)
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["budget"],
+                    # Never shorten a longer hold another process set.
+                    set_={
+                        "held_until": (func.greatest if self._postgres else func.max)(
+                            rate_holds.c.held_until, until
+                        )
+                    },
+                )
+            )

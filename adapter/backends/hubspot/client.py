@@ -4,8 +4,9 @@ The SDK (``hubspot-api-client``) is used through its generated API classes,
 built once per client (each ``client.crm...`` access would otherwise open a new
 connection pool). Every call:
 
-1. takes a slot from the process-wide ``RollingWindow`` budget (search calls
-   also from the 4-per-second search budget);
+1. takes a slot from the portal's request budget (search calls also from the
+   4-per-second search budget): the worker's ``DatabaseWindow``, shared by
+   every process on the database, or a process-wide ``RollingWindow``;
 2. runs with a timeout (the SDK sets none);
 3. has its failure translated by ``translate_error`` — the only place that
    looks at SDK or urllib3 exceptions — into the adapter's error tree::
@@ -75,7 +76,7 @@ from hubspot.crm.properties.exceptions import ApiException as PropertiesApiExcep
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
-from adapter.backends.hubspot.budget import RollingWindow, Sleep, shared_budget
+from adapter.backends.hubspot.budget import Budget, Sleep, portal_budget_name, shared_budget
 from adapter.errors import (
     AdapterError,
     CrmValidationError,
@@ -256,8 +257,8 @@ class HubSpotApi:
         self,
         sdk: Any,
         *,
-        budget: RollingWindow,
-        search_budget: RollingWindow,
+        budget: Budget,
+        search_budget: Budget,
         timeout: float = 15.0,
         max_attempts: int = 5,
         backoff_max: float = 30.0,
@@ -605,11 +606,11 @@ def build_api(
     timeout: float = 15.0,
     max_attempts: int = 5,
     sleep: Sleep = time.sleep,
-    budget: RollingWindow | None = None,
-    search_budget: RollingWindow | None = None,
+    budget: Budget | None = None,
+    search_budget: Budget | None = None,
     on_call: Callable[[str], None] | None = None,
 ) -> HubSpotApi:
-    """A ``HubSpotApi`` on the real SDK, with the process-wide budgets for this portal."""
+    """A ``HubSpotApi`` on the real SDK; without budgets given, the process-wide ones."""
     sdk = HubSpot(
         access_token=access_token,
         host=base_url.rstrip("/"),
@@ -617,7 +618,7 @@ def build_api(
             total=0, connect=0, read=0, redirect=0, status=0, raise_on_status=False
         ),
     )
-    portal = f"{base_url}|{hash(access_token)}"
+    portal = portal_budget_name(base_url, access_token, "portal")
     return HubSpotApi(
         sdk,
         budget=budget or shared_budget(portal, "requests", *rate_limit),

@@ -19,7 +19,7 @@ Migration ``0004_hubspot_ids`` mirrors this table.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import (
@@ -108,6 +108,55 @@ def with_prefix(conn: Connection, object_type: str, prefix: str) -> list[Row]:
         )
     )
     return [Row(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class BookingRecords:
+    """A booking's HubSpot object ids as we last recorded them (the dashboard's links)."""
+
+    booking_id: str
+    meeting_id: str | None
+    contact_id: str | None
+    company_id: str | None
+    deal_id: str | None
+    updated_at: datetime
+    task_ids: dict[str, str] = field(default_factory=dict)  # task key -> HubSpot id
+
+
+def recent_bookings(conn: Connection, *, limit: int) -> list[BookingRecords]:
+    """The ``limit`` most recently written bookings, each with its HubSpot ids.
+
+    A booking is its meeting row; the contact, company and deal ids are the
+    associations recorded in that row's ``links``; its tasks are keyed
+    ``{bookingId}|{task key}``.
+    """
+    meetings = conn.execute(
+        select(*_COLUMNS)
+        .where(hubspot_objects.c.object_type == "meeting")
+        .order_by(hubspot_objects.c.updated_at.desc(), hubspot_objects.c.natural_key)
+        .limit(limit)
+    )
+    out = []
+    for meeting in [Row(*row) for row in meetings]:
+        links = dict(part.split(":", 1) for part in (meeting.links or "").split(";") if ":" in part)
+        prefix = f"{meeting.natural_key}|"
+        tasks = {
+            row.natural_key[len(prefix) :]: row.hubspot_id
+            for row in with_prefix(conn, "task", prefix)
+            if row.hubspot_id
+        }
+        out.append(
+            BookingRecords(
+                booking_id=meeting.natural_key,
+                meeting_id=meeting.hubspot_id or None,
+                contact_id=links.get("contact"),
+                company_id=links.get("company"),
+                deal_id=links.get("deal"),
+                updated_at=meeting.updated_at,
+                task_ids=tasks,
+            )
+        )
+    return out
 
 
 def statuses_for_lead(conn: Connection, object_type: str, lead_key: str) -> dict[str, str]:

@@ -1,0 +1,7 @@
+"""The dashboard: server-rendered pages at ``/ui`` over the local CRM and the outbox."""
+
+from __future__ import annotations
+
+from adapter.ui.views import router
+
+__all__ = ["router"]

@@ -1,0 +1,482 @@
+"""The dashboard at ``/ui``: server-rendered pages behind the admin token.
+
+Pages read through the same objects as the JSON API (``LocalCrmReader`` for
+the local CRM, ``OutboxStore`` for sync health, ``hubspot_objects`` for
+HubSpot ids); actions go through the same calls as their API twins
+(``set_task_status`` as ``PATCH /api/tasks/{id}``, the audited
+``OutboxStore.replay`` as ``POST /admin/outbox/{id}/replay``). GET pages
+redirect to the login form without a session; POSTs without a session or with
+a wrong CSRF token are refused with 403 and change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import parse_qsl, quote
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import SQLAlchemyError
+
+from adapter.api.deps import ServicesDep
+from adapter.api.routes.crm import ReaderDep
+from adapter.backends.hubspot import store as hubspot_store
+from adapter.backends.local.reader import Activity, Task
+from adapter.bookme import BookMeError, import_booking
+from adapter.timeutil import utcnow
+from adapter.ui import display
+from adapter.ui.session import Session, SessionCodec, clear, token_matches
+from outbox.exceptions import EventNotFound
+from outbox.store import DEAD, QUARANTINED, QUEUED, REPLAYABLE, STATES
+
+if TYPE_CHECKING:
+    from adapter.services import Services
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+HERE = Path(__file__).parent
+STATIC = {"app.css": "text/css", "app.js": "text/javascript"}
+REPLAY_ACTOR = "dashboard"
+MAX_FORM_BYTES = 8 * 1024
+UPCOMING_LIMIT = 20
+TASK_LIMIT = 50
+LEAD_PAGE = 50
+EVENT_LIMIT = 50
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+@cache
+def templates() -> Jinja2Templates:
+    return Jinja2Templates(directory=HERE / "templates")
+
+
+# --- plumbing --------------------------------------------------------------------
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    """The urlencoded form body, at most 8 KiB (the dashboard's forms are tiny)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "Form too large")
+    if not body:
+        return {}
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "Expected a form")
+    try:
+        pairs = parse_qsl(body.decode(), max_num_fields=20)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "Malformed form") from exc
+    return dict(pairs)
+
+
+FormDep = Annotated[dict[str, str], Depends(form_fields)]
+
+
+def _codec(services: Services) -> SessionCodec | None:
+    token: str | None = services.admin_token
+    return SessionCodec(token) if token else None
+
+
+def _safe_next(value: str | None, default: str = "/ui") -> str:
+    """Only a path inside the dashboard: never an open redirect."""
+    if value and value.startswith("/ui") and "\\" not in value and "\n" not in value:
+        return value
+    return default
+
+
+def _secure(response: Response) -> Response:
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _redirect(url: str) -> RedirectResponse:
+    response = RedirectResponse(url, status_code=status.HTTP_303_SEE_OTHER)
+    _secure(response)
+    return response
+
+
+class Page:
+    """Render a template with what every page needs: the session, the clock and formatters."""
+
+    def __init__(self, request: Request, services: Services, session: Session | None) -> None:
+        self.request = request
+        self.services = services
+        self.session = session
+        self.zone = ZoneInfo(services.settings.ui_timezone)
+        self.now = utcnow()
+
+    def render(self, name: str, status_code: int = 200, **context: Any) -> Response:
+        session = self.session
+        flash = session.flash if session else None
+        base = {
+            "csrf": session.csrf if session else "",
+            "logged_in": bool(session and session.authenticated),
+            "flash": flash,
+            "backend": self.services.settings.crm_backend,
+            "timezone": self.services.settings.ui_timezone,
+            "when": lambda moment: display.local_time(moment, self.zone),
+            "ago": lambda moment: display.relative_time(moment, self.now),
+            "iso": lambda moment: moment.isoformat(),
+            "outcome": display.outcome,
+            "joinable": joinable,
+            "now": self.now,
+        }
+        response = templates().TemplateResponse(
+            self.request, name, {**base, **context}, status_code=status_code
+        )
+        codec = _codec(self.services)
+        if flash and session and codec:
+            codec.write(response, session.with_flash(None))  # shown once
+        return _secure(response)
+
+    def error(self, status_code: int, title: str, message: str) -> Response:
+        return self.render("error.html", status_code, title=title, message=message)
+
+
+def _logged_in(request: Request, services: Services) -> Session | None:
+    codec = _codec(services)
+    session = codec.read(request) if codec else None
+    return session if session and session.authenticated else None
+
+
+def _to_login(request: Request) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return _redirect("/ui/login?next=" + quote(_safe_next(target), safe="/"))
+
+
+def _checked_post(
+    request: Request, services: Services, form: Mapping[str, str]
+) -> Session | Response:
+    """The logged-in session if the form's CSRF token is its own; else a 403 page."""
+    session = _logged_in(request, services)
+    if session is None or not token_matches(form.get("csrf"), session.csrf):
+        log.warning("dashboard POST refused: no session or wrong CSRF token")
+        return Page(request, services, session).error(
+            status.HTTP_403_FORBIDDEN,
+            "Not allowed",
+            "This form has expired or did not come from the dashboard. Log in again and retry.",
+        )
+    return session
+
+
+def _done(services: Services, session: Session, url: str, message: str) -> Response:
+    response = _redirect(url)
+    codec = _codec(services)
+    if codec:
+        codec.write(response, session.with_flash(message))
+    return response
+
+
+def _unreadable(page: Page, exc: Exception) -> Response:
+    log.exception("dashboard could not read the database: %s", exc)
+    return page.error(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        "Database unavailable",
+        "The dashboard could not read the database just now. Try again in a moment.",
+    )
+
+
+# --- login -----------------------------------------------------------------------
+
+
+@router.get("/static/{name}")
+def static(name: str) -> Response:
+    """The dashboard's stylesheet and script (no build step, no CDN)."""
+    if name not in STATIC:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "Not found")
+    response = FileResponse(HERE / "static" / name, media_type=STATIC[name])
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@router.get("/login")
+def login_form(request: Request, services: ServicesDep, next: str | None = None) -> Response:
+    if _logged_in(request, services):
+        return _redirect(_safe_next(next))
+    codec = _codec(services)
+    if codec is None:
+        return Page(request, services, None).error(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "Dashboard not configured",
+            "Set ADMIN_TOKEN (or start `bookme-crm serve` once to generate one) to log in.",
+        )
+    session = codec.read(request) or Session.fresh(authenticated=False)
+    response = Page(request, services, session).render("login.html", next=_safe_next(next))
+    codec.write(response, session.with_flash(None))
+    return response
+
+
+@router.post("/login")
+def login(request: Request, services: ServicesDep, form: FormDep) -> Response:
+    codec = _codec(services)
+    session = codec.read(request) if codec else None
+    page = Page(request, services, session)
+    if codec is None or session is None or not token_matches(form.get("csrf"), session.csrf):
+        return page.error(
+            status.HTTP_403_FORBIDDEN,
+            "Login form expired",
+            "The login form has expired or cookies are blocked. Reload the login page.",
+        )
+    if not token_matches(form.get("token", "").strip(), services.admin_token):
+        log.warning("dashboard login refused: wrong admin token")
+        return page.render(
+            "login.html",
+            status.HTTP_401_UNAUTHORIZED,
+            next=_safe_next(form.get("next")),
+            error="That is not the admin token.",
+        )
+    log.info("dashboard login")
+    response = _redirect(_safe_next(form.get("next")))
+    codec.write(response, Session.fresh(authenticated=True))
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, services: ServicesDep, form: FormDep) -> Response:
+    checked = _checked_post(request, services, form)
+    if isinstance(checked, Response):
+        return checked
+    response = _redirect("/ui/login")
+    clear(response)
+    return response
+
+
+# --- the local CRM: upcoming bookings, action items, leads ---------------------
+
+
+@router.get("")
+def home(request: Request, services: ServicesDep, reader: ReaderDep) -> Response:
+    session = _logged_in(request, services)
+    if session is None:
+        return _to_login(request)
+    page = Page(request, services, session)
+    if services.settings.crm_backend != "local":
+        return page.render("home.html", meetings=[], tasks=[], leads={})
+    try:
+        meetings = reader.activities(type_="MEETING", upcoming=True, limit=UPCOMING_LIMIT, offset=0)
+        tasks = reader.tasks(status="todo", limit=TASK_LIMIT, offset=0)
+        leads = {lead_id: reader.lead(lead_id) for lead_id in {t.lead_id for t in tasks}}
+    except SQLAlchemyError as exc:
+        return _unreadable(page, exc)
+    return page.render("home.html", meetings=meetings, tasks=tasks, leads=leads)
+
+
+@router.post("/tasks/{task_id}/done")
+def complete_task(
+    request: Request, services: ServicesDep, reader: ReaderDep, task_id: str, form: FormDep
+) -> Response:
+    """Mark a task done through the read API's own write (``PATCH /api/tasks/{id}``)."""
+    checked = _checked_post(request, services, form)
+    if isinstance(checked, Response):
+        return checked
+    back = _safe_next(form.get("next"), "/ui#tasks")
+    if services.settings.crm_backend != "local":
+        return _done(services, checked, back, "Tasks live in HubSpot with this backend.")
+    try:
+        task = reader.set_task_status(task_id, "done")
+    except SQLAlchemyError as exc:
+        return _unreadable(Page(request, services, checked), exc)
+    if task is None:
+        return _done(services, checked, back, "That task no longer exists.")
+    return _done(services, checked, back, f"Marked “{task.title}” done.")
+
+
+@router.get("/leads")
+def lead_list(
+    request: Request, services: ServicesDep, reader: ReaderDep, page_no: int = 1
+) -> Response:
+    session = _logged_in(request, services)
+    if session is None:
+        return _to_login(request)
+    page = Page(request, services, session)
+    page_no = max(min(page_no, 1_000_000), 1)
+    if services.settings.crm_backend != "local":
+        return page.render("leads.html", leads=[], page_no=1, more=False)
+    try:
+        found = reader.leads(limit=LEAD_PAGE + 1, offset=(page_no - 1) * LEAD_PAGE)
+    except SQLAlchemyError as exc:
+        return _unreadable(page, exc)
+    return page.render(
+        "leads.html", leads=found[:LEAD_PAGE], page_no=page_no, more=len(found) > LEAD_PAGE
+    )
+
+
+@router.get("/leads/{lead_id}")
+def lead_page(request: Request, services: ServicesDep, reader: ReaderDep, lead_id: str) -> Response:
+    session = _logged_in(request, services)
+    if session is None:
+        return _to_login(request)
+    page = Page(request, services, session)
+    if services.settings.crm_backend != "local":
+        return page.error(404, "No local CRM", "Leads live in HubSpot with this backend.")
+    try:
+        lead = reader.lead(lead_id)
+        if lead is None:
+            return page.error(404, "Lead not found", "There is no lead with that id.")
+        meetings = reader.activities(type_="MEETING", lead_id=lead_id, limit=1000, offset=0)
+        tasks: dict[str, list[Task]] = {
+            m.metadata.booking_id: reader.tasks(
+                booking_id=m.metadata.booking_id, limit=100, offset=0
+            )
+            for m in meetings
+        }
+    except SQLAlchemyError as exc:
+        return _unreadable(page, exc)
+    return page.render("lead.html", lead=lead, meetings=meetings, tasks=tasks)
+
+
+def joinable(meeting: Activity) -> bool:
+    """A meeting link is worth showing only while the meeting is on."""
+    return bool(meeting.metadata.meeting_url) and meeting.outcome in ("SCHEDULED", "RESCHEDULED")
+
+
+# --- sync health -------------------------------------------------------------------
+
+
+@router.get("/sync")
+def sync_health(request: Request, services: ServicesDep) -> Response:
+    session = _logged_in(request, services)
+    if session is None:
+        return _to_login(request)
+    page = Page(request, services, session)
+    store = services.store
+    settings = services.settings
+    try:
+        counts = store.counts()
+        oldest = store.oldest_pending_age()
+        problems = {state: store.list(state, limit=EVENT_LIMIT) for state in REPLAYABLE}
+        recent = store.list(limit=EVENT_LIMIT)
+        bookings: list[hubspot_store.BookingRecords] = []
+        if settings.crm_backend == "hubspot":
+            reads = services.engine.execution_options(sqlite_begin="DEFERRED")
+            with reads.connect() as conn:
+                bookings = hubspot_store.recent_bookings(conn, limit=EVENT_LIMIT)
+    except SQLAlchemyError as exc:
+        return _unreadable(page, exc)
+    portal = settings.hubspot_portal_id
+
+    def hubspot_link(kind: str, object_id: str) -> str | None:
+        return display.hubspot_record_url(portal, kind, object_id) if portal else None
+
+    return page.render(
+        "sync.html",
+        states=STATES,
+        counts=counts,
+        oldest=display.duration(oldest),
+        dead=problems[DEAD],
+        quarantined=problems[QUARANTINED],
+        recent=recent,
+        bookings=bookings,
+        portal=portal,
+        hubspot_link=hubspot_link,
+    )
+
+
+@router.post("/sync/replay")
+def replay_all(request: Request, services: ServicesDep, form: FormDep) -> Response:
+    """Every dead (or quarantined) event again: ``OutboxStore.replay_state``, audited."""
+    checked = _checked_post(request, services, form)
+    if isinstance(checked, Response):
+        return checked
+    state = form.get("state", "")
+    if state not in REPLAYABLE:
+        return _done(services, checked, "/ui/sync", "Only dead or quarantined events replay.")
+    replayed = services.store.replay_state(state, actor=REPLAY_ACTOR)
+    log.info(
+        "%d %s event(s) replayed from the dashboard",
+        len(replayed),
+        state,
+        extra={"actor": REPLAY_ACTOR, "replayed": len(replayed)},
+    )
+    services.wake_workers()
+    return _done(services, checked, "/ui/sync", f"Re-queued {len(replayed)} {state} event(s).")
+
+
+@router.post("/sync/{event_id}/replay")
+def replay_one(request: Request, services: ServicesDep, event_id: str, form: FormDep) -> Response:
+    """One dead or quarantined event again, then wait briefly (as the webhook does) to say how
+    it went."""
+    checked = _checked_post(request, services, form)
+    if isinstance(checked, Response):
+        return checked
+    store = services.store
+    try:
+        (event,) = store.replay([event_id], actor=REPLAY_ACTOR)
+    except EventNotFound:
+        return _done(services, checked, "/ui/sync", "That event does not exist.")
+    if event.state != QUEUED:  # replay leaves events that are not dead or quarantined alone
+        message = f"Event {event_id} is {event.state}: only dead or quarantined events replay."
+        return _done(services, checked, "/ui/sync", message)
+    log.info(
+        "event %s replayed from the dashboard (now %s)",
+        event_id,
+        event.state,
+        extra={"event_id": event_id, "booking_id": event.key, "actor": REPLAY_ACTOR},
+    )
+    services.wake_workers()
+    state = services.await_settled(event).state
+    message = f"Replayed event {event_id} (booking {event.key}): now {state}."
+    return _done(services, checked, "/ui/sync", message)
+
+
+# --- add from BookMe ---------------------------------------------------------------
+
+
+@router.get("/import")
+def import_form(request: Request, services: ServicesDep) -> Response:
+    session = _logged_in(request, services)
+    if session is None:
+        return _to_login(request)
+    return Page(request, services, session).render(
+        "import.html", nav="import", configured=services.settings.bookme_api_url is not None
+    )
+
+
+@router.post("/import")
+def import_from_bookme(request: Request, services: ServicesDep, form: FormDep) -> Response:
+    """Fetch a booking from BookMe by id and accept it through the webhook's path
+    (``import_booking``, as ``POST /api/bookings/import``); say how it went."""
+    checked = _checked_post(request, services, form)
+    if isinstance(checked, Response):
+        return checked
+    booking_id = form.get("booking_id", "").strip()
+    page = Page(request, services, checked)
+    configured = services.settings.bookme_api_url is not None
+    try:
+        outcome = import_booking(services, booking_id)
+    except BookMeError as exc:
+        log.info("dashboard import of booking %r refused: %s", booking_id, exc.message)
+        return page.render(
+            "import.html",
+            exc.status_code,
+            nav="import",
+            configured=configured,
+            booking_id=booking_id,
+            error=exc.message,
+        )
+    services.wake_workers()
+    event = services.store.get(outcome.event_id)
+    state = services.await_settled(event).state if event else outcome.state
+    if not outcome.new:
+        message = f"Booking {outcome.booking_id} was already here: nothing changed ({state})."
+    else:
+        message = f"Added booking {outcome.booking_id} from BookMe: {state}."
+    return _done(services, checked, "/ui/import", message)
