@@ -2,10 +2,11 @@
 
 Each worker here is a ``HubSpotBackend`` on an engine of its own, as in two
 processes (PostgreSQL) or two worker threads of one ``serve`` (SQLite). Worker
-A is held inside its deal write, after it has read the recorded meeting
-outcomes; worker B then applies the other booking's cancellation. Without the
-deal lock B reads A's booking as still scheduled, A read B's the same way, and
-the deal stays "appointmentscheduled" though neither booking is live.
+A is held after it has read the recorded meeting outcomes and decided its
+deal's stage, before it commits its own; worker B then applies the other
+booking's cancellation. Without the deal lock B reads A's booking as still
+scheduled, A read B's the same way, and the deal stays "appointmentscheduled"
+though neither booking is live.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from sqlalchemy import Engine
 
 from adapter import db
 from adapter.backends.base import SyncJob
-from adapter.backends.hubspot import HubSpotApi, HubSpotBackend, run_setup
-from adapter.backends.hubspot.backend import DEALS
+from adapter.backends.hubspot import HubSpotBackend, run_setup
 from adapter.booking import parse_booking
 from adapter.errors import AdapterError
 from adapter.mapping import load_mapping, plan_booking
@@ -50,27 +50,23 @@ def engines(url: str) -> Iterator[tuple[Engine, Engine]]:
     second.dispose()
 
 
-class GatedApi:
-    """``HubSpotApi`` whose deal writes wait at a gate, once it is armed."""
+class Gate:
+    """Holds worker A after it has decided its deals' stages, before it settles."""
 
-    def __init__(self, api: HubSpotApi) -> None:
-        self._api = api
+    def __init__(self, backend: HubSpotBackend) -> None:
         self.armed = False
         self.at_gate = threading.Event()
         self.release = threading.Event()
+        decide = backend._set_stages
 
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._api, name)
-        if name not in ("upsert", "create", "batch_create") or not callable(attr):
-            return attr
-
-        def gated(object_type: str, *args: Any, **kwargs: Any) -> Any:
-            if self.armed and object_type == DEALS:
+        def gated(*args: Any, **kwargs: Any) -> Any:
+            result = decide(*args, **kwargs)
+            if self.armed:
                 self.at_gate.set()
                 assert self.release.wait(20), "the test never opened the gate"
-            return attr(object_type, *args, **kwargs)
+            return result
 
-        return gated
+        backend._set_stages = gated  # type: ignore[method-assign]
 
 
 def job(n: int, booking_id: str, **fields: Any) -> SyncJob:
@@ -93,9 +89,9 @@ def test_two_cancellations_of_one_deal_at_once_leave_it_lost(
         sleeps: list[float] = []
         plain = _api(fake, sleeps)
         assert run_setup(plain, MAPPING).ok
-        gated = GatedApi(plain)
         stages = lambda: MAPPING.defaults.hubspot  # noqa: E731
-        first = HubSpotBackend(gated, engines[0], stages)  # type: ignore[arg-type]
+        first = HubSpotBackend(plain, engines[0], stages)
+        gated = Gate(first)
         second = HubSpotBackend(_api(fake, sleeps), engines[1], stages)
         assert apply(first, job(1, "bk-a", email="a@example.com")) == {}
         assert apply(first, job(2, "bk-b", email="b@example.com")) == {}
@@ -111,7 +107,7 @@ def test_two_cancellations_of_one_deal_at_once_leave_it_lost(
             )
         )
         a.start()
-        assert gated.at_gate.wait(20), "worker A never reached its deal write"
+        assert gated.at_gate.wait(20), "worker A never reached its stage decision"
         b = threading.Thread(
             target=lambda: failures.update(
                 b=apply(second, job(4, "bk-b", email="b@example.com", **cancel))

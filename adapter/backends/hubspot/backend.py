@@ -5,9 +5,9 @@ What a booking becomes (contract §4 identity in brackets):
 - contact [email]: batch upsert with ``idProperty=email``;
 - company [name key]: batch upsert by the unique-value property ``bookme_company_key``;
   contact → company associated as primary (type 1);
-- deal [lead key]: batch upsert by the unique-value property ``bookme_lead_key``:
-  ``dealname``, ``amount``, ``pipeline``, ``dealstage``; deal → contact (3), deal →
-  company (5, primary);
+- deal [lead key]: created (with its stage and associations inline) or batch
+  upserted by the unique-value property ``bookme_lead_key``: ``dealname``,
+  ``amount``, ``pipeline``; deal → contact (3), deal → company (5, primary);
 - meeting [booking id]: ``bookme_booking_id``; → contact (200), deal (212), company (188);
 - tasks [booking id | task key]: ``bookme_task_key``; → contact (204), deal (216).
 
@@ -25,9 +25,10 @@ Lifecycle, as the local backend does it where HubSpot allows:
 - the meeting is updated in place; ``hs_meeting_outcome`` is the plan's outcome;
 - the deal's stage is derived from the outcomes of all the lead's meetings we
   recorded (see ``LeadPlan``), through the mapping's ``defaults.hubspot.deal_stages``
-  (a booking moved to another lead leaves the old deal's stage as it was); a
-  batch holds its deals' locks (``locks``) from that read to its commit, so
-  workers applying bookings of one deal at once cannot lose each other's outcome;
+  (a booking moved to another lead leaves the old deal's stage as it was). It is
+  set after the other writes, under the deal's lock, from that read to the
+  batch's commit (``_stage_and_settle``), so workers applying bookings of one
+  deal at once cannot lose each other's outcome, and only when it changes;
 - HubSpot tasks have no "cancelled" status: a cancelled task is closed as
   ``COMPLETED`` with its subject prefixed ``[Cancelled]``, and reopened
   (``NOT_STARTED``) if a newer snapshot plans it again. Our table remembers that
@@ -36,8 +37,10 @@ Lifecycle, as the local backend does it where HubSpot allows:
   salesperson completed them.
 
 Shared records take descriptive fields from the newest snapshot in the batch
-(HubSpot keeps what the last write said); tags are the batch's union, not a
-union with what HubSpot holds. Associations are added, never removed.
+(HubSpot keeps what the last write said); tags are the union of the batch's
+and of those we wrote before (recorded in ``hubspot_objects.tags``), as the
+local CRM unions them; tags someone added in HubSpot by hand are not read
+back. Associations are added, never removed.
 
 Every HubSpot write is idempotent and the plan absolute, so a retry of a job
 (after any failure, at any point) converges on the same records. Each job is
@@ -52,8 +55,8 @@ or an earlier answer was lost) falls back to the upsert and association calls.
 Calls (measured against the fake): a first booking with a company costs 6
 (company and contact upserts, the deal create, the contact → company
 association batch, the meeting create, one task batch create); a repeat
-booking 5; a burst of 1,000 about 0.1 per booking in worker batches of 100
-(``WORKER_BATCH_SIZE``).
+booking 5 (6 when it changes the deal's stage, as a cancellation may); a burst
+of 1,000 about 0.1 per booking in worker batches of 100 (``WORKER_BATCH_SIZE``).
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ from adapter.backends.hubspot.client import (
     HubSpotNotFound,
     HubSpotUnreachable,
 )
-from adapter.backends.hubspot.locks import DealBusy, DealLocks
+from adapter.backends.hubspot.locks import DealLocks
 from adapter.backends.local.backend import translate_error as translate_db_error
 from adapter.errors import (
     AdapterError,
@@ -134,6 +137,16 @@ def derive_stage(lead: LeadPlan, outcomes: Iterable[str]) -> str:
     return lead.cancelled_stage or lead.stage
 
 
+def _stage_id(config: HubSpotSettings, stage: str) -> str:
+    """HubSpot's id of the lead ``stage``, from the mapping's ``defaults.hubspot.deal_stages``."""
+    if stage not in config.deal_stages:
+        raise MappingError(
+            f"lead stage {stage!r} has no HubSpot stage id in the mapping's "
+            f"defaults.hubspot.deal_stages (known: {', '.join(sorted(config.deal_stages))})"
+        )
+    return config.deal_stages[stage]
+
+
 def _links(**ids: str | None) -> str:
     return ";".join(f"{name}:{value}" for name, value in sorted(ids.items()) if value)
 
@@ -158,6 +171,7 @@ class _Bookkeeping:
     """What a job records in our database with its settle."""
 
     rows: list[tuple[str, str, str, dict[str, str | None]]] = field(default_factory=list)
+    created_stage: str | None = None  # the stage id this job's deal was created with
 
     def add(self, object_type: str, key: str, hubspot_id: str, **fields: str | None) -> None:
         self.rows.append((object_type, key, hubspot_id, fields))
@@ -175,6 +189,7 @@ class _Known:
     """Our rows for a set of plans, read in one go."""
 
     contacts: dict[str, store.Row | None]
+    companies: dict[str, store.Row | None]
     deals: dict[str, store.Row | None]
     meetings: dict[str, store.Row | None]
     tasks: dict[str, dict[str, store.Row]]
@@ -219,39 +234,110 @@ class HubSpotBackend:
     def apply(self, jobs: Sequence[SyncJob], settle: Settle) -> Mapping[str, AdapterError]:
         """Write the jobs to HubSpot, then settle each with its ids; failures by event id.
 
-        The batch's deals stay locked from before their stages are derived until the
-        results are committed (``locks``), so concurrent batches of one deal see each
-        other's meeting outcomes.
+        A batch is written with the batch endpoints; if any batch call fails, each
+        job is written again on its own (every write is idempotent). The deals'
+        stages are then set, and the jobs settled, under the deals' locks
+        (``_stage_and_settle``).
         """
-        try:
-            with self._deal_locks.hold(job.plan.lead.lead_key for job in jobs):
-                return self._apply(jobs, settle)
-        except DealBusy as exc:
-            return {job.event_id: exc for job in jobs}
-
-    def _apply(self, jobs: Sequence[SyncJob], settle: Settle) -> Mapping[str, AdapterError]:
         failures: dict[str, AdapterError] = {}
-        together: list[tuple[SyncResult, _Bookkeeping]] = []
         if len(jobs) > 1:
             try:
-                together = self._sync([job.plan for job in jobs])
+                synced = self._sync([job.plan for job in jobs])
             except Exception as exc:
                 log.info("batch of %d failed (%s); applying each job alone", len(jobs), exc)
-        for index, job in enumerate(jobs):
+            else:
+                self._stage_and_settle(list(zip(jobs, synced, strict=True)), settle, failures)
+                return failures
+        for job in jobs:
             try:
-                result, book = together[index] if together else self._sync([job.plan])[0]
-                with self._engine.begin() as conn:
-                    now = self._clock()
-                    for kind, key, hubspot_id, fields in book.rows:
-                        store.save(conn, kind, key, now, hubspot_id=hubspot_id, fields=fields)
-                    settle(conn, job, result)
-            except LeaseLost:
-                continue  # another worker owns the event now; HubSpot writes are idempotent
+                (alone,) = self._sync([job.plan])
             except AdapterError as exc:
                 failures[job.event_id] = exc
+                continue
             except Exception as exc:
                 failures[job.event_id] = translate_db_error(exc, job)
+                continue
+            self._stage_and_settle([(job, alone)], settle, failures)
         return failures
+
+    def _stage_and_settle(
+        self,
+        done: Sequence[tuple[SyncJob, tuple[SyncResult, _Bookkeeping]]],
+        settle: Settle,
+        failures: dict[str, AdapterError],
+    ) -> None:
+        """Set each deal's stage from all its meetings' outcomes, then settle the jobs.
+
+        A deal's stage is derived from the outcomes of every meeting we recorded
+        for it, this batch's included. The batch holds its deals' locks
+        (``locks``) from reading those outcomes until its own are committed, so a
+        worker applying another booking of the same deal at the same moment
+        derives after this one's commit, never from before it. Only this step
+        writes the stage of a deal that exists (a new deal is created with one),
+        so a stale stage cannot land after a fresh one. ``hubspot_objects.status``
+        of a deal is the stage id it holds in HubSpot; a deal whose stage is
+        already right costs no call.
+        """
+        try:
+            with self._deal_locks.hold(job.plan.lead.lead_key for job, _ in done):
+                self._set_stages([(job.plan, book) for job, (_, book) in done])
+                for job, (result, book) in done:
+                    try:
+                        with self._engine.begin() as conn:
+                            now = self._clock()
+                            for kind, key, hubspot_id, fields in book.rows:
+                                store.save(
+                                    conn, kind, key, now, hubspot_id=hubspot_id, fields=fields
+                                )
+                            settle(conn, job, result)
+                    except LeaseLost:
+                        continue  # another worker owns the event now; HubSpot writes are idempotent
+                    except AdapterError as exc:
+                        failures[job.event_id] = exc
+                    except Exception as exc:
+                        failures[job.event_id] = translate_db_error(exc, job)
+        except AdapterError as exc:  # the deal busy, or the stage write failed: retry them all
+            failures.update({job.event_id: exc for job, _ in done if job.event_id not in failures})
+        except Exception as exc:
+            failures.update({job.event_id: translate_db_error(exc, job) for job, _ in done})
+
+    def _set_stages(self, done: Sequence[tuple[BookingPlan, _Bookkeeping]]) -> None:
+        """Write each deal's derived stage where HubSpot holds another, and record the
+        stage every deal holds now (before any job settles: a job that then loses its
+        lease must not leave the record behind HubSpot). Called with the deals locked."""
+        config = self._hubspot()
+        deals = _group([plan for plan, _ in done], lambda p: p.lead.lead_key)
+        created = {
+            plan.lead.lead_key: book.created_stage for plan, book in done if book.created_stage
+        }
+        deal_ids = {
+            key: hubspot_id
+            for _, book in done
+            for kind, key, hubspot_id, _fields in book.rows
+            if kind == "deal"
+        }
+        with self._reader.connect() as conn:
+            rows = {key: store.get(conn, "deal", key) for key in deals}
+            recorded = {key: store.statuses_for_lead(conn, "meeting", key) for key in deals}
+        holds: dict[str, str] = {}
+        changes: list[tuple[str, Mapping[str, str]]] = []
+        for key, group in deals.items():
+            outcomes = {**recorded[key], **{p.booking_id: p.meeting.outcome for p in group}}
+            stage = _stage_id(config, derive_stage(_newest(group).lead, outcomes.values()))
+            row = rows[key]
+            # A recorded stage was written under this lock, after any create of the deal.
+            current = row.status if row is not None and row.status else created.get(key)
+            if current != stage:
+                changes.append((key, {"pipeline": config.pipeline, "dealstage": stage}))
+            holds[key] = stage
+        if changes:
+            self.api.upsert(DEALS, LEAD_KEY, changes)
+        with self._engine.begin() as conn:
+            now = self._clock()
+            for key, stage in holds.items():
+                store.save(
+                    conn, "deal", key, now, hubspot_id=deal_ids[key], fields={"status": stage}
+                )
 
     def ping(self) -> None:
         self.api.ping()
@@ -278,7 +364,13 @@ class HubSpotBackend:
                 COMPANIES,
                 COMPANY_KEY,
                 [
-                    (key, {"name": _company(group).name, tags: ";".join(_tags(group, "company"))})
+                    (
+                        key,
+                        {
+                            "name": _company(group).name,
+                            tags: ";".join(_tags(group, "company", known.companies.get(key))),
+                        },
+                    )
                     for key, group in companies.items()
                 ],
             )
@@ -290,21 +382,23 @@ class HubSpotBackend:
         contact_ids = self.api.upsert(
             CONTACTS,
             "email",
-            [(key, _contact_properties(group, tags)) for key, group in contacts.items()],
+            [
+                (key, _contact_properties(group, tags, known.contacts.get(key)))
+                for key, group in contacts.items()
+            ],
         )
 
         deals = _group(plans, lambda p: p.lead.lead_key)
         deal_props: list[tuple[str, Mapping[str, str]]] = []
+        first_stages: dict[str, str] = {}
         for key, group in deals.items():
-            outcomes = dict(known.outcomes.get(key, {}))
-            outcomes.update({plan.booking_id: plan.meeting.outcome for plan in group})
             lead = _newest(group).lead
-            stage = derive_stage(lead, outcomes.values())
-            if stage not in config.deal_stages:
-                raise MappingError(
-                    f"lead stage {stage!r} has no HubSpot stage id in the mapping's "
-                    f"defaults.hubspot.deal_stages (known: {', '.join(sorted(config.deal_stages))})"
-                )
+            row = known.deals.get(key)
+            if row is None or row.hubspot_id is None:
+                # A new deal needs a stage to be created with; ``_set_stages`` corrects it.
+                outcomes = {**known.outcomes.get(key, {})}
+                outcomes.update({plan.booking_id: plan.meeting.outcome for plan in group})
+                first_stages[key] = _stage_id(config, derive_stage(lead, outcomes.values()))
             deal_props.append(
                 (
                     key,
@@ -312,8 +406,7 @@ class HubSpotBackend:
                         "dealname": lead.title,
                         "amount": str(lead.estimated_value),
                         "pipeline": config.pipeline,
-                        "dealstage": config.deal_stages[stage],
-                        tags: ";".join(_tags(group, "lead")),
+                        tags: ";".join(_tags(group, "lead", row)),
                     },
                 )
             )
@@ -324,7 +417,10 @@ class HubSpotBackend:
                 found.add((contact_ids[plan.contact.email_key], DEAL_TO_CONTACT))
                 if plan.company is not None:
                     found.add((company_ids[plan.company.name_key], DEAL_TO_COMPANY_PRIMARY))
-        deal_ids, created_deals = self._deals(deal_props, known, deal_targets)
+        deal_ids, created_deals = self._deals(deal_props, first_stages, deal_targets)
+        for plan, book in zip(plans, books, strict=True):
+            if plan.lead.lead_key in created_deals:
+                book.created_stage = first_stages[plan.lead.lead_key]
 
         ids: list[tuple[str, str | None, str]] = []
         for plan, book in zip(plans, books, strict=True):
@@ -336,9 +432,22 @@ class HubSpotBackend:
             row = known.contacts[plan.contact.email_key]
             if company_id is not None and (row is None or row.links != contact_links):
                 link(CONTACTS, COMPANIES, contact_id, company_id, CONTACT_TO_COMPANY_PRIMARY)
-            book.add("contact", plan.contact.email_key, contact_id, links=contact_links)
+            book.add(
+                "contact",
+                plan.contact.email_key,
+                contact_id,
+                links=contact_links,
+                tags=";".join(_tags(contacts[plan.contact.email_key], "contact", row)),
+            )
             if plan.company is not None and company_id is not None:
-                book.add("company", plan.company.name_key, company_id)
+                key = plan.company.name_key
+                tag_row = known.companies.get(key)
+                book.add(
+                    "company",
+                    key,
+                    company_id,
+                    tags=";".join(_tags(companies[key], "company", tag_row)),
+                )
             deal_links = _links(contact=contact_id, company=company_id)
             row = known.deals[plan.lead.lead_key]
             if plan.lead.lead_key in created_deals:
@@ -347,7 +456,13 @@ class HubSpotBackend:
                 link(DEALS, CONTACTS, deal_id, contact_id, DEAL_TO_CONTACT)
                 if company_id is not None:
                     link(DEALS, COMPANIES, deal_id, company_id, DEAL_TO_COMPANY_PRIMARY)
-            book.add("deal", plan.lead.lead_key, deal_id, links=deal_links)
+            book.add(
+                "deal",
+                plan.lead.lead_key,
+                deal_id,
+                links=deal_links,
+                tags=";".join(_tags(deals[plan.lead.lead_key], "lead", row)),
+            )
 
         meeting_ids = self._sync_meetings(plans, ids, known, books, link)
         task_refs = self._sync_tasks(plans, ids, known, books)
@@ -374,14 +489,19 @@ class HubSpotBackend:
     def _deals(
         self,
         props: Sequence[tuple[str, Mapping[str, str]]],
-        known: _Known,
+        first_stages: Mapping[str, str],
         targets: Mapping[str, set[tuple[str, int]]],
     ) -> tuple[dict[str, str], set[str]]:
-        """Deal ids by lead key, and the keys created here (already associated)."""
+        """Deal ids by lead key, and the keys created here (already associated).
+
+        Deals we hold no id for (``first_stages``) are created with their stage and
+        associations inline; the rest, and new ones HubSpot already has (409), are
+        upserted without a stage: only ``_set_stages`` changes an existing deal's.
+        """
         fresh = [
-            (key, {**values, LEAD_KEY: key}, sorted(targets[key]))
+            (key, {**values, LEAD_KEY: key, "dealstage": first_stages[key]}, sorted(targets[key]))
             for key, values in props
-            if (row := known.deals.get(key)) is None or row.hubspot_id is None
+            if key in first_stages
         ]
         ids: dict[str, str] = {}
         try:
@@ -406,6 +526,11 @@ class HubSpotBackend:
                 contacts={
                     p.contact.email_key: store.get(conn, "contact", p.contact.email_key)
                     for p in plans
+                },
+                companies={
+                    p.company.name_key: store.get(conn, "company", p.company.name_key)
+                    for p in plans
+                    if p.company is not None
                 },
                 deals={p.lead.lead_key: store.get(conn, "deal", p.lead.lead_key) for p in plans},
                 meetings={p.booking_id: store.get(conn, "meeting", p.booking_id) for p in plans},
@@ -626,9 +751,10 @@ def _company(group: Sequence[BookingPlan]) -> CompanyPlan:
     return company
 
 
-def _tags(group: Sequence[BookingPlan], record: str) -> list[str]:
-    """The union of the group's tags for ``record``, sorted (order-independent)."""
-    found: set[str] = set()
+def _tags(group: Sequence[BookingPlan], record: str, row: store.Row | None = None) -> list[str]:
+    """The union of the group's tags for ``record`` and those we wrote to it before
+    (``row``), sorted: a later booking adds its tags, as in the local CRM."""
+    found: set[str] = row.tag_set() if row is not None else set()
     for plan in group:
         if record == "company" and plan.company is not None:
             found.update(plan.company.tags)
@@ -639,13 +765,15 @@ def _tags(group: Sequence[BookingPlan], record: str) -> list[str]:
     return sorted(found)
 
 
-def _contact_properties(group: Sequence[BookingPlan], tags: str) -> dict[str, str]:
+def _contact_properties(
+    group: Sequence[BookingPlan], tags: str, row: store.Row | None
+) -> dict[str, str]:
     contact = _newest(group).contact
     props = {
         "email": contact.email_key,
         "firstname": contact.first_name,
         "lastname": contact.last_name,
-        tags: ";".join(_tags(group, "contact")),
+        tags: ";".join(_tags(group, "contact", row)),
     }
     with_phone = [plan for plan in group if plan.contact.phone]
     if with_phone:

@@ -12,8 +12,10 @@ Besides the id, a row keeps what we last wrote that later decisions need:
 ``lead_key`` and ``status`` (a meeting's outcome, so a deal's stage can be
 derived from all its meetings; a task's status as we set it, so a task a
 salesperson completed is told from one we closed as cancelled), and
-``links`` (the associations made, so unchanged ones are not made again).
-Migration ``0004_hubspot_ids`` mirrors this table.
+``links`` (the associations made, so unchanged ones are not made again), and
+``tags`` (what we wrote to a contact's, company's or deal's tags property, so
+a later booking adds its tags to them instead of replacing them).
+Migrations ``0004_hubspot_ids`` and ``0008_hubspot_tags`` mirror this table.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ hubspot_objects = Table(
     Column("lead_key", String(600), nullable=True),
     Column("status", String(32), nullable=True),
     Column("links", String(600), nullable=True),
+    Column("tags", String(2000), nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     UniqueConstraint("object_type", "natural_key", name="uq_hubspot_objects_key"),
@@ -72,7 +75,12 @@ class Row:
     lead_key: str | None
     status: str | None
     links: str | None
+    tags: str | None
     updated_at: datetime
+
+    def tag_set(self) -> set[str]:
+        """The tags we last wrote to this object (``;``-separated, as HubSpot takes them)."""
+        return {tag for tag in (self.tags or "").split(";") if tag}
 
 
 _COLUMNS = (
@@ -83,6 +91,7 @@ _COLUMNS = (
     hubspot_objects.c.lead_key,
     hubspot_objects.c.status,
     hubspot_objects.c.links,
+    hubspot_objects.c.tags,
     hubspot_objects.c.updated_at,
 )
 
@@ -185,7 +194,7 @@ def save(
 
     Contacts, companies and deals are shared by bookings that different
     workers may apply at once, so this is an upsert, never update-then-insert.
-    ``fields`` sets any of ``lead_key``, ``status`` and ``links``.
+    ``fields`` sets any of ``lead_key``, ``status``, ``links`` and ``tags``.
     """
     values: dict[str, object] = {"hubspot_id": hubspot_id, "state": state, "updated_at": now}
     values.update(fields or {})
