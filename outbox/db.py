@@ -39,7 +39,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     connect_args.setdefault("check_same_thread", False)
     engine = create_engine(url, connect_args=connect_args, **kwargs)
     writer = threading.Lock()
-    holder: list[Any] = [None]  # the DBAPI connection that holds ``writer``
+    holder: list[Any] = [None]  # the raw DBAPI connection that holds ``writer``
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -55,7 +55,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        dbapi = conn.connection  # the pooled connection do_commit / do_rollback receive
+        dbapi = conn.connection.dbapi_connection
         if mode == "IMMEDIATE" and writer.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
             holder[0] = dbapi
         try:
@@ -64,11 +64,22 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             _release(dbapi)
             raise
 
-    # Released once COMMIT / ROLLBACK has run (the "commit" event fires before it).
+    # Released once COMMIT / ROLLBACK has run (the "commit" event fires before it),
+    # and in any case when the connection is invalidated or goes back to the pool:
+    # a connection lost mid-transaction must not keep every later writer waiting.
     def _release(dbapi: Any) -> None:
+        dbapi = getattr(dbapi, "dbapi_connection", dbapi)  # a pool proxy, or the raw one
         if holder[0] is not None and holder[0] is dbapi:
             holder[0] = None
             writer.release()
+
+    @event.listens_for(engine, "invalidate")
+    def _on_invalidate(dbapi_connection: Any, _record: Any, _exc: Any) -> None:
+        _release(dbapi_connection)
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, _record: Any) -> None:
+        _release(dbapi_connection)
 
     dialect = engine.dialect
     commit, rollback = dialect.do_commit, dialect.do_rollback
