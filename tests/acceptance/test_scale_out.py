@@ -571,13 +571,21 @@ def test_crash_hubspot_backend_loses_nothing_and_doubles_nothing(
     """1,000 events to the fake HubSpot, 3 workers SIGKILLed 10 times: one object per key.
 
     Kills land anywhere, between a meeting's or task's create intent and its
-    id too: such a job waits out the search-lag window (shortened here to 2 s;
+    id too: such a job waits out the search-lag window (shortened here to 5 s;
     the fake's index has no lag), finds the object by search, and creates it
     only if HubSpot never got it.
     """
     started = time.monotonic()
+    # The search-lag window and the lease are 5 s here (60 s by default): a worker
+    # that a loaded machine stalls for longer between a create's intent and the
+    # create, while its lease expires, would be taken over and its create made twice.
+    # A taker waits out the window instead, as in production, with ten times the margin.
     env = hubspot_env(
-        pg_url, fake_hubspot, HUBSPOT_RATE_LIMIT="1000/1s", HUBSPOT_SEARCH_LAG_SECONDS="2"
+        pg_url,
+        fake_hubspot,
+        HUBSPOT_RATE_LIMIT="1000/1s",
+        HUBSPOT_SEARCH_LAG_SECONDS="5",
+        OUTBOX_LEASE_SECONDS="5",
     )
     hubspot_setup(children, env)
     bodies_by_booking = [
