@@ -24,6 +24,7 @@ derived from the outcomes of all its meetings after every change to them.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -34,7 +35,9 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
+    Update,
     and_,
+    bindparam,
     case,
     delete,
     exists,
@@ -43,8 +46,10 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.sql.dml import ReturningInsert
 
 from adapter.backends.base import (
     ActivityRef,
@@ -57,7 +62,6 @@ from adapter.backends.base import (
     TaskRef,
 )
 from adapter.backends.local.models import activities, companies, contacts, leads, tasks
-from adapter.db import upsert_insert
 from adapter.errors import AdapterError, PermanentError, RetryableError
 from adapter.plan import BookingPlan, CompanyPlan, ContactPlan, TaskPlan
 from adapter.timeutil import as_utc, iso_z, utcnow
@@ -167,21 +171,30 @@ def write_plan(conn: Connection, plan: BookingPlan, now: datetime | None = None)
     )
 
 
-def _greatest(conn: Connection, left: Any, right: Any) -> Any:
+def _upsert_insert(dialect: str, table: Table) -> sqlite.Insert | postgresql.Insert:
+    """``adapter.db.upsert_insert`` by dialect name, for a statement built once per dialect."""
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"only SQLite and PostgreSQL are supported, not {dialect}")
+
+
+def _greatest(dialect: str, left: Any, right: Any) -> Any:
     # SQLite's two-argument max() is scalar; stored UTC timestamps compare as text.
-    if conn.dialect.name == "sqlite":
+    if dialect == "sqlite":
         return func.max(left, right)
     return func.greatest(left, right)
 
 
-def _not_older(conn: Connection, incoming: Any, stored: Any) -> ColumnElement[bool]:
+def _not_older(dialect: str, incoming: Any, stored: Any) -> ColumnElement[bool]:
     """``incoming >= stored`` for versions, compared byte by byte on every database.
 
     Equal versions are one snapshot of one booking applied again (or two with
     the same ``updatedAt``, which the outbox applies in receipt order): the one
     applied last wins, as it does for the booking's meeting.
     """
-    if conn.dialect.name == "postgresql":
+    if dialect == "postgresql":
         # The database's default collation may ignore punctuation or case.
         return incoming.collate("C") >= stored.collate("C")  # type: ignore[no-any-return]
     return incoming >= stored  # type: ignore[no-any-return]
@@ -200,73 +213,81 @@ def _tags(tags: Sequence[str]) -> list[str]:
     return sorted(set(tags))
 
 
+# Statements are built once (per dialect where they differ) and executed with a
+# parameters dict: a reused statement keeps its memoized cache key, so SQLAlchemy
+# neither rebuilds nor re-keys it per row. An INSERT's VALUES come from the keys
+# of that dict, as column-typed parameters (``Tags`` JSON, ``UtcDateTime``); every
+# other per-row value is a ``bindparam`` named ``p_*``, never a column's name, so
+# that it is not taken for a VALUES or SET column.
+
+
+@functools.cache
+def _set_tags(table: Table) -> Update:
+    return (
+        update(table)
+        .where(table.c.id == bindparam("p_id", type_=table.c.id.type))
+        .values(tags=bindparam("p_tags", type_=table.c.tags.type))
+    )
+
+
 def _union_tags(
     conn: Connection, table: Table, row_id: str, existing: list[str], new: Sequence[str]
 ) -> None:
     merged = _tags([*existing, *new])
     if merged != existing:
-        conn.execute(update(table).where(table.c.id == row_id).values(tags=merged))
+        conn.execute(_set_tags(table), {"p_id": row_id, "p_tags": merged})
 
 
-def _upsert_company(conn: Connection, plan: CompanyPlan, version: str, now: datetime) -> CompanyRef:
-    stmt = upsert_insert(conn, companies).values(
-        id=_new_id(),
-        name_key=plan.name_key,
-        name=plan.name,
-        tags=_tags(plan.tags),
-        version=version,
-        created_at=now,
-        updated_at=now,
-    )
+@functools.cache
+def _company_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str]]]:
+    stmt = _upsert_insert(dialect, companies)
     new = stmt.excluded
-    newer = _not_older(conn, new.version, companies.c.version)
-    stmt = stmt.on_conflict_do_update(
+    newer = _not_older(dialect, new.version, companies.c.version)
+    return stmt.on_conflict_do_update(
         index_elements=[companies.c.name_key],
         set_={
             "name": _if(newer, new.name, companies.c.name),
             "version": _if(newer, new.version, companies.c.version),
             "updated_at": new.updated_at,
         },
-    )
-    row = conn.execute(stmt.returning(companies.c.id, companies.c.name, companies.c.tags)).one()
+    ).returning(companies.c.id, companies.c.name, companies.c.tags)
+
+
+def _upsert_company(conn: Connection, plan: CompanyPlan, version: str, now: datetime) -> CompanyRef:
+    row = conn.execute(
+        _company_upsert(conn.dialect.name),
+        {
+            "id": _new_id(),
+            "name_key": plan.name_key,
+            "name": plan.name,
+            "tags": _tags(plan.tags),
+            "version": version,
+            "created_at": now,
+            "updated_at": now,
+        },
+    ).one()
     _union_tags(conn, companies, row.id, row.tags, plan.tags)
     return CompanyRef(id=row.id, name=row.name)
 
 
-def _upsert_contact(
-    conn: Connection,
-    plan: ContactPlan,
-    company: CompanyRef | None,
-    version: str,
-    now: datetime,
-) -> tuple[str, str]:
-    stmt = upsert_insert(conn, contacts).values(
-        id=_new_id(),
-        email_key=plan.email_key,
-        email=plan.email,
-        first_name=plan.first_name,
-        last_name=plan.last_name,
-        phone=plan.phone,
-        company_id=company.id if company else None,
-        tags=_tags(plan.tags),
-        version=version,
-        phone_version=version if plan.phone is not None else "",
-        company_version=version if company else "",
-        created_at=now,
-        updated_at=now,
-    )
+_CONTACT_FIELDS = ("email", "first_name", "last_name", "version")
+
+
+@functools.cache
+def _contact_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str]]]:
+    stmt = _upsert_insert(dialect, contacts)
     new = stmt.excluded
-    newer = _not_older(conn, new.version, contacts.c.version)
+    newer = _not_older(dialect, new.version, contacts.c.version)
     # A snapshot without a phone (or company) says nothing about it: the newest
     # snapshot that had one decides.
     newer_phone = and_(
-        new.phone.is_not(None), _not_older(conn, new.phone_version, contacts.c.phone_version)
+        new.phone.is_not(None), _not_older(dialect, new.phone_version, contacts.c.phone_version)
     )
     newer_company = and_(
         new.company_id.is_not(None),
-        _not_older(conn, new.company_version, contacts.c.company_version),
+        _not_older(dialect, new.company_version, contacts.c.company_version),
     )
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=[contacts.c.email_key],
         set_={
             **{name: _if(newer, new[name], contacts.c[name]) for name in _CONTACT_FIELDS},
@@ -276,13 +297,38 @@ def _upsert_contact(
             "company_version": _if(newer_company, new.company_version, contacts.c.company_version),
             "updated_at": new.updated_at,
         },
-    )
-    row = conn.execute(stmt.returning(contacts.c.id, contacts.c.email, contacts.c.tags)).one()
+    ).returning(contacts.c.id, contacts.c.email, contacts.c.tags)
+
+
+def _upsert_contact(
+    conn: Connection,
+    plan: ContactPlan,
+    company: CompanyRef | None,
+    version: str,
+    now: datetime,
+) -> tuple[str, str]:
+    row = conn.execute(
+        _contact_upsert(conn.dialect.name),
+        {
+            "id": _new_id(),
+            "email_key": plan.email_key,
+            "email": plan.email,
+            "first_name": plan.first_name,
+            "last_name": plan.last_name,
+            "phone": plan.phone,
+            "company_id": company.id if company else None,
+            "tags": _tags(plan.tags),
+            "version": version,
+            "phone_version": version if plan.phone is not None else "",
+            "company_version": version if company else "",
+            "created_at": now,
+            "updated_at": now,
+        },
+    ).one()
     _union_tags(conn, contacts, row.id, row.tags, plan.tags)
     return row.id, row.email
 
 
-_CONTACT_FIELDS = ("email", "first_name", "last_name", "version")
 _LEAD_FIELDS = (
     "title",
     "source",
@@ -298,6 +344,24 @@ _LEAD_FIELDS = (
 )
 
 
+@functools.cache
+def _lead_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str]]]:
+    stmt = _upsert_insert(dialect, leads)
+    new = stmt.excluded
+    newer = _not_older(dialect, new.version, leads.c.version)
+    # A repeat booking never adds a lead; ``stage`` is derived after the meeting is written.
+    return stmt.on_conflict_do_update(
+        index_elements=[leads.c.lead_key],
+        set_={
+            **{name: _if(newer, new[name], leads.c[name]) for name in _LEAD_FIELDS},
+            "last_activity_date": _greatest(
+                dialect, leads.c.last_activity_date, new.last_activity_date
+            ),
+            "updated_at": new.updated_at,
+        },
+    ).returning(leads.c.id, leads.c.title, leads.c.tags)
+
+
 def _upsert_lead(
     conn: Connection,
     plan: BookingPlan,
@@ -307,42 +371,41 @@ def _upsert_lead(
     now: datetime,
 ) -> tuple[str, str]:
     lead = plan.lead
-    stmt = upsert_insert(conn, leads).values(
-        id=_new_id(),
-        lead_key=lead.lead_key,
-        title=lead.title,
-        stage=lead.stage,
-        source=lead.source,
-        source_details=lead.source_details,
-        estimated_value=lead.estimated_value,
-        lead_score=lead.lead_score,
-        company_id=company.id if company else None,
-        contact_id=contact_id,
-        tags=_tags(lead.tags),
-        last_activity_date=lead.activity_at,
-        live_stage=lead.stage,
-        cancelled_stage=lead.cancelled_stage,
-        no_show_stage=lead.no_show_stage,
-        version=version,
-        created_at=now,
-        updated_at=now,
-    )
-    new = stmt.excluded
-    newer = _not_older(conn, new.version, leads.c.version)
-    # A repeat booking never adds a lead; ``stage`` is derived after the meeting is written.
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[leads.c.lead_key],
-        set_={
-            **{name: _if(newer, new[name], leads.c[name]) for name in _LEAD_FIELDS},
-            "last_activity_date": _greatest(
-                conn, leads.c.last_activity_date, new.last_activity_date
-            ),
-            "updated_at": new.updated_at,
+    row = conn.execute(
+        _lead_upsert(conn.dialect.name),
+        {
+            "id": _new_id(),
+            "lead_key": lead.lead_key,
+            "title": lead.title,
+            "stage": lead.stage,
+            "source": lead.source,
+            "source_details": lead.source_details,
+            "estimated_value": lead.estimated_value,
+            "lead_score": lead.lead_score,
+            "company_id": company.id if company else None,
+            "contact_id": contact_id,
+            "tags": _tags(lead.tags),
+            "last_activity_date": lead.activity_at,
+            "live_stage": lead.stage,
+            "cancelled_stage": lead.cancelled_stage,
+            "no_show_stage": lead.no_show_stage,
+            "version": version,
+            "created_at": now,
+            "updated_at": now,
         },
-    )
-    row = conn.execute(stmt.returning(leads.c.id, leads.c.title, leads.c.tags)).one()
+    ).one()
     _union_tags(conn, leads, row.id, row.tags, lead.tags)
     return row.id, row.title
+
+
+_MEETING_LEAD = select(activities.c.lead_id).where(
+    activities.c.booking_id == bindparam("p_booking_id", type_=activities.c.booking_id.type)
+)
+_LOCK_LEAD = (
+    select(leads.c.id)
+    .where(leads.c.id == bindparam("p_id", type_=leads.c.id.type))
+    .with_for_update()
+)
 
 
 def _lock_previous_lead(conn: Connection, booking_id: str, lead_id: str) -> str | None:
@@ -353,73 +416,77 @@ def _lock_previous_lead(conn: Connection, booking_id: str, lead_id: str) -> str 
     so that a concurrent writer of its other meetings cannot interleave.
     """
     previous: str | None = conn.execute(
-        select(activities.c.lead_id).where(activities.c.booking_id == booking_id)
+        _MEETING_LEAD, {"p_booking_id": booking_id}
     ).scalar_one_or_none()
     if previous is None or previous == lead_id:
         return None
-    conn.execute(select(leads.c.id).where(leads.c.id == previous).with_for_update())
+    conn.execute(_LOCK_LEAD, {"p_id": previous})
     return previous
+
+
+_MEETING_UPDATED = (
+    "lead_id",
+    "contact_id",
+    "type",
+    "subject",
+    "description",
+    "activity_date",
+    "duration_minutes",
+    "outcome",
+    "meeting_url",
+    "source",
+    "snapshot_at",
+    "updated_at",
+)
+
+
+@functools.cache
+def _meeting_upsert(dialect: str) -> ReturningInsert[tuple[str]]:
+    stmt = _upsert_insert(dialect, activities)
+    new = stmt.excluded
+    # The same row (and id) for ever: the plan is the booking's newest snapshot.
+    return stmt.on_conflict_do_update(
+        index_elements=[activities.c.booking_id],
+        set_={name: new[name] for name in _MEETING_UPDATED},
+    ).returning(activities.c.id)
 
 
 def _upsert_meeting(
     conn: Connection, plan: BookingPlan, lead_id: str, contact_id: str, now: datetime
 ) -> str:
     meeting = plan.meeting
-    stmt = upsert_insert(conn, activities).values(
-        id=_new_id(),
-        booking_id=meeting.booking_id,
-        lead_id=lead_id,
-        contact_id=contact_id,
-        type=MEETING,
-        subject=meeting.subject,
-        description=meeting.description,
-        activity_date=meeting.start,
-        duration_minutes=meeting.duration_minutes,
-        outcome=meeting.outcome,
-        meeting_url=meeting.meeting_url,
-        source=meeting.source,
-        snapshot_at=plan.snapshot_at,
-        created_at=now,
-        updated_at=now,
-    )
-    new = stmt.excluded
-    updated = [
-        "lead_id",
-        "contact_id",
-        "type",
-        "subject",
-        "description",
-        "activity_date",
-        "duration_minutes",
-        "outcome",
-        "meeting_url",
-        "source",
-        "snapshot_at",
-        "updated_at",
-    ]
-    # The same row (and id) for ever: the plan is the booking's newest snapshot.
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[activities.c.booking_id],
-        set_={name: new[name] for name in updated},
-    )
-    row = conn.execute(stmt.returning(activities.c.id)).one()
+    row = conn.execute(
+        _meeting_upsert(conn.dialect.name),
+        {
+            "id": _new_id(),
+            "booking_id": meeting.booking_id,
+            "lead_id": lead_id,
+            "contact_id": contact_id,
+            "type": MEETING,
+            "subject": meeting.subject,
+            "description": meeting.description,
+            "activity_date": meeting.start,
+            "duration_minutes": meeting.duration_minutes,
+            "outcome": meeting.outcome,
+            "meeting_url": meeting.meeting_url,
+            "source": meeting.source,
+            "snapshot_at": plan.snapshot_at,
+            "created_at": now,
+            "updated_at": now,
+        },
+    ).one()
     activity_id: str = row.id
     return activity_id
 
 
-def _derive_stage(conn: Connection, lead_id: str) -> None:
-    """Set the lead's stage from the outcomes of all its meetings (see ``LeadPlan``).
-
-    One statement, run while this transaction holds the lead's row lock, so it
-    sees every committed meeting of the lead. A lead left with no meeting keeps
-    its stage.
-    """
+def _build_derive_stage() -> Update:
+    lead_id = bindparam("p_lead_id", type_=activities.c.lead_id.type)
 
     def any_meeting(*outcomes: str) -> ColumnElement[bool]:
         return exists().where(activities.c.lead_id == lead_id, activities.c.outcome.in_(outcomes))
 
     live = func.coalesce(leads.c.live_stage, leads.c.stage)
-    conn.execute(
+    return (
         update(leads)
         .where(leads.c.id == lead_id)
         .values(
@@ -433,51 +500,77 @@ def _derive_stage(conn: Connection, lead_id: str) -> None:
     )
 
 
-def _upsert_task(
-    conn: Connection, plan: BookingPlan, task: TaskPlan, lead_id: str, now: datetime
-) -> TaskRef:
-    stmt = upsert_insert(conn, tasks).values(
-        id=_new_id(),
-        lead_id=lead_id,
-        booking_id=plan.booking_id,
-        key=task.key,
-        title=task.title,
-        description=task.description,
-        due_date=task.due,
-        priority=task.priority,
-        status=task.status,
-        created_at=now,
-        updated_at=now,
-    )
+_DERIVE_STAGE = _build_derive_stage()
+
+
+def _derive_stage(conn: Connection, lead_id: str) -> None:
+    """Set the lead's stage from the outcomes of all its meetings (see ``LeadPlan``).
+
+    One statement, run while this transaction holds the lead's row lock, so it
+    sees every committed meeting of the lead. A lead left with no meeting keeps
+    its stage.
+    """
+    conn.execute(_DERIVE_STAGE, {"p_lead_id": lead_id})
+
+
+_TASK_FOLLOWED = (
+    "lead_id",
+    "title",
+    "description",
+    "due_date",
+    "priority",
+    "status",
+    "updated_at",
+)
+
+
+@functools.cache
+def _task_upsert(dialect: str) -> ReturningInsert[tuple[str, str, datetime]]:
+    stmt = _upsert_insert(dialect, tasks)
     new = stmt.excluded
     # A task the CRM user marked done is never changed; any other follows the plan
     # (so a cancelled task is open again when a newer snapshot says so).
     done = tasks.c.status == DONE
-    followed = (
-        "lead_id",
-        "title",
-        "description",
-        "due_date",
-        "priority",
-        "status",
-        "updated_at",
-    )
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=[tasks.c.booking_id, tasks.c.key],
-        set_={name: _if(done, tasks.c[name], new[name]) for name in followed},
-    )
-    row = conn.execute(stmt.returning(tasks.c.id, tasks.c.title, tasks.c.due_date)).one()
+        set_={name: _if(done, tasks.c[name], new[name]) for name in _TASK_FOLLOWED},
+    ).returning(tasks.c.id, tasks.c.title, tasks.c.due_date)
+
+
+def _upsert_task(
+    conn: Connection, plan: BookingPlan, task: TaskPlan, lead_id: str, now: datetime
+) -> TaskRef:
+    row = conn.execute(
+        _task_upsert(conn.dialect.name),
+        {
+            "id": _new_id(),
+            "lead_id": lead_id,
+            "booking_id": plan.booking_id,
+            "key": task.key,
+            "title": task.title,
+            "description": task.description,
+            "due_date": task.due,
+            "priority": task.priority,
+            "status": task.status,
+            "created_at": now,
+            "updated_at": now,
+        },
+    ).one()
     due = iso_z(row.due_date)
     assert due is not None  # due_date is NOT NULL
     return TaskRef(id=row.id, title=row.title, dueDate=due)
 
 
+_DELETE_UNPLANNED_TASKS = delete(tasks).where(
+    tasks.c.booking_id == bindparam("p_booking_id", type_=tasks.c.booking_id.type),
+    tasks.c.key.not_in(bindparam("p_keys", type_=tasks.c.key.type, expanding=True)),
+    tasks.c.status != DONE,
+)
+
+
 def _delete_unplanned_tasks(conn: Connection, plan: BookingPlan) -> None:
     """Remove the booking's tasks that the plan no longer names, unless they are done."""
     conn.execute(
-        delete(tasks).where(
-            tasks.c.booking_id == plan.booking_id,
-            tasks.c.key.not_in([task.key for task in plan.tasks]),
-            tasks.c.status != DONE,
-        )
+        _DELETE_UNPLANNED_TASKS,
+        {"p_booking_id": plan.booking_id, "p_keys": [task.key for task in plan.tasks]},
     )
