@@ -45,10 +45,12 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(_config()).get_current_head()
 
 
-def upsert_insert(conn: Connection, table: Table) -> sqlite.Insert | postgresql.Insert:
-    """An INSERT that takes ``on_conflict_do_update`` / ``do_nothing`` on this dialect."""
-    if conn.dialect.name == "postgresql":
+def upsert_insert(conn: Connection | str, table: Table) -> sqlite.Insert | postgresql.Insert:
+    """An INSERT that takes ``on_conflict_do_update`` / ``do_nothing`` on this dialect
+    (``conn``'s, or a dialect name, for a statement built once per dialect)."""
+    dialect = conn if isinstance(conn, str) else conn.dialect.name
+    if dialect == "postgresql":
         return postgresql.insert(table)
-    if conn.dialect.name == "sqlite":
+    if dialect == "sqlite":
         return sqlite.insert(table)
-    raise NotImplementedError(f"only SQLite and PostgreSQL are supported, not {conn.dialect.name}")
+    raise NotImplementedError(f"only SQLite and PostgreSQL are supported, not {dialect}")

@@ -46,7 +46,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.sql.dml import ReturningInsert
@@ -62,6 +61,7 @@ from adapter.backends.base import (
     TaskRef,
 )
 from adapter.backends.local.models import activities, companies, contacts, leads, tasks
+from adapter.db import upsert_insert
 from adapter.errors import AdapterError, PermanentError, RetryableError
 from adapter.plan import BookingPlan, CompanyPlan, ContactPlan, TaskPlan
 from adapter.timeutil import as_utc, iso_z, utcnow
@@ -171,15 +171,6 @@ def write_plan(conn: Connection, plan: BookingPlan, now: datetime | None = None)
     )
 
 
-def _upsert_insert(dialect: str, table: Table) -> sqlite.Insert | postgresql.Insert:
-    """``adapter.db.upsert_insert`` by dialect name, for a statement built once per dialect."""
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"only SQLite and PostgreSQL are supported, not {dialect}")
-
-
 def _greatest(dialect: str, left: Any, right: Any) -> Any:
     # SQLite's two-argument max() is scalar; stored UTC timestamps compare as text.
     if dialect == "sqlite":
@@ -240,7 +231,7 @@ def _union_tags(
 
 @functools.cache
 def _company_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str]]]:
-    stmt = _upsert_insert(dialect, companies)
+    stmt = upsert_insert(dialect, companies)
     new = stmt.excluded
     newer = _not_older(dialect, new.version, companies.c.version)
     return stmt.on_conflict_do_update(
@@ -275,7 +266,7 @@ _CONTACT_FIELDS = ("email", "first_name", "last_name", "version")
 
 @functools.cache
 def _contact_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str]]]:
-    stmt = _upsert_insert(dialect, contacts)
+    stmt = upsert_insert(dialect, contacts)
     new = stmt.excluded
     newer = _not_older(dialect, new.version, contacts.c.version)
     # A snapshot without a phone (or company) says nothing about it: the newest
@@ -346,7 +337,7 @@ _LEAD_FIELDS = (
 
 @functools.cache
 def _lead_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str]]]:
-    stmt = _upsert_insert(dialect, leads)
+    stmt = upsert_insert(dialect, leads)
     new = stmt.excluded
     newer = _not_older(dialect, new.version, leads.c.version)
     # A repeat booking never adds a lead; ``stage`` is derived after the meeting is written.
@@ -442,7 +433,7 @@ _MEETING_UPDATED = (
 
 @functools.cache
 def _meeting_upsert(dialect: str) -> ReturningInsert[tuple[str]]:
-    stmt = _upsert_insert(dialect, activities)
+    stmt = upsert_insert(dialect, activities)
     new = stmt.excluded
     # The same row (and id) for ever: the plan is the booking's newest snapshot.
     return stmt.on_conflict_do_update(
@@ -526,7 +517,7 @@ _TASK_FOLLOWED = (
 
 @functools.cache
 def _task_upsert(dialect: str) -> ReturningInsert[tuple[str, str, datetime]]:
-    stmt = _upsert_insert(dialect, tasks)
+    stmt = upsert_insert(dialect, tasks)
     new = stmt.excluded
     # A task the CRM user marked done is never changed; any other follows the plan
     # (so a cancelled task is open again when a newer snapshot says so).
