@@ -10,7 +10,8 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 
 from pydantic import ValidationError
@@ -144,7 +145,8 @@ class Worker:
             settled.add(job.event_id)
 
         try:
-            failures: Mapping[str, AdapterError] = self.backend.apply(jobs, settle)
+            with self._renewing(jobs):
+                failures: Mapping[str, AdapterError] = self.backend.apply(jobs, settle)
         except Exception as exc:  # a backend bug or outage: every job of the batch retries
             log.exception(
                 "backend %s failed a whole batch",
@@ -162,6 +164,33 @@ class Worker:
                     self._synced(job, received[job.event_id])
                 else:  # the backend dropped it: settle raised LeaseLost
                     log.warning("lease lost; another worker owns this event now")
+
+    @contextmanager
+    def _renewing(self, jobs: Sequence[SyncJob]) -> Iterator[None]:
+        """Renew the batch's leases every third of a lease while the backend works.
+
+        A live batch that outlasts its lease (a rate-limited HubSpot, a deal lock
+        to wait for) is then not taken over by another worker, whose CRM writes
+        would race its own. A stalled or killed worker renews nothing, so its
+        leases still expire and are taken over.
+        """
+        leases = [(job.event_id, job.lease_token) for job in jobs]
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(self.lease_seconds / 3):
+                try:
+                    self.store.extend(leases, self.lease_seconds)
+                except Exception:  # the next renewal may get through; the lease still fences
+                    log.warning("could not renew the batch's leases", exc_info=True)
+
+        renewer = threading.Thread(target=renew, name="lease-renewer", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            done.set()
+            renewer.join()
 
     def _synced(self, job: SyncJob, received: datetime) -> None:
         latency = max((self.clock() - received).total_seconds(), 0.0)

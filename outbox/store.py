@@ -425,6 +425,28 @@ class OutboxStore:
             self._held_attempts(conn, event_id, token)
             return self._set_state(conn, event_id, QUARANTINED, error=reason)
 
+    def extend(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> int:
+        """Renew the leases ``(event id, token)`` still held to ``lease_seconds`` from now.
+
+        A worker renews its batch's leases while the backend works on it, so a
+        slow but live batch is not taken over; a stalled or dead worker renews
+        nothing and its leases expire. Fenced like a settle: a lease another
+        worker has taken is left alone. Returns how many were renewed.
+        """
+        if not leases:
+            return 0
+        until = self.clock() + timedelta(seconds=lease_seconds)
+        renewed = 0
+        with self.transaction() as conn:
+            for event_id, token in leases:
+                result = conn.execute(
+                    update(events)
+                    .where(self._fenced(event_id, token))
+                    .values(lease_expires_at=until)
+                )
+                renewed += result.rowcount
+        return renewed
+
     def release(self, event_id: str, token: str) -> None:
         """Give a claimed event back unprocessed (shutdown); the attempt is not counted."""
         now = self.clock()

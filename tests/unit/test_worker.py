@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -249,3 +250,34 @@ def test_a_lease_lost_mid_apply_is_neither_counted_nor_announced(
     assert settled == []
     synced = metrics.registry.get_sample_value("bookme_outbox_settled_total", {"result": "synced"})
     assert not synced
+
+
+class SlowBackend(FakeBackend):
+    """Works on its batch for several leases; meanwhile a rival worker tries to claim."""
+
+    def __init__(self, store: OutboxStore) -> None:
+        super().__init__(store.engine)
+        self.store = store
+        self.rival_claims: list[object] = []
+
+    def apply(self, jobs: Sequence[SyncJob], settle: Settle) -> Mapping[str, AdapterError]:
+        for _ in range(4):
+            time.sleep(0.3)  # a lease is 0.3 s here: four leases pass while we work
+            self.rival_claims += self.store.claim("rival", limit=10, lease_seconds=60)
+        return super().apply(jobs, settle)
+
+
+def test_a_live_batch_slower_than_its_lease_keeps_it(
+    store: OutboxStore, mapping: MappingConfig
+) -> None:
+    """The worker renews its batch's leases while the backend works, so no other worker
+    takes the events over (and writes to the CRM beside it); the event syncs once."""
+    state = enqueue(store, mapping)
+    backend = SlowBackend(store)
+    worker, settled = worker_for(store, backend, mapping, lease_seconds=0.3)
+    assert worker.drain() == 1
+    assert backend.rival_claims == []
+    assert state() == "synced"
+    assert len(settled) == 1
+    (event,) = store.list(limit=10)
+    assert event.attempts == 1
