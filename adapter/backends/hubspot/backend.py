@@ -359,18 +359,16 @@ class HubSpotBackend:
             links.setdefault((from_type, to_type), set()).add((from_id, to_id, type_id))
 
         companies = _group(plans, lambda p: p.company.name_key if p.company else None)
+        company_tags = {
+            key: _tags(group, "company", known.companies.get(key))
+            for key, group in companies.items()
+        }
         company_ids = (
             self.api.upsert(
                 COMPANIES,
                 COMPANY_KEY,
                 [
-                    (
-                        key,
-                        {
-                            "name": _company(group).name,
-                            tags: ";".join(_tags(group, "company", known.companies.get(key))),
-                        },
-                    )
+                    (key, {"name": _company(group).name, tags: company_tags[key]})
                     for key, group in companies.items()
                 ],
             )
@@ -379,16 +377,22 @@ class HubSpotBackend:
         )
 
         contacts = _group(plans, lambda p: p.contact.email_key)
+        contact_tags = {
+            key: _tags(group, "contact", known.contacts.get(key)) for key, group in contacts.items()
+        }
         contact_ids = self.api.upsert(
             CONTACTS,
             "email",
             [
-                (key, _contact_properties(group, tags, known.contacts.get(key)))
+                (key, _contact_properties(group, tags, contact_tags[key]))
                 for key, group in contacts.items()
             ],
         )
 
         deals = _group(plans, lambda p: p.lead.lead_key)
+        deal_tags = {
+            key: _tags(group, "lead", known.deals.get(key)) for key, group in deals.items()
+        }
         deal_props: list[tuple[str, Mapping[str, str]]] = []
         first_stages: dict[str, str] = {}
         for key, group in deals.items():
@@ -406,7 +410,7 @@ class HubSpotBackend:
                         "dealname": lead.title,
                         "amount": str(lead.estimated_value),
                         "pipeline": config.pipeline,
-                        tags: ";".join(_tags(group, "lead", row)),
+                        tags: deal_tags[key],
                     },
                 )
             )
@@ -437,17 +441,11 @@ class HubSpotBackend:
                 plan.contact.email_key,
                 contact_id,
                 links=contact_links,
-                tags=";".join(_tags(contacts[plan.contact.email_key], "contact", row)),
+                tags=contact_tags[plan.contact.email_key],
             )
             if plan.company is not None and company_id is not None:
                 key = plan.company.name_key
-                tag_row = known.companies.get(key)
-                book.add(
-                    "company",
-                    key,
-                    company_id,
-                    tags=";".join(_tags(companies[key], "company", tag_row)),
-                )
+                book.add("company", key, company_id, tags=company_tags[key])
             deal_links = _links(contact=contact_id, company=company_id)
             row = known.deals[plan.lead.lead_key]
             if plan.lead.lead_key in created_deals:
@@ -461,7 +459,7 @@ class HubSpotBackend:
                 plan.lead.lead_key,
                 deal_id,
                 links=deal_links,
-                tags=";".join(_tags(deals[plan.lead.lead_key], "lead", row)),
+                tags=deal_tags[plan.lead.lead_key],
             )
 
         meeting_ids = self._sync_meetings(plans, ids, known, books, link)
@@ -751,9 +749,10 @@ def _company(group: Sequence[BookingPlan]) -> CompanyPlan:
     return company
 
 
-def _tags(group: Sequence[BookingPlan], record: str, row: store.Row | None = None) -> list[str]:
+def _tags(group: Sequence[BookingPlan], record: str, row: store.Row | None) -> str:
     """The union of the group's tags for ``record`` and those we wrote to it before
-    (``row``), sorted: a later booking adds its tags, as in the local CRM."""
+    (``row``), sorted and ``;``-joined as HubSpot takes them: a later booking adds its
+    tags, as in the local CRM."""
     found: set[str] = row.tag_set() if row is not None else set()
     for plan in group:
         if record == "company" and plan.company is not None:
@@ -762,18 +761,16 @@ def _tags(group: Sequence[BookingPlan], record: str, row: store.Row | None = Non
             found.update(plan.contact.tags)
         elif record == "lead":
             found.update(plan.lead.tags)
-    return sorted(found)
+    return ";".join(sorted(found))
 
 
-def _contact_properties(
-    group: Sequence[BookingPlan], tags: str, row: store.Row | None
-) -> dict[str, str]:
+def _contact_properties(group: Sequence[BookingPlan], tags: str, tag_value: str) -> dict[str, str]:
     contact = _newest(group).contact
     props = {
         "email": contact.email_key,
         "firstname": contact.first_name,
         "lastname": contact.last_name,
-        tags: ";".join(_tags(group, "contact", row)),
+        tags: tag_value,
     }
     with_phone = [plan for plan in group if plan.contact.phone]
     if with_phone:
