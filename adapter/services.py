@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -123,6 +123,36 @@ class Services:
     def wake_workers(self) -> None:
         for worker in self.workers:
             worker.wake()
+
+    def replay(self, event_ids: Sequence[str], *, actor: str) -> list[Event]:
+        """``OutboxStore.replay`` (audited as ``actor``), logged, and the workers woken.
+
+        The API and the dashboard replay through here; raises ``EventNotFound``.
+        """
+        replayed = self.store.replay(event_ids, actor=actor)
+        for event in replayed:
+            log.info(
+                "event %s replayed by %s (now %s)",
+                event.id,
+                actor,
+                event.state,
+                extra={"event_id": event.id, "booking_id": event.key, "actor": actor},
+            )
+        self.wake_workers()
+        return replayed
+
+    def replay_state(self, state: str, *, actor: str) -> list[Event]:
+        """Every dead (or quarantined) event again, as ``replay`` does one."""
+        replayed = self.store.replay_state(state, actor=actor)
+        log.info(
+            "%d %s event(s) replayed by %s",
+            len(replayed),
+            state,
+            actor,
+            extra={"actor": actor, "replayed": len(replayed)},
+        )
+        self.wake_workers()
+        return replayed
 
     def await_settled(self, event: Event) -> Event:
         """``event`` once no longer pending, or as it is after ``SYNC_WAIT_MS``.

@@ -399,14 +399,7 @@ def replay_all(request: Request, services: ServicesDep, form: FormDep) -> Respon
     state = form.get("state", "")
     if state not in REPLAYABLE:
         return _done(services, checked, "/ui/sync", "Only dead or quarantined events replay.")
-    replayed = services.store.replay_state(state, actor=REPLAY_ACTOR)
-    log.info(
-        "%d %s event(s) replayed from the dashboard",
-        len(replayed),
-        state,
-        extra={"actor": REPLAY_ACTOR, "replayed": len(replayed)},
-    )
-    services.wake_workers()
+    replayed = services.replay_state(state, actor=REPLAY_ACTOR)
     return _done(services, checked, "/ui/sync", f"Re-queued {len(replayed)} {state} event(s).")
 
 
@@ -417,21 +410,13 @@ def replay_one(request: Request, services: ServicesDep, event_id: str, form: For
     checked = _checked_post(request, services, form)
     if isinstance(checked, Response):
         return checked
-    store = services.store
     try:
-        (event,) = store.replay([event_id], actor=REPLAY_ACTOR)
+        (event,) = services.replay([event_id], actor=REPLAY_ACTOR)
     except EventNotFound:
         return _done(services, checked, "/ui/sync", "That event does not exist.")
     if event.state != QUEUED:  # replay leaves events that are not dead or quarantined alone
         message = f"Event {event_id} is {event.state}: only dead or quarantined events replay."
         return _done(services, checked, "/ui/sync", message)
-    log.info(
-        "event %s replayed from the dashboard (now %s)",
-        event_id,
-        event.state,
-        extra={"event_id": event_id, "booking_id": event.key, "actor": REPLAY_ACTOR},
-    )
-    services.wake_workers()
     state = services.await_settled(event).state
     message = f"Replayed event {event_id} (booking {event.key}): now {state}."
     return _done(services, checked, "/ui/sync", message)

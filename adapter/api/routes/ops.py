@@ -130,14 +130,7 @@ def replay_state(
     services: ServicesDep,
     state: str = Query(pattern="^(" + "|".join(REPLAYABLE) + ")$"),
 ) -> BulkReplay:
-    replayed = services.store.replay_state(state, actor=REPLAY_ACTOR)
-    log.info(
-        "%d %s event(s) replayed by admin",
-        len(replayed),
-        state,
-        extra={"actor": REPLAY_ACTOR, "replayed": len(replayed)},
-    )
-    services.wake_workers()
+    replayed = services.replay_state(state, actor=REPLAY_ACTOR)
     return BulkReplay(
         state=state, replayed=len(replayed), events=[event_status(e) for e in replayed]
     )
@@ -152,16 +145,9 @@ def replay_state(
 )
 def replay(event_id: RecordId, services: ServicesDep) -> EventStatus:
     try:
-        (event,) = services.store.replay([event_id], actor=REPLAY_ACTOR)
+        (event,) = services.replay([event_id], actor=REPLAY_ACTOR)
     except EventNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "Not found") from exc
-    log.info(
-        "event %s replayed by admin (now %s)",
-        event_id,
-        event.state,
-        extra={"event_id": event_id, "booking_id": event.key, "actor": REPLAY_ACTOR},
-    )
-    services.wake_workers()
     return event_status(event)
 
 
