@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import respx
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 from standardwebhooks.webhooks import Webhook
 
@@ -215,3 +215,20 @@ def bookme_services(make_settings: Callable[..., Settings]) -> Iterator[Services
     svc = build_services(make_settings(bookme_api_url=BOOKME, bookme_api_token=BOOKME_TOKEN))
     yield svc
     svc.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def outbox_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A bare outbox (its tables only) on a SQLite file, and again on PostgreSQL."""
+    from outbox.db import make_engine
+    from outbox.schema import outbox_metadata
+
+    url = (
+        f"sqlite:///{tmp_path}/outbox.db"
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    eng = make_engine(url)
+    outbox_metadata.create_all(eng)
+    yield eng
+    eng.dispose()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,24 +11,15 @@ from typer.testing import CliRunner
 
 from adapter.cli import app
 from outbox.db import make_engine
-from outbox.schema import outbox_metadata
 from outbox.store import NewEvent, OutboxStore
 from tests.conftest import DEFAULT_MAPPING, WEBHOOK_SECRET
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    url = (
-        f"sqlite:///{tmp_path}/outbox.db"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    eng = make_engine(url)
-    outbox_metadata.create_all(eng)
-    yield eng
-    eng.dispose()
+@pytest.fixture
+def engine(outbox_engine: Engine) -> Engine:
+    return outbox_engine
 
 
 @pytest.fixture

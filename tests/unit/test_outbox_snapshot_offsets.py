@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import Engine
 
-from outbox.db import make_engine
-from outbox.schema import outbox_metadata
 from outbox.store import SUPERSEDED, SYNCED, NewEvent, OutboxStore
 
 CET = timezone(timedelta(hours=1))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Engine]:
-    url = (
-        f"sqlite:///{tmp_path}/outbox.db"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    eng = make_engine(url)
-    outbox_metadata.create_all(eng)
-    yield eng
-    eng.dispose()
+@pytest.fixture
+def engine(outbox_engine: Engine) -> Engine:
+    return outbox_engine
 
 
 def snapshot(body: str, at: datetime) -> NewEvent:
