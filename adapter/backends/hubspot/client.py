@@ -17,7 +17,8 @@ connection pool). Every call:
        └── HubSpotAuthError    401/403: the token; retried by the outbox, not here
        CrmValidationError      400/422: HubSpot's message kept; dead-letter
        PermanentError          other 4xx
-       ├── HubSpotConflict     409: the existing object's id, when HubSpot names it
+       ├── HubSpotConflict     a unique value is taken: 409 (with or without the
+       │                       existing id) or 400 "already has that value"
        └── HubSpotNotFound     404
 
 4. is retried with tenacity (exponential backoff with jitter; after a 429 the
@@ -33,13 +34,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import random
 import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import urllib3
@@ -100,6 +102,12 @@ _API_EXCEPTIONS: tuple[type[Exception], ...] = (
     PipelinesApiException,
 )
 _EXISTING_ID = re.compile(r"(?i)existing(?:\s+object)?\s+id\s*[:=]?\s*(\d+)")
+_UNIQUE_CLASH = re.compile(
+    r"(?i)already\s+ha(?:s|ve)\s+(?:that|this)\s+value|already\s+exists|must\s+be\s+unique"
+)
+"""A 400 that refuses a unique value someone else holds: HubSpot words it
+"<property> already has that value" for custom unique properties (seen in the
+wild, not documented), so any such wording is read as a conflict, never as bad data."""
 
 
 class HubSpotAuthError(RetryableError):
@@ -189,6 +197,8 @@ def translate_error(exc: BaseException, action: str = "HubSpot call") -> Adapter
             error = HubSpotConflict(text, match.group(1) if match else None)
         elif status == 404:
             error = HubSpotNotFound(text)
+        elif status in (400, 422) and _UNIQUE_CLASH.search(message):
+            error = HubSpotConflict(text, None)
         elif status in (400, 422):
             error = CrmValidationError(text)
         elif status in (408, 423) or status >= 500:
@@ -221,6 +231,12 @@ def _not_applied(exc: BaseException) -> bool:
 
 
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
+
+
+def _fold(id_property: str, value: str) -> str:
+    """A unique value as HubSpot compares it (emails case-insensitively)."""
+    return value.lower() if id_property == "email" else value
 
 
 def chunks(items: Sequence[_T], size: int = MAX_BATCH) -> Iterator[Sequence[_T]]:
@@ -240,6 +256,39 @@ def _links(associations: Iterable[tuple[str, int]]) -> list[Any]:
         )
         for to_id, type_id in associations
     ]
+
+
+_NOT_FOUND_WORDING = re.compile(r"(?i)not\s+found|do(?:es)?\s+not\s+exist|may\s+be\s+deleted")
+
+
+@dataclass(frozen=True)
+class BatchErrors:
+    """What a 207 Multi-Status answer's ``errors`` said: ids HubSpot does not hold
+    (``OBJECT_NOT_FOUND``), and every other failure's message."""
+
+    missing: set[str] = field(default_factory=set)
+    other: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, response: Any) -> BatchErrors:
+        found = cls()
+        for error in getattr(response, "errors", None) or []:
+            category = str(getattr(error, "category", "") or "")
+            message = str(getattr(error, "message", "") or category or error)
+            context = getattr(error, "context", None) or {}
+            ids = {str(v) for values in context.values() for v in (values or [])}
+            if category == "OBJECT_NOT_FOUND" or (ids and _NOT_FOUND_WORDING.search(message)):
+                found.missing.update(ids)
+            else:
+                found.other.append(message)
+        return found
+
+    def raise_other(self, action: str) -> None:
+        """Failures other than missing ids: retried (the whole job is idempotent)."""
+        if self.other:
+            raise RetryableError(
+                f"{action}: HubSpot answered 207 with errors: {'; '.join(self.other)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -277,6 +326,7 @@ class HubSpotApi:
         self._batch = crm.objects.batch_api
         self._search = crm.objects.search_api
         self._assoc_batch = crm.associations.v4.batch_api
+        self._assoc_basic = crm.associations.v4.basic_api
         self._properties = crm.properties.core_api
         self._groups = crm.properties.groups_api
         self._pipelines = crm.pipelines.pipelines_api
@@ -348,6 +398,7 @@ class HubSpotApi:
             self._batch,
             self._search,
             self._assoc_batch,
+            self._assoc_basic,
             self._properties,
             self._groups,
             self._pipelines,
@@ -363,8 +414,10 @@ class HubSpotApi:
     ) -> dict[str, str]:
         """Batch upsert by a unique property (100 per call); returns each key's HubSpot id.
 
-        Keys must be distinct. A 409 (a concurrent writer created the same key)
-        is success when HubSpot names the existing id; otherwise the job retries.
+        Keys must be distinct. A unique-value conflict (a concurrent writer created
+        the same key, in any of HubSpot's shapes) is resolved by reading the objects
+        by ``id_property`` and updating them by id; keys HubSpot answers no id for
+        (207) are retried with the job.
         """
         ids: dict[str, str] = {}
         for chunk in chunks(items):
@@ -372,7 +425,12 @@ class HubSpotApi:
         return ids
 
     def _upsert(
-        self, object_type: str, id_property: str, items: Sequence[tuple[str, Mapping[str, str]]]
+        self,
+        object_type: str,
+        id_property: str,
+        items: Sequence[tuple[str, Mapping[str, str]]],
+        *,
+        resolving: bool = False,
     ) -> dict[str, str]:
         inputs = [
             SimplePublicObjectBatchInputUpsert(
@@ -380,30 +438,87 @@ class HubSpotApi:
             )
             for key, props in items
         ]
+        action = f"upsert {object_type}"
         try:
             response = self._call(
-                f"upsert {object_type}",
+                action,
                 self._batch.upsert,
                 object_type,
                 BatchInputSimplePublicObjectBatchInputUpsert(inputs=inputs),
             )
         except HubSpotConflict as conflict:
-            if conflict.existing_id is not None and len(items) == 1:
-                return {items[0][0]: conflict.existing_id}
-            raise RetryableError(f"{conflict}; will look it up on retry") from conflict
+            if resolving:
+                raise RetryableError(f"{conflict}; still conflicting after a read") from conflict
+            return self._resolve_conflict(object_type, id_property, items, conflict)
         ids: dict[str, str] = {}
-        keys = {key.lower(): key for key, _ in items}
+        keys = {_fold(id_property, key): key for key, _ in items}
         for result in response.results or []:
             value = (result.properties or {}).get(id_property)
-            key = keys.get(str(value).lower()) if value is not None else None
+            key = keys.get(_fold(id_property, str(value))) if value is not None else None
             if key is None and len(items) == 1:
                 key = items[0][0]
             if key is not None:
                 ids[key] = str(result.id)
+        errors = BatchErrors.of(response)
         missing = [key for key, _ in items if key not in ids]
         if missing:
-            raise RetryableError(f"upsert {object_type}: no id returned for {missing}")
+            detail = f": {'; '.join(errors.other)}" if errors.other else ""
+            raise RetryableError(f"{action}: no id returned for {missing}{detail}")
         return ids
+
+    def _resolve_conflict(
+        self,
+        object_type: str,
+        id_property: str,
+        items: Sequence[tuple[str, Mapping[str, str]]],
+        conflict: HubSpotConflict,
+    ) -> dict[str, str]:
+        """Ids for ``items`` after HubSpot refused a unique value: the objects that hold
+        them are read by ``id_property`` and updated by id; the rest upserted once more."""
+        log.info("%s; reading %d key(s) by %s", conflict, len(items), id_property)
+        found = self.read_by_unique(object_type, id_property, [key for key, _ in items])
+        ids = {key: hit.id for key, hit in found.items()}
+        gone = self.batch_update(
+            object_type, [(ids[key], props) for key, props in items if key in ids]
+        )
+        if gone:
+            raise RetryableError(f"upsert {object_type}: {sorted(gone)} vanished while resolved")
+        rest = [(key, props) for key, props in items if key not in ids]
+        if rest:
+            ids.update(self._upsert(object_type, id_property, rest, resolving=True))
+        return ids
+
+    def read_by_unique(
+        self,
+        object_type: str,
+        id_property: str,
+        values: Sequence[str],
+        properties: Sequence[str] = (),
+    ) -> dict[str, Found]:
+        """The live objects whose unique ``id_property`` holds each of ``values``
+        (batch read with ``idProperty``; values HubSpot does not hold are absent)."""
+        wanted = {_fold(id_property, value): value for value in values}
+        found: dict[str, Found] = {}
+        for chunk in chunks(list(wanted.values())):
+            response = self._call(
+                f"batch read {object_type}",
+                self._batch.read,
+                object_type,
+                BatchReadInputSimplePublicObjectId(
+                    inputs=[SimplePublicObjectId(id=value) for value in chunk],
+                    id_property=id_property,
+                    properties=[id_property, *properties],
+                    properties_with_history=[],
+                ),
+                archived=False,
+            )
+            BatchErrors.of(response).raise_other(f"batch read {object_type}")
+            for result in response.results or []:
+                props = dict(result.properties or {})
+                value = wanted.get(_fold(id_property, str(props.get(id_property))))
+                if value is not None:
+                    found[value] = Found(str(result.id), props)
+        return found
 
     def create(
         self,
@@ -461,6 +576,13 @@ class HubSpotApi:
                 key = (result.properties or {}).get(key_property)
                 if key is not None:
                     ids[str(key)] = str(result.id)
+            errors = BatchErrors.of(response)
+            if errors.missing or errors.other:
+                log.warning(
+                    "batch create %s: HubSpot answered 207: %s",
+                    object_type,
+                    "; ".join(errors.other) or sorted(errors.missing),
+                )
         return ids
 
     def update(self, object_type: str, object_id: str, properties: Mapping[str, str]) -> None:
@@ -474,18 +596,52 @@ class HubSpotApi:
 
     def batch_update(
         self, object_type: str, items: Sequence[tuple[str, Mapping[str, str]]]
-    ) -> None:
+    ) -> set[str]:
+        """Update objects by id (100 per call); returns the ids HubSpot does not hold.
+
+        A missing id is read from a 207's ``errors``; should HubSpot refuse the
+        whole batch for it instead (404, or a 400 saying so), each object is
+        updated alone to tell which. Other errors are retried with the job; an id
+        neither updated nor reported is never taken as missing.
+        """
+        missing: set[str] = set()
         for chunk in chunks(items):
+            action = f"batch update {object_type}"
             inputs = [
                 SimplePublicObjectBatchInput(id=object_id, properties=dict(props))
                 for object_id, props in chunk
             ]
-            self._call(
-                f"batch update {object_type}",
-                self._batch.update,
-                object_type,
-                BatchInputSimplePublicObjectBatchInput(inputs=inputs),
-            )
+            try:
+                response = self._call(
+                    action,
+                    self._batch.update,
+                    object_type,
+                    BatchInputSimplePublicObjectBatchInput(inputs=inputs),
+                )
+            except (HubSpotNotFound, CrmValidationError) as exc:
+                if isinstance(exc, CrmValidationError) and not _NOT_FOUND_WORDING.search(str(exc)):
+                    raise
+                missing.update(self._update_each(object_type, chunk))
+                continue
+            errors = BatchErrors.of(response)
+            errors.raise_other(action)
+            done = {str(result.id) for result in response.results or []}
+            unknown = {object_id for object_id, _ in chunk} - done - errors.missing
+            if unknown:
+                raise RetryableError(f"{action}: no answer for {sorted(unknown)}")
+            missing.update(errors.missing)
+        return missing
+
+    def _update_each(
+        self, object_type: str, items: Sequence[tuple[str, Mapping[str, str]]]
+    ) -> set[str]:
+        missing: set[str] = set()
+        for object_id, props in items:
+            try:
+                self.update(object_type, object_id, props)
+            except HubSpotNotFound:
+                missing.add(object_id)
+        return missing
 
     def batch_read(
         self, object_type: str, ids: Sequence[str], properties: Sequence[str]
@@ -504,9 +660,35 @@ class HubSpotApi:
                 ),
                 archived=False,
             )
+            BatchErrors.of(response).raise_other(f"batch read {object_type}")
             for result in response.results or []:
                 found[str(result.id)] = Found(str(result.id), dict(result.properties or {}))
         return found
+
+    def associated_ids(self, from_type: str, from_id: str, to_type: str) -> list[str]:
+        """Ids of the ``to_type`` objects associated with one object (v4, paged by 500).
+
+        Association reads come from HubSpot's object store, not its search index,
+        so an object created with inline associations is listed at once.
+        """
+        ids: list[str] = []
+        after: str | None = None
+        while True:
+            paging: dict[str, Any] = {"after": after} if after else {}
+            page = self._call(
+                f"list associations {from_type}->{to_type}",
+                self._assoc_basic.get_page,
+                from_type,
+                from_id,
+                to_type,
+                limit=500,
+                **paging,
+            )
+            ids.extend(str(result.to_object_id) for result in page.results or [])
+            following = getattr(getattr(page, "paging", None), "next", None)
+            after = getattr(following, "after", None)
+            if not after:
+                return ids
 
     def search_ids(self, object_type: str, prop: str, value: str) -> list[str]:
         """Ids of the objects whose ``prop`` equals ``value`` (search lags writes)."""
@@ -542,13 +724,18 @@ class HubSpotApi:
                 )
                 for from_id, to_id, type_id in chunk
             ]
-            self._call(
-                f"batch associate {from_type}->{to_type}",
+            action = f"batch associate {from_type}->{to_type}"
+            response = self._call(
+                action,
                 self._assoc_batch.create,
                 from_type,
                 to_type,
                 BatchInputPublicAssociationMultiPost(inputs=inputs),
             )
+            errors = BatchErrors.of(response)
+            if errors.missing:
+                errors.other.append(f"objects not found: {sorted(errors.missing)}")
+            errors.raise_other(action)
 
     # --- schema (``hubspot setup``) ---------------------------------------
 
