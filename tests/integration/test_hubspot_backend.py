@@ -149,7 +149,7 @@ def test_booking_lands_as_contact_company_deal_meeting_and_tasks(hs: Harness) ->
     props = meeting["properties"]
     assert props["hs_meeting_title"] == "workshop - Scheduled"
     assert props["hs_meeting_outcome"] == "SCHEDULED"
-    assert props["hs_meeting_external_url"] == "https://meet.example/x"
+    assert props["hs_meeting_location"] == "https://meet.example/x"
     assert "Företag: Acme AB" in props["hs_meeting_body"]
     start = datetime(2027, 2, 15, 10, 0, tzinfo=UTC)
     for name, expected in (
@@ -385,16 +385,19 @@ def test_server_errors_are_retried(hs: Harness) -> None:
     assert _counts(hs.fake)["deals"] == 1
 
 
-def test_deal_create_after_a_lost_answer_falls_back_to_upsert(hs: Harness) -> None:
-    """A deal created but its answer lost: the retried create gets 409 and upserts; one deal."""
+def test_deal_create_after_a_lost_answer_reads_the_deal_by_its_key(hs: Harness) -> None:
+    """A deal created but its answer lost: the retried create gets 409, the deal is read by
+    its lead key and updated by id; one deal."""
     hs.fake.crash_after_commit("/crm/v3/objects/deals", method="POST")
     result, error = hs.sync()
     assert error is None
     assert result is not None
     assert hs.api.calls["create deals"] == 2
-    # The fallback upsert leaves the stage alone (it may not be ours to set); the
-    # stage step, not knowing what the lost create wrote, sets it once more.
-    assert hs.api.calls["upsert deals"] == 2
+    assert hs.api.calls["batch read deals"] == 1
+    # The update leaves the stage alone (it may not be ours to set); the stage step,
+    # not knowing what the lost create wrote, sets it once more.
+    assert hs.api.calls["batch update deals"] == 2
+    assert hs.api.calls["upsert deals"] == 0
     assert _counts(hs.fake)["deals"] == 1
     deal = hs.fake.objects("deals")[0]
     assert result.lead.id == deal["id"]
@@ -441,22 +444,19 @@ def test_unknown_stage_is_a_mapping_error(hs: Harness) -> None:
 
 
 def test_crash_after_meeting_create_then_retry_makes_exactly_one_meeting(hs: Harness) -> None:
-    """A meeting created but unanswered is found by search on retry, not created again."""
-    hs.fake.configure(search_lag=30.0)
+    """A meeting created but unanswered is found on retry through its deal's associations,
+    while search still lags, and is not created again."""
+    hs.fake.configure(search_lag=300.0)
     hs.fake.crash_after_commit("/crm/v3/objects/meetings", method="POST")
     _, error = hs.sync()
     assert isinstance(error, RetryableError)
     assert len(hs.fake.objects("meetings")) == 1
     assert hs.api.calls["create meetings"] == 1  # a create is never blindly retried
 
-    # Search does not show it yet and the intent is fresh: wait rather than create.
-    _, error = hs.sync()
-    assert isinstance(error, RetryableError)
-    assert "search" in str(error)
-
-    hs.fake.flush_search_index()
     result, error = hs.sync()
     assert error is None
+    assert hs.api.calls["list associations deals->meetings"] == 1
+    assert hs.api.calls["search meetings"] == 0
     assert result is not None
     meetings = hs.fake.objects("meetings")
     assert len(meetings) == 1
@@ -728,7 +728,9 @@ def test_worker_killed_during_meeting_create_leaves_one_meeting(
     finally:
         engine.dispose()
     assert counts["synced"] == 1, counts
-    assert fake.calls["POST /crm/v3/objects/meetings/search"] == 1  # reconciled by search
+    # Reconciled through the deal's associations, not the search index.
+    assert fake.calls["GET /crm/v4/objects/deals/{id}/associations/meetings"] == 1
+    assert fake.calls["POST /crm/v3/objects/meetings/search"] == 0
     assert fake.calls["POST /crm/v3/objects/meetings"] == 1  # created once
     assert _counts(fake) == {"contacts": 1, "companies": 1, "deals": 1, "meetings": 1, "tasks": 2}
     meeting = fake.objects("meetings")[0]

@@ -82,7 +82,6 @@ from adapter.backends.hubspot import store
 from adapter.backends.hubspot.client import (
     HubSpotApi,
     HubSpotConflict,
-    HubSpotNotFound,
     HubSpotUnreachable,
 )
 from adapter.backends.hubspot.locks import DealLocks
@@ -172,6 +171,8 @@ class _Bookkeeping:
 
     rows: list[tuple[str, str, str, dict[str, str | None]]] = field(default_factory=list)
     created_stage: str | None = None  # the stage id this job's deal was created with
+    deleted: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(kind, key) -> the id HubSpot no longer holds: a record someone deleted there."""
 
     def add(self, object_type: str, key: str, hubspot_id: str, **fields: str | None) -> None:
         self.rows.append((object_type, key, hubspot_id, fields))
@@ -219,6 +220,7 @@ class HubSpotBackend:
         *,
         clock: Callable[[], datetime] = utcnow,
         search_lag_seconds: float = DEFAULT_SEARCH_LAG,
+        on_reconcile: Callable[[str], None] | None = None,
     ) -> None:
         self.api = api
         self._engine = engine
@@ -227,6 +229,7 @@ class HubSpotBackend:
         self._hubspot = hubspot
         self._clock = clock
         self._lag = timedelta(seconds=search_lag_seconds)
+        self._on_reconcile = on_reconcile
         self._deal_locks = DealLocks(engine)
 
     # --- CrmBackend -------------------------------------------------------
@@ -289,6 +292,8 @@ class HubSpotBackend:
                                 store.save(
                                     conn, kind, key, now, hubspot_id=hubspot_id, fields=fields
                                 )
+                            for (kind, key), gone in book.deleted.items():
+                                store.mark_deleted(conn, kind, key, gone, now)
                             settle(conn, job, result)
                     except LeaseLost:
                         continue  # another worker owns the event now; HubSpot writes are idempotent
@@ -316,6 +321,12 @@ class HubSpotBackend:
             for kind, key, hubspot_id, _fields in book.rows
             if kind == "deal"
         }
+        left = {
+            key
+            for _, book in done
+            for (kind, key), gone_id in book.deleted.items()
+            if kind == "deal" and deal_ids.get(key) == gone_id
+        }
         with self._reader.connect() as conn:
             rows = {key: store.get(conn, "deal", key) for key in deals}
             recorded = {key: store.statuses_for_lead(conn, "meeting", key) for key in deals}
@@ -325,13 +336,20 @@ class HubSpotBackend:
             outcomes = {**recorded[key], **{p.booking_id: p.meeting.outcome for p in group}}
             stage = _stage_id(config, derive_stage(_newest(group).lead, outcomes.values()))
             row = rows[key]
-            # A recorded stage was written under this lock, after any create of the deal.
-            current = row.status if row is not None and row.status else created.get(key)
+            # This job's create set the stage; else the recorded one was written
+            # under this lock, after any create of the deal.
+            current = created.get(key) or (row.status if row is not None else None)
+            if key in left:
+                continue  # deleted in HubSpot for a booking no longer live: stays deleted
             if current != stage:
-                changes.append((key, {"pipeline": config.pipeline, "dealstage": stage}))
+                changes.append((deal_ids[key], {"pipeline": config.pipeline, "dealstage": stage}))
             holds[key] = stage
-        if changes:
-            self.api.upsert(DEALS, LEAD_KEY, changes)
+        gone = self.api.batch_update(DEALS, changes) if changes else set()
+        if gone:
+            raise RetryableError(
+                f"deals {sorted(gone)} were deleted in HubSpot while their stage was set; "
+                "the next attempt recreates them"
+            )
         with self._engine.begin() as conn:
             now = self._clock()
             for key, stage in holds.items():
@@ -358,62 +376,63 @@ class HubSpotBackend:
         def link(from_type: str, to_type: str, from_id: str, to_id: str, type_id: int) -> None:
             links.setdefault((from_type, to_type), set()).add((from_id, to_id, type_id))
 
+        def note(kind: str, key: str, gone: str) -> None:
+            for plan, book in zip(plans, books, strict=True):
+                if _key_of(kind, plan) == key:
+                    book.deleted[(kind, key)] = gone
+
         companies = _group(plans, lambda p: p.company.name_key if p.company else None)
         company_tags = {
             key: _tags(group, "company", known.companies.get(key))
             for key, group in companies.items()
         }
-        company_ids = (
-            self.api.upsert(
-                COMPANIES,
-                COMPANY_KEY,
-                [
-                    (key, {"name": _company(group).name, tags: company_tags[key]})
-                    for key, group in companies.items()
-                ],
-            )
-            if companies
-            else {}
+        company_ids = self._shared(
+            COMPANIES,
+            "company",
+            COMPANY_KEY,
+            {
+                key: {"name": _company(group).name, tags: company_tags[key]}
+                for key, group in companies.items()
+            },
+            companies,
+            known.companies,
+            note,
         )
 
         contacts = _group(plans, lambda p: p.contact.email_key)
         contact_tags = {
             key: _tags(group, "contact", known.contacts.get(key)) for key, group in contacts.items()
         }
-        contact_ids = self.api.upsert(
+        contact_ids = self._shared(
             CONTACTS,
+            "contact",
             "email",
-            [
-                (key, _contact_properties(group, tags, contact_tags[key]))
+            {
+                key: _contact_properties(group, tags, contact_tags[key])
                 for key, group in contacts.items()
-            ],
+            },
+            contacts,
+            known.contacts,
+            note,
         )
 
         deals = _group(plans, lambda p: p.lead.lead_key)
         deal_tags = {
             key: _tags(group, "lead", known.deals.get(key)) for key, group in deals.items()
         }
-        deal_props: list[tuple[str, Mapping[str, str]]] = []
-        first_stages: dict[str, str] = {}
+        deal_props: dict[str, Mapping[str, str]] = {}
+        stages: dict[str, str] = {}
         for key, group in deals.items():
             lead = _newest(group).lead
-            row = known.deals.get(key)
-            if row is None or row.hubspot_id is None:
-                # A new deal needs a stage to be created with; ``_set_stages`` corrects it.
-                outcomes = {**known.outcomes.get(key, {})}
-                outcomes.update({plan.booking_id: plan.meeting.outcome for plan in group})
-                first_stages[key] = _stage_id(config, derive_stage(lead, outcomes.values()))
-            deal_props.append(
-                (
-                    key,
-                    {
-                        "dealname": lead.title,
-                        "amount": str(lead.estimated_value),
-                        "pipeline": config.pipeline,
-                        tags: deal_tags[key],
-                    },
-                )
-            )
+            # The stage a deal is created (or recreated) with; ``_set_stages`` corrects it.
+            outcomes = {**known.outcomes.get(key, {})}
+            outcomes.update({plan.booking_id: plan.meeting.outcome for plan in group})
+            stages[key] = _stage_id(config, derive_stage(lead, outcomes.values()))
+            deal_props[key] = {
+                "dealname": lead.title,
+                "amount": str(lead.estimated_value),
+                tags: deal_tags[key],
+            }
         deal_targets: dict[str, set[tuple[str, int]]] = {}
         for key, group in deals.items():
             for plan in group:
@@ -421,10 +440,12 @@ class HubSpotBackend:
                 found.add((contact_ids[plan.contact.email_key], DEAL_TO_CONTACT))
                 if plan.company is not None:
                     found.add((company_ids[plan.company.name_key], DEAL_TO_COMPANY_PRIMARY))
-        deal_ids, created_deals = self._deals(deal_props, first_stages, deal_targets)
+        deal_ids, created_deals = self._deals(
+            deal_props, stages, deal_targets, deals, known.deals, note
+        )
         for plan, book in zip(plans, books, strict=True):
             if plan.lead.lead_key in created_deals:
-                book.created_stage = first_stages[plan.lead.lead_key]
+                book.created_stage = stages[plan.lead.lead_key]
 
         ids: list[tuple[str, str | None, str]] = []
         for plan, book in zip(plans, books, strict=True):
@@ -434,7 +455,8 @@ class HubSpotBackend:
             ids.append((contact_id, company_id, deal_id))
             contact_links = _links(company=company_id)
             row = known.contacts[plan.contact.email_key]
-            if company_id is not None and (row is None or row.links != contact_links):
+            changed = row is None or row.links != contact_links or row.hubspot_id != contact_id
+            if company_id is not None and changed:
                 link(CONTACTS, COMPANIES, contact_id, company_id, CONTACT_TO_COMPANY_PRIMARY)
             book.add(
                 "contact",
@@ -484,39 +506,144 @@ class HubSpotBackend:
             results.append((result, books[index]))
         return results
 
+    def _shared(
+        self,
+        object_type: str,
+        kind: str,
+        id_property: str,
+        props: Mapping[str, Mapping[str, str]],
+        groups: Mapping[str, Sequence[BookingPlan]],
+        rows: Mapping[str, store.Row | None],
+        note: Callable[[str, str, str], None],
+    ) -> dict[str, str]:
+        """Contacts or companies by key: upserted by their unique property, which also
+        recreates one deleted in HubSpot, while a booking of theirs is live; otherwise
+        (every booking cancelled or no-show) updated by the id we hold, and one deleted
+        in HubSpot stays deleted (``note``)."""
+        upserts: list[tuple[str, Mapping[str, str]]] = []
+        updates: list[tuple[str, Mapping[str, str]]] = []
+        held: dict[str, str] = {}
+        for key, values in props.items():
+            row = rows.get(key)
+            if row is not None and row.hubspot_id and not any(map(_live, groups[key])):
+                held[row.hubspot_id] = key
+                updates.append((row.hubspot_id, values))
+            else:
+                upserts.append((key, values))
+        ids = {key: hubspot_id for hubspot_id, key in held.items()}
+        for gone in self.api.batch_update(object_type, updates) if updates else set():
+            note(kind, held[gone], gone)
+        if upserts:
+            ids.update(self.api.upsert(object_type, id_property, upserts))
+        for key, _ in upserts:
+            row = rows.get(key)
+            if row is not None and row.hubspot_id and row.hubspot_id != ids[key]:
+                log.warning(
+                    "%s %s: HubSpot no longer holds %s (deleted or merged); now %s",
+                    kind,
+                    key,
+                    row.hubspot_id,
+                    ids[key],
+                )
+                note(kind, key, row.hubspot_id)
+        return ids
+
     def _deals(
         self,
-        props: Sequence[tuple[str, Mapping[str, str]]],
-        first_stages: Mapping[str, str],
+        props: Mapping[str, Mapping[str, str]],
+        stages: Mapping[str, str],
         targets: Mapping[str, set[tuple[str, int]]],
+        groups: Mapping[str, Sequence[BookingPlan]],
+        rows: Mapping[str, store.Row | None],
+        note: Callable[[str, str, str], None],
     ) -> tuple[dict[str, str], set[str]]:
-        """Deal ids by lead key, and the keys created here (already associated).
+        """Deal ids by lead key, and the keys created here (with stage and associations).
 
-        Deals we hold no id for (``first_stages``) are created with their stage and
-        associations inline; the rest, and new ones HubSpot already has (409), are
-        upserted without a stage: only ``_set_stages`` changes an existing deal's.
+        A deal we hold an id for is updated by it, without its stage (only
+        ``_set_stages`` changes an existing deal's). One HubSpot no longer holds
+        was deleted there: it is created again while a booking of its is live,
+        else left deleted (``note``). A deal we hold no id for is created with its
+        pipeline, stage and associations inline; its lead key has unique values,
+        so if HubSpot already has it (a lost answer, a concurrent worker), the
+        conflict, in whichever shape, is resolved by reading the key.
         """
-        fresh = [
-            (key, {**values, LEAD_KEY: key, "dealstage": first_stages[key]}, sorted(targets[key]))
-            for key, values in props
-            if key in first_stages
-        ]
         ids: dict[str, str] = {}
+        fresh: list[str] = []
+        updates: list[tuple[str, Mapping[str, str]]] = []
+        held: dict[str, str] = {}
+        for key, values in props.items():
+            row = rows.get(key)
+            if row is not None and row.hubspot_id:
+                held[row.hubspot_id] = key
+                ids[key] = row.hubspot_id
+                updates.append((row.hubspot_id, values))
+            else:
+                fresh.append(key)
+        for gone in self.api.batch_update(DEALS, updates) if updates else set():
+            key = held[gone]
+            note("deal", key, gone)
+            if any(map(_live, groups[key])):
+                log.warning("deal %s: deleted in HubSpot (%s); creating it again", key, gone)
+                del ids[key]
+                fresh.append(key)
+        config = self._hubspot()
+        creates = [
+            (
+                key,
+                {
+                    **props[key],
+                    LEAD_KEY: key,
+                    "pipeline": config.pipeline,
+                    "dealstage": stages[key],
+                },
+                sorted(targets[key]),
+            )
+            for key in fresh
+        ]
+        created = self._create_unique(DEALS, LEAD_KEY, creates)
+        ids.update(created)
+        existing = [key for key in fresh if key not in created]
+        if existing:  # HubSpot had them: found by key, updated like known deals
+            found = self.api.read_by_unique(DEALS, LEAD_KEY, existing)
+            lost = [key for key in existing if key not in found]
+            if lost:
+                raise RetryableError(f"deals {lost}: HubSpot refused them as taken, yet has none")
+            ids.update({key: found[key].id for key in existing})
+            vanished = self.api.batch_update(
+                DEALS, [(found[key].id, props[key]) for key in existing]
+            )
+            if vanished:
+                raise RetryableError(f"deals {sorted(vanished)} vanished while being resolved")
+        return ids, set(created)
+
+    def _create_unique(
+        self,
+        object_type: str,
+        key_property: str,
+        items: Sequence[tuple[str, Mapping[str, str], Sequence[tuple[str, int]]]],
+    ) -> dict[str, str]:
+        """Create objects keyed by a unique-value property; key -> id of those created.
+
+        HubSpot refuses a taken value (409 or 400, ``HubSpotConflict``) and a batch
+        create as a whole, so after a batch conflict each is created alone; the
+        keys it refuses are left out for the caller to read by key.
+        """
+        if not items:
+            return {}
         try:
-            if len(fresh) == 1:
-                key, values, links = fresh[0]
-                ids[key] = self.api.create(DEALS, values, links, unique=True)
-            elif fresh:
-                ids = self.api.batch_create(
-                    DEALS, LEAD_KEY, [(values, links) for _, values, links in fresh], unique=True
-                )
+            if len(items) == 1:
+                key, values, links = items[0]
+                return {key: self.api.create(object_type, values, links, unique=True)}
+            return self.api.batch_create(
+                object_type, key_property, [(v, links) for _, v, links in items], unique=True
+            )
         except HubSpotConflict:
-            ids = {}  # some exist already: upserted and associated like known deals
-        created = set(ids)
-        rest = [(key, values) for key, values in props if key not in ids]
-        if rest:
-            ids.update(self.api.upsert(DEALS, LEAD_KEY, rest))
-        return ids, created
+            if len(items) == 1:
+                return {}
+        created: dict[str, str] = {}
+        for item in items:
+            created.update(self._create_unique(object_type, key_property, [item]))
+        return created
 
     def _known(self, plans: Sequence[BookingPlan]) -> _Known:
         with self._reader.connect() as conn:
@@ -548,23 +675,73 @@ class HubSpotBackend:
     # --- meetings and tasks: intent, create, reconcile ---------------------
 
     def _reconcile(
-        self, object_type: str, kind: str, key: str, key_property: str, row: store.Row
+        self,
+        object_type: str,
+        kind: str,
+        key: str,
+        key_property: str,
+        row: store.Row,
+        parents: Sequence[tuple[str, str]],
+        children: dict[tuple[str, str], dict[str, str]],
     ) -> str | None:
-        """The id of an interrupted create, found by search; ``None``: create it again.
+        """The id of an interrupted create; ``None``: create it again.
 
-        Raises ``RetryableError`` while search may still be behind the create.
+        Meetings and tasks are created associated with their deal and contact
+        (``parents``), and association reads are not served from the search
+        index: the parents' ``object_type`` associations are listed and their
+        ``key_property`` read, and the object found is adopted. Search is a
+        second check. Only when neither finds it and the intent is older than
+        ``search_lag_seconds`` is the object created again (logged, counted);
+        before that the job is retried. ``children`` caches each parent's
+        listing for the batch.
         """
+        for parent_type, parent_id in parents:
+            listing = children.get((parent_type, parent_id))
+            if listing is None:
+                listing = self._children(parent_type, parent_id, object_type, key_property)
+                children[(parent_type, parent_id)] = listing
+            if key in listing:
+                return self._adopt(kind, key, listing[key], "associations")
         found = self.api.search_ids(object_type, key_property, key)
         if found:
-            hubspot_id = min(found, key=lambda value: (len(value), value))
-            self._save([(kind, key, hubspot_id)], store.CREATED)
-            return hubspot_id
+            return self._adopt(kind, key, _lowest(found), "search")
         if self._clock() - as_utc(row.updated_at) < self._lag:
             raise RetryableError(
-                f"{kind} {key!r}: an earlier create may not be searchable yet; "
-                f"retrying after HubSpot's search lag ({self._lag.total_seconds():.0f}s)"
+                f"{kind} {key!r}: an earlier create is neither associated nor searchable yet; "
+                f"retrying until HubSpot's search lag ({self._lag.total_seconds():.0f}s) has passed"
             )
+        log.warning(
+            "%s %r: an interrupted create is neither associated nor searchable after %.0fs; "
+            "creating it again",
+            kind,
+            key,
+            self._lag.total_seconds(),
+        )
+        self._report("recreated_after_lag")
         return None
+
+    def _children(
+        self, parent_type: str, parent_id: str, object_type: str, key_property: str
+    ) -> dict[str, str]:
+        """``key_property`` value -> id of the parent's associated ``object_type``s."""
+        ids = self.api.associated_ids(parent_type, parent_id, object_type)
+        found = self.api.batch_read(object_type, ids, [key_property]) if ids else {}
+        by_key: dict[str, list[str]] = {}
+        for hit in found.values():
+            value = hit.properties.get(key_property)
+            if value:
+                by_key.setdefault(value, []).append(hit.id)
+        return {value: _lowest(hit_ids) for value, hit_ids in by_key.items()}
+
+    def _adopt(self, kind: str, key: str, hubspot_id: str, how: str) -> str:
+        self._save([(kind, key, hubspot_id)], store.CREATED)
+        log.info("%s %r: an interrupted create found through %s: %s", kind, key, how, hubspot_id)
+        self._report(how)
+        return hubspot_id
+
+    def _report(self, how: str) -> None:
+        if self._on_reconcile is not None:
+            self._on_reconcile(how)
 
     def _create(
         self,
@@ -619,6 +796,7 @@ class HubSpotBackend:
         updates: list[tuple[int, str, Mapping[str, str]]] = []
         creates: list[tuple[int, Mapping[str, str]]] = []
         targets: dict[int, list[tuple[str, int]]] = {}
+        children: dict[tuple[str, str], dict[str, str]] = {}
         for index, plan in enumerate(plans):
             contact_id, company_id, deal_id = ids[index]
             props = _meeting_properties(plan.meeting)
@@ -629,7 +807,10 @@ class HubSpotBackend:
             row = known.meetings[plan.booking_id]
             meeting_id = row.hubspot_id if row else None
             if row is not None and meeting_id is None:
-                meeting_id = self._reconcile(MEETINGS, "meeting", plan.booking_id, BOOKING_ID, row)
+                parents = [(DEALS, deal_id), (CONTACTS, contact_id)]
+                meeting_id = self._reconcile(
+                    MEETINGS, "meeting", plan.booking_id, BOOKING_ID, row, parents, children
+                )
             if meeting_id is None:
                 creates.append((index, props))
             else:
@@ -648,17 +829,20 @@ class HubSpotBackend:
                 lead_key=plan.lead.lead_key,
                 status=plan.meeting.outcome,
             )
-        if len(updates) == 1:
-            index, meeting_id, changes = updates[0]
-            try:
-                self.api.update(MEETINGS, meeting_id, changes)
-            except HubSpotNotFound:
-                # Deleted in HubSpot: the booking still needs its meeting.
+        gone = self.api.batch_update(MEETINGS, [(mid, p) for _, mid, p in updates])
+        for index, meeting_id, changes in updates:
+            if meeting_id not in gone:
+                continue
+            plan = plans[index]
+            books[index].deleted[("meeting", plan.booking_id)] = meeting_id
+            if _live(plan):
+                log.warning(
+                    "meeting %s: deleted in HubSpot (%s); creating it again",
+                    plan.booking_id,
+                    meeting_id,
+                )
                 del meeting_ids[index]
-                self._forget([("meeting", plans[index].booking_id)])
                 creates.append((index, changes))
-        else:
-            self.api.batch_update(MEETINGS, [(mid, props) for _, mid, props in updates])
         created = self._create(
             MEETINGS,
             "meeting",
@@ -686,17 +870,19 @@ class HubSpotBackend:
         ]
         current = self.api.batch_read(TASKS, every, ["hs_task_status"]) if every else {}
 
-        def salesperson_done(row: store.Row) -> bool:
+        def state(row: store.Row) -> str:
+            """``deleted`` in HubSpot, ``done`` by a salesperson, or ``ours`` to write."""
             found = current.get(row.hubspot_id or "")
-            if row.hubspot_id is not None and found is None:
-                return True  # deleted in HubSpot by a person: leave it alone
-            status = found.properties.get("hs_task_status") if found else None
-            return status == COMPLETED and row.status != CANCELLED
+            if found is None:
+                return "deleted"
+            status = found.properties.get("hs_task_status")
+            return "done" if status == COMPLETED and row.status != CANCELLED else "ours"
 
         task_ids: dict[str, str] = {}
         updates: list[tuple[str, Mapping[str, str]]] = []
         creates: list[tuple[str, Mapping[str, str], Sequence[tuple[str, int]]]] = []
         archives: list[tuple[str, str]] = []
+        children: dict[tuple[str, str], dict[str, str]] = {}
         for index, plan in enumerate(plans):
             contact_id, _, deal_id = ids[index]
             targets = [(contact_id, TASK_TO_CONTACT), (deal_id, TASK_TO_DEAL)]
@@ -708,9 +894,19 @@ class HubSpotBackend:
                 row = rows.get(key)
                 task_id = row.hubspot_id if row else None
                 if row is not None and task_id is None:
-                    task_id = self._reconcile(TASKS, "task", key, TASK_KEY, row)
-                    if task_id is not None:
-                        row = None  # found by search: updated like any open task
+                    parents = [(DEALS, deal_id), (CONTACTS, contact_id)]
+                    task_id = self._reconcile(TASKS, "task", key, TASK_KEY, row, parents, children)
+                    row = None  # found: updated like any open task
+                elif row is not None and task_id is not None and state(row) == "deleted":
+                    books[index].deleted[("task", key)] = task_id
+                    if _live(plan) and task.status != CANCELLED:
+                        log.warning(
+                            "task %s: deleted in HubSpot (%s); creating it again", key, task_id
+                        )
+                        task_id = None
+                    else:
+                        task_ids[key] = task_id  # left deleted: the booking no longer needs it
+                        continue
                 if task_id is None:
                     creates.append((key, props, targets))
                     books[index].add(
@@ -718,18 +914,20 @@ class HubSpotBackend:
                     )
                     continue
                 task_ids[key] = task_id
-                if row is not None and salesperson_done(row):
-                    continue
+                if row is not None and state(row) == "done":
+                    continue  # a salesperson completed it: never touched again
                 updates.append((task_id, props))
                 books[index].add(
                     "task", key, task_id, status=task.status, lead_key=plan.lead.lead_key
                 )
             planned = {prefix + task.key for task in plan.tasks}
             for key, row in rows.items():
-                if key in planned or row.hubspot_id is None or salesperson_done(row):
+                if key in planned or row.hubspot_id is None or state(row) != "ours":
                     continue
                 archives.append((key, row.hubspot_id))
-        self.api.batch_update(TASKS, updates)
+        gone = self.api.batch_update(TASKS, updates)
+        if gone:  # deleted since the read above: the next attempt recreates them
+            raise RetryableError(f"tasks {sorted(gone)} were deleted in HubSpot while updated")
         task_ids.update(self._create(TASKS, "task", TASK_KEY, creates))
         for key, task_id in archives:
             self.api.archive(TASKS, task_id)
@@ -741,6 +939,27 @@ class HubSpotBackend:
                 books[index].set_id("task", prefix + task.key, task_ids[prefix + task.key])
             refs.append([_task_ref(task_ids[prefix + task.key], task) for task in plan.tasks])
         return refs
+
+
+def _lowest(ids: Iterable[str]) -> str:
+    """The oldest of several HubSpot ids (ids grow): the one to keep."""
+    return min(ids, key=lambda value: (len(value), value))
+
+
+def _live(plan: BookingPlan) -> bool:
+    """The booking still happens (its newest snapshot is not cancelled or a no-show)."""
+    return plan.meeting.outcome in LIVE_OUTCOMES
+
+
+def _key_of(kind: str, plan: BookingPlan) -> str | None:
+    """The natural key ``plan`` has for a record ``kind`` (shared records)."""
+    if kind == "contact":
+        return plan.contact.email_key
+    if kind == "company":
+        return plan.company.name_key if plan.company else None
+    if kind == "deal":
+        return plan.lead.lead_key
+    return plan.booking_id
 
 
 def _company(group: Sequence[BookingPlan]) -> CompanyPlan:
@@ -786,7 +1005,7 @@ def _meeting_properties(meeting: MeetingPlan) -> dict[str, str]:
         "hs_meeting_end_time": end,
         "hs_meeting_title": meeting.subject,
         "hs_meeting_body": meeting.description,
-        "hs_meeting_external_url": meeting.meeting_url or "",
+        "hs_meeting_location": meeting.meeting_url or "",
         "hs_meeting_outcome": meeting.outcome,
     }
 

@@ -36,6 +36,7 @@ from sqlalchemy import (
     and_,
     delete,
     select,
+    update,
 )
 
 from adapter.backends.local.models import UtcDateTime
@@ -57,6 +58,8 @@ hubspot_objects = Table(
     Column("status", String(32), nullable=True),
     Column("links", String(600), nullable=True),
     Column("tags", String(2000), nullable=True),
+    Column("deleted_id", String(64), nullable=True),
+    Column("deleted_at", UtcDateTime(), nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     UniqueConstraint("object_type", "natural_key", name="uq_hubspot_objects_key"),
@@ -207,6 +210,50 @@ def save(
             set_=values,
         )
     )
+
+
+def mark_deleted(
+    conn: Connection, object_type: str, natural_key: str, deleted_id: str, now: datetime
+) -> None:
+    """Record that HubSpot no longer holds ``deleted_id`` (someone deleted it there);
+    the row's ``hubspot_id`` says whether it was created again."""
+    conn.execute(
+        update(hubspot_objects)
+        .where(_key(object_type, natural_key))
+        .values(deleted_id=deleted_id, deleted_at=now)
+    )
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """A record deleted in HubSpot: created again (``now_id``) or left deleted."""
+
+    object_type: str
+    natural_key: str
+    deleted_id: str
+    now_id: str | None
+    deleted_at: datetime
+
+    @property
+    def recreated(self) -> bool:
+        return bool(self.now_id) and self.now_id != self.deleted_id
+
+
+def deletions(conn: Connection, *, limit: int) -> list[Deletion]:
+    """The ``limit`` latest records found deleted in HubSpot, newest first."""
+    rows = conn.execute(
+        select(
+            hubspot_objects.c.object_type,
+            hubspot_objects.c.natural_key,
+            hubspot_objects.c.deleted_id,
+            hubspot_objects.c.hubspot_id,
+            hubspot_objects.c.deleted_at,
+        )
+        .where(hubspot_objects.c.deleted_id.is_not(None))
+        .order_by(hubspot_objects.c.deleted_at.desc(), hubspot_objects.c.natural_key)
+        .limit(limit)
+    )
+    return [Deletion(*row) for row in rows]
 
 
 def forget(conn: Connection, object_type: str, natural_key: str) -> None:
