@@ -568,26 +568,26 @@ def hubspot_setup(children: Children, env: dict[str, str]) -> None:
 def test_crash_hubspot_backend_loses_nothing_and_doubles_nothing(
     pg: Engine, pg_url: str, children: Children, fake_hubspot: FakeHubSpotProcess
 ) -> None:
-    """1,000 events to the fake HubSpot, 3 workers SIGKILLed 10 times: one object per key.
+    """1,000 events to the fake HubSpot, 3 workers SIGKILLed 10 times, search lagging
+    5 minutes: one object per key, and every booking synced within a minute of the chaos.
 
-    Kills land anywhere, between a meeting's or task's create intent and its
-    id too: such a job waits out the search-lag window (shortened here to 5 s;
-    the fake's index has no lag), finds the object by search, and creates it
-    only if HubSpot never got it.
+    Kills land anywhere, between a meeting's or task's create intent and its id
+    too: the taker finds such an object through its deal's associations (which
+    do not lag like the search index) and adopts it. The lease is 5 s here (60 s
+    by default) so the chaos's takeovers happen within the test; the search-lag
+    window, the last resort for a create that never reached HubSpot, is 20 s.
     """
     started = time.monotonic()
-    # The search-lag window and the lease are 5 s here (60 s by default): a worker
-    # that a loaded machine stalls for longer between a create's intent and the
-    # create, while its lease expires, would be taken over and its create made twice.
-    # A taker waits out the window instead, as in production, with ten times the margin.
     env = hubspot_env(
         pg_url,
         fake_hubspot,
         HUBSPOT_RATE_LIMIT="1000/1s",
-        HUBSPOT_SEARCH_LAG_SECONDS="5",
+        HUBSPOT_SEARCH_LAG_SECONDS="20",
         OUTBOX_LEASE_SECONDS="5",
     )
     hubspot_setup(children, env)
+    # HubSpot bounds its search lag nowhere: let it be five minutes, longer than the test.
+    httpx.post(fake_hubspot.url + "/_fake/config", json={"search_lag": 300}).raise_for_status()
     bodies_by_booking = [
         lifecycle(
             "hs",
@@ -637,6 +637,7 @@ def test_crash_hubspot_backend_loses_nothing_and_doubles_nothing(
         for m in live["meetings"]
     }
     assert outcomes == {key: plan.meeting.outcome for key, plan in plans.items()}
+    logs = children.logs("worker")
     print(
         f"\nSCALE-OUT crash/hubspot: events={sum(counts.values())} kills={chaos.kills} "
         f"lost={lost(counts)} duplicated={duplicated} synced={counts.get('synced', 0)} "
@@ -645,6 +646,9 @@ def test_crash_hubspot_backend_loses_nothing_and_doubles_nothing(
         f"leases_orphaned={chaos.leases_orphaned} "
         f"kills_with_create_intents_open={sum(1 for n in intents_at_kills if n)} "
         f"retries={retries_logged(children.logs('worker'))} "
+        f"adopted_by_associations={logs.count('found through associations')} "
+        f"adopted_by_search={logs.count('found through search')} "
+        f"recreated_after_lag={logs.count('creating it again')} "
         f"hubspot_calls={state['total_calls']} drain_after_chaos={waited:.1f}s "
         f"wall={time.monotonic() - started:.1f}s"
     )
@@ -652,6 +656,7 @@ def test_crash_hubspot_backend_loses_nothing_and_doubles_nothing(
     assert lost(counts) == 0, counts
     assert duplicated == 0
     assert chaos.kills >= 5, "the drain ended before the chaos could start"
+    assert waited < 60, "bookings waited on the search index"
 
 
 def test_worker_processes_share_the_portal_rate_limit(

@@ -807,3 +807,256 @@ def test_a_later_booking_adds_its_tags_instead_of_replacing_them(hs: Harness) ->
         "bookme",
         "workshop",
     }
+
+
+# --- HubSpot as it really answers (issue 11) ---------------------------------------------
+
+LEAD_KEY = "company:acme ab|workshop"
+TAKEN_400 = {
+    "status": "error",
+    "message": 'Property values were not valid: [{"isValid":false,"message":'
+    '"bookme_lead_key already has that value","error":"INVALID_VALUE","name":"bookme_lead_key"}]',
+    "category": "VALIDATION_ERROR",
+}
+TAKEN_409_NO_ID = {"status": "error", "message": "Object already exists", "category": "CONFLICT"}
+
+
+def _existing_deal(hs: Harness) -> str:
+    """A deal someone made in HubSpot with the lead key our booking will use."""
+    return hs.api.create(
+        "deals",
+        {
+            "dealname": "made by hand",
+            "pipeline": "default",
+            "dealstage": "appointmentscheduled",
+            "bookme_lead_key": LEAD_KEY,
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [None, (409, TAKEN_409_NO_ID), (400, TAKEN_400)],
+    ids=["409-existing-id", "409-without-id", "400-already-has-that-value"],
+)
+def test_a_taken_lead_key_resolves_to_the_existing_deal_in_every_shape(
+    hs: Harness, answer: tuple[int, dict[str, str]] | None
+) -> None:
+    """Whichever way HubSpot refuses a taken unique value, the booking adopts the deal
+    that holds it (read by its key), never dead-letters, never makes a second."""
+    deal_id = _existing_deal(hs)
+    if answer is not None:
+        hs.fake.fail("POST", "/crm/v3/objects/deals", answer[0], body=answer[1])
+    result, error = hs.sync(company="Acme AB")
+    assert error is None
+    assert result is not None
+    assert result.lead.id == deal_id
+    deals = hs.fake.objects("deals")
+    assert [d["id"] for d in deals] == [deal_id]
+    assert deals[0]["properties"]["dealname"] == "workshop - Acme AB"
+    assert hs.fake.associations("deals", deal_id, "contacts")
+    assert hs.api.calls["batch read deals"] == 1
+
+
+@pytest.mark.parametrize(
+    "answer", [(409, TAKEN_409_NO_ID), (400, TAKEN_400)], ids=["409-without-id", "400"]
+)
+def test_a_company_upsert_conflict_resolves_by_reading_the_key(
+    hs: Harness, answer: tuple[int, dict[str, str]]
+) -> None:
+    """A batch upsert refused for a taken company key reads the company by its key and
+    updates it by id, instead of retrying the refused upsert until it dead-letters."""
+    hs.sync(company="Acme AB")
+    (company,) = hs.fake.objects("companies")
+    hs.fake.fail("POST", "/crm/v3/objects/companies/batch/upsert", answer[0], body=answer[1])
+    result, error = hs.sync(
+        bookingId="test-456", email="other@example.com", company="Acme AB", name="Other Person"
+    )
+    assert error is None
+    assert result is not None
+    assert result.company is not None and result.company.id == company["id"]
+    assert len(hs.fake.objects("companies")) == 1
+
+
+def test_a_deal_deleted_in_hubspot_comes_back_with_pipeline_and_stage(hs: Harness) -> None:
+    """A deal a salesperson deleted is created again on the booking's next event, with
+    the pipeline and stage HubSpot requires of a new deal, and its associations."""
+    first, _ = hs.sync(company="Acme AB")
+    assert first is not None
+    hs.api.archive("deals", first.lead.id)
+    moved, error = hs.sync(
+        company="Acme AB", event="booking.rescheduled", updatedAt="2026-12-01T00:00:00Z"
+    )
+    assert error is None
+    assert moved is not None
+    assert moved.lead.id != first.lead.id
+    deal = hs.one("deals", bookme_lead_key=LEAD_KEY)
+    assert deal["id"] == moved.lead.id
+    assert deal["properties"]["pipeline"] == "default"
+    assert deal["properties"]["dealstage"] == "appointmentscheduled"
+    assert deal["properties"]["dealname"] == "workshop - Acme AB"
+    assert hs.fake.associations("deals", deal["id"], "contacts")
+    assert hs.fake.associations("deals", deal["id"], "companies")
+    meeting = hs.one("meetings", bookme_booking_id="test-123")
+    assert _live_links(hs, "meetings", meeting["id"], "deals") == {deal["id"]: [212]}
+
+
+def _live_links(hs: Harness, from_type: str, from_id: str, to_type: str) -> dict[str, list[int]]:
+    """Associations to records that still exist (HubSpot hides those to deleted ones)."""
+    return {
+        to_id: types
+        for to_id, types in hs.fake.associations(from_type, from_id, to_type)
+        if hs.fake.get(to_type, to_id) is not None
+    }
+
+
+def _deleted_rows(engine: Engine) -> dict[tuple[str, str], bool]:
+    from adapter.backends.hubspot import store
+
+    with engine.connect() as conn:
+        return {
+            (d.object_type, d.natural_key): d.recreated for d in store.deletions(conn, limit=100)
+        }
+
+
+def test_every_record_deleted_in_hubspot_is_recreated_while_the_booking_is_live(
+    hs: Harness, engine: Engine
+) -> None:
+    """Contact, company, deal, meeting and tasks deleted in HubSpot all come back, once,
+    on the booking's next event, associated again; each deletion is recorded."""
+    first, _ = hs.sync(company="Acme AB")
+    assert first is not None and first.company is not None
+    for kind, object_id in [
+        ("contacts", first.contact.id),
+        ("companies", first.company.id),
+        ("deals", first.lead.id),
+        ("meetings", first.activity.id),
+        *[("tasks", task.id) for task in first.tasks],
+    ]:
+        hs.api.archive(kind, object_id)
+    again, error = hs.sync(
+        company="Acme AB", event="booking.rescheduled", updatedAt="2026-12-01T00:00:00Z"
+    )
+    assert error is None
+    assert again is not None
+    assert _counts(hs.fake) == {
+        "contacts": 1,
+        "companies": 1,
+        "deals": 1,
+        "meetings": 1,
+        "tasks": 2,
+    }
+    meeting = hs.one("meetings", bookme_booking_id="test-123")
+    assert meeting["id"] == again.activity.id != first.activity.id
+    assert _live_links(hs, "meetings", meeting["id"], "contacts") == {again.contact.id: [200]}
+    assert _live_links(hs, "contacts", again.contact.id, "companies")
+    for task in hs.fake.objects("tasks"):
+        assert _live_links(hs, "tasks", task["id"], "deals") == {again.lead.id: [216]}
+    assert _deleted_rows(engine) == {
+        ("contact", "test@example.com"): True,
+        ("company", "acme ab"): True,
+        ("deal", LEAD_KEY): True,
+        ("meeting", "test-123"): True,
+        ("task", "test-123|follow-up"): True,
+        ("task", "test-123|prep-info"): True,
+    }
+    # Settled: the next event finds everything in place and recreates nothing.
+    hs.sync(company="Acme AB", event="booking.updated", updatedAt="2026-12-02T00:00:00Z")
+    assert _counts(hs.fake)["meetings"] == 1
+    assert _counts(hs.fake)["tasks"] == 2
+
+
+def test_records_deleted_for_a_cancelled_booking_stay_deleted(hs: Harness, engine: Engine) -> None:
+    """A booking that is no longer live does not bring back what a salesperson deleted;
+    the deletion is recorded as left deleted, and the event still syncs."""
+    first, _ = hs.sync()
+    assert first is not None
+    task = hs.fake.get("tasks", first.tasks[0].id)
+    assert task is not None
+    hs.api.archive("meetings", first.activity.id)
+    hs.api.archive("tasks", task["id"])
+    _, error = hs.sync(event="booking.cancelled", updatedAt="2026-12-01T00:00:00Z")
+    assert error is None
+    assert _counts(hs.fake)["meetings"] == 0
+    assert _counts(hs.fake)["tasks"] == 1
+    assert _deleted_rows(engine) == {
+        ("meeting", "test-123"): False,
+        ("task", task["properties"]["bookme_task_key"]): False,
+    }
+
+
+def test_the_batch_path_recreates_deleted_meetings_as_the_single_path_does(
+    hs: Harness,
+) -> None:
+    """Two bookings in one batch, both meetings deleted in HubSpot: the 207 of the batch
+    update names them and both are created again, as one booking alone would be."""
+    jobs = []
+    for index in range(2):
+        body = seed_booking(bookingId=f"b-{index}", email=f"p{index}@example.com")
+        plan = plan_booking(parse_booking(body), hs.mapping, now=NOW)
+        jobs.append(SyncJob(f"evt-a{index}", plan.booking_id, "lease", plan))
+    assert hs.backend.apply(jobs, lambda *_: None) == {}
+    for meeting in hs.fake.objects("meetings"):
+        hs.api.archive("meetings", meeting["id"])
+    hs.api.calls.clear()
+    again = [SyncJob(f"evt-b{i}", job.booking_id, "lease", job.plan) for i, job in enumerate(jobs)]
+    assert hs.backend.apply(again, lambda *_: None) == {}
+    assert hs.api.calls["batch update meetings"] == 1
+    assert hs.api.calls["update meetings"] == 0  # one batch call, not a per-job fallback
+    assert sorted(m["properties"]["bookme_booking_id"] for m in hs.fake.objects("meetings")) == [
+        "b-0",
+        "b-1",
+    ]
+
+
+def test_a_207_on_associations_is_retried_not_recorded_as_done(hs: Harness) -> None:
+    """An association batch answered 207 with errors fails the job (retried); the links
+    are not recorded as made, so the retry makes them."""
+    hs.sync(company="Acme AB")
+    hs.fake.fail(
+        "POST",
+        "/crm/v4/associations/deals/contacts/batch/create",
+        207,
+        body={
+            "status": "COMPLETE",
+            "results": [],
+            "numErrors": 1,
+            "errors": [
+                {
+                    "status": "error",
+                    "category": "VALIDATION_ERROR",
+                    "message": "Association could not be created",
+                    "context": {},
+                }
+            ],
+            "startedAt": "2026-11-29T10:00:00Z",
+            "completedAt": "2026-11-29T10:00:00Z",
+        },
+    )
+    second = {"bookingId": "test-456", "email": "other@example.com", "company": "Acme AB"}
+    _, error = hs.sync(**second)
+    assert isinstance(error, RetryableError)
+    assert "207" in str(error)
+    result, error = hs.sync(**second)
+    assert error is None
+    assert result is not None
+    assert result.contact.id in dict(hs.fake.associations("deals", result.lead.id, "contacts"))
+
+
+def test_an_interrupted_task_create_is_found_through_the_deal_with_search_lagging(
+    hs: Harness,
+) -> None:
+    """Tasks created but unanswered, search five minutes behind: the retry lists the
+    deal's tasks and adopts them; none is created twice and search is not needed."""
+    hs.fake.configure(search_lag=300.0)
+    hs.fake.crash_after_commit("/crm/v3/objects/tasks/batch/create", method="POST")
+    _, error = hs.sync()
+    assert isinstance(error, RetryableError)
+    assert _counts(hs.fake)["tasks"] == 2
+    result, error = hs.sync()
+    assert error is None
+    assert result is not None
+    assert _counts(hs.fake)["tasks"] == 2
+    assert {t.id for t in result.tasks} == {t["id"] for t in hs.fake.objects("tasks")}
+    assert hs.api.calls["search tasks"] == 0
+    assert hs.api.calls["list associations deals->tasks"] == 1

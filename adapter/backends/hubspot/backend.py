@@ -797,6 +797,7 @@ class HubSpotBackend:
         creates: list[tuple[int, Mapping[str, str]]] = []
         targets: dict[int, list[tuple[str, int]]] = {}
         children: dict[tuple[str, str], dict[str, str]] = {}
+        relink: set[int] = set()
         for index, plan in enumerate(plans):
             contact_id, company_id, deal_id = ids[index]
             props = _meeting_properties(plan.meeting)
@@ -817,10 +818,7 @@ class HubSpotBackend:
                 meeting_ids[index] = meeting_id
                 updates.append((index, meeting_id, props))
                 if row is None or row.links != links:
-                    to_types = {MEETING_TO_CONTACT: CONTACTS, MEETING_TO_DEAL: DEALS}
-                    for to_id, type_id in targets[index]:
-                        to_type = to_types.get(type_id, COMPANIES)
-                        link(MEETINGS, to_type, meeting_id, to_id, type_id)
+                    relink.add(index)
             books[index].add(
                 "meeting",
                 plan.booking_id,
@@ -832,6 +830,11 @@ class HubSpotBackend:
         gone = self.api.batch_update(MEETINGS, [(mid, p) for _, mid, p in updates])
         for index, meeting_id, changes in updates:
             if meeting_id not in gone:
+                if index in relink:
+                    to_types = {MEETING_TO_CONTACT: CONTACTS, MEETING_TO_DEAL: DEALS}
+                    for to_id, type_id in targets[index]:
+                        to_type = to_types.get(type_id, COMPANIES)
+                        link(MEETINGS, to_type, meeting_id, to_id, type_id)
                 continue
             plan = plans[index]
             books[index].deleted[("meeting", plan.booking_id)] = meeting_id
