@@ -365,10 +365,12 @@ def sync_health(request: Request, services: ServicesDep) -> Response:
         problems = {state: store.list(state, limit=EVENT_LIMIT) for state in REPLAYABLE}
         recent = store.list(limit=EVENT_LIMIT)
         bookings: list[hubspot_store.BookingRecords] = []
+        deletions: list[hubspot_store.Deletion] = []
         if settings.crm_backend == "hubspot":
             reads = services.engine.execution_options(sqlite_begin="DEFERRED")
             with reads.connect() as conn:
                 bookings = hubspot_store.recent_bookings(conn, limit=EVENT_LIMIT)
+                deletions = hubspot_store.deletions(conn, limit=EVENT_LIMIT)
     except SQLAlchemyError as exc:
         return _unreadable(page, exc)
     portal = settings.hubspot_portal_id
@@ -385,6 +387,7 @@ def sync_health(request: Request, services: ServicesDep) -> Response:
         quarantined=problems[QUARANTINED],
         recent=recent,
         bookings=bookings,
+        deletions=deletions,
         portal=portal,
         hubspot_link=hubspot_link,
     )

@@ -874,7 +874,8 @@ def test_a_company_upsert_conflict_resolves_by_reading_the_key(
     )
     assert error is None
     assert result is not None
-    assert result.company is not None and result.company.id == company["id"]
+    assert result.company is not None
+    assert result.company.id == company["id"]
     assert len(hs.fake.objects("companies")) == 1
 
 
@@ -925,7 +926,8 @@ def test_every_record_deleted_in_hubspot_is_recreated_while_the_booking_is_live(
     """Contact, company, deal, meeting and tasks deleted in HubSpot all come back, once,
     on the booking's next event, associated again; each deletion is recorded."""
     first, _ = hs.sync(company="Acme AB")
-    assert first is not None and first.company is not None
+    assert first is not None
+    assert first.company is not None
     for kind, object_id in [
         ("contacts", first.contact.id),
         ("companies", first.company.id),
@@ -1060,3 +1062,42 @@ def test_an_interrupted_task_create_is_found_through_the_deal_with_search_laggin
     assert {t.id for t in result.tasks} == {t["id"] for t in hs.fake.objects("tasks")}
     assert hs.api.calls["search tasks"] == 0
     assert hs.api.calls["list associations deals->tasks"] == 1
+
+
+def test_the_sync_page_says_what_was_deleted_in_hubspot_and_recreated(
+    fake: FakeHubSpot, make_settings: Callable[..., Settings]
+) -> None:
+    """A meeting deleted in HubSpot and created again on the next event is listed on the
+    dashboard's sync page with its old and new ids."""
+    from fastapi.testclient import TestClient
+
+    from adapter.api.app import create_app
+    from adapter.services import build_services
+    from tests.integration.test_dashboard import log_in
+
+    settings = make_settings(
+        crm_backend="hubspot", hubspot_access_token=fake.token, hubspot_base_url=fake.url
+    )
+    services = build_services(settings)
+    headers = {"X-Webhook-Secret": WEBHOOK_SECRET}
+    try:
+        assert isinstance(services.backend, HubSpotBackend)
+        assert run_setup(services.backend.api, load_mapping(DEFAULT_MAPPING)).ok
+        app = create_app(services=services, embedded_workers=1)
+        with TestClient(app, base_url="https://testserver") as client:
+            first = client.post("/api/bookings/incoming", json=seed_booking(), headers=headers)
+            old_id = first.json()["activity"]["id"]
+            services.backend.api.archive("meetings", old_id)
+            moved = seed_booking(event="booking.rescheduled", updatedAt="2026-12-01T00:00:00Z")
+            again = client.post("/api/bookings/incoming", json=moved, headers=headers)
+            new_id = again.json()["activity"]["id"]
+            log_in(client)
+            page = client.get("/ui/sync").text
+    finally:
+        services.close()
+    assert new_id != old_id
+    assert "Deleted in HubSpot" in page
+    listed = page[page.index('id="deleted-list"') :]
+    assert f"{old_id} deleted" in listed
+    assert "created again as" in listed
+    assert new_id in listed
