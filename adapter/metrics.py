@@ -65,5 +65,12 @@ class Metrics:
             ["backend", "status"],
             registry=self.registry,
         )
+        self.hubspot_reconciled = Counter(
+            "bookme_hubspot_reconciled",
+            "Interrupted HubSpot creates settled, by how: found through associations, "
+            "found through search, or recreated_after_lag (the last resort).",
+            ["how"],
+            registry=self.registry,
+        )
         if store is not None:
             self.registry.register(_OutboxCollector(store))

@@ -67,4 +67,7 @@ def _hubspot(
         engine,
         lambda: mapping().defaults.hubspot,
         search_lag_seconds=settings.hubspot_search_lag_seconds,
+        on_reconcile=(
+            None if metrics is None else lambda how: metrics.hubspot_reconciled.labels(how).inc()
+        ),
     )
