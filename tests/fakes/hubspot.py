@@ -50,7 +50,9 @@ tasks, also as ``contact``/``0-1`` etc.)
   inline ``associations`` on create. Associations are stored both ways (the
   inverse HUBSPOT_DEFINED type id, e.g. 279 <-> 280) and are idempotent;
 - properties and groups (``/crm/v3/properties/{type}[/{name}|/groups[/{name}]]``),
-  deal pipelines (``/crm/v3/pipelines/deals[/{id}[/stages]]``).
+  deal pipelines (``/crm/v3/pipelines/deals[/{id}[/stages]]``);
+- ``GET /account-info/v3/details`` (portal id, ``ui_domain``, ``data_hosting_location``,
+  ``time_zone``: configurable, an EU portal is ``ui_domain="app-eu1.hubspot.com"``).
 
 Errors use HubSpot's bodies: 401 INVALID_AUTHENTICATION; 400 VALIDATION_ERROR
 ("Property values were not valid: [...]" with PROPERTY_DOESNT_EXIST /
@@ -65,7 +67,8 @@ Test controls (no auth, not counted): ``GET /_fake/state``, ``POST /_fake/reset`
 "crash_after_commit", "method": "*", "path": "<glob>", "times": 1, "status": 503,
 "body": ..., "retry_after": 2, "seconds": 0.5}``; ``times: null`` is forever),
 ``DELETE /_fake/faults``, ``POST /_fake/config`` (``search_lag``, ``rate_limit``,
-``rate_window``, ``search_rate_limit``, ``search_window``, ``token``) and
+``rate_window``, ``search_rate_limit``, ``search_window``, ``token``, ``ui_domain``,
+``data_hosting_location``, ``time_zone``) and
 ``POST /_fake/flush-search`` (make every write searchable now).
 """
 
@@ -87,12 +90,13 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+from zoneinfo import ZoneInfo
 
 PORTAL_ID = 1234567
 MAX_BATCH = 100
@@ -624,8 +628,14 @@ class FakeHubSpot:
         search_rate_limit: int | None = 4,
         search_window: float = 1.0,
         state_file: str | os.PathLike[str] | None = None,
+        ui_domain: str = "app.hubspot.com",
+        data_hosting_location: str = "na1",
+        time_zone: str = "US/Eastern",
     ) -> None:
         self.token = token
+        self.ui_domain = ui_domain
+        self.data_hosting_location = data_hosting_location
+        self.time_zone = time_zone
         self.search_lag = search_lag
         self.rate_limit = rate_limit
         self.rate_window = rate_window
@@ -833,6 +843,9 @@ class FakeHubSpot:
             "rate_window": self.rate_window,
             "search_rate_limit": self.search_rate_limit,
             "search_window": self.search_window,
+            "ui_domain": self.ui_domain,
+            "data_hosting_location": self.data_hosting_location,
+            "time_zone": self.time_zone,
         }
 
     def configure(self, **settings: Any) -> None:
@@ -1230,6 +1243,7 @@ class FakeHubSpot:
             ("GET", pipes, self._pipelines_list, False),
             ("GET", pipes + "/" + _SEG, self._pipeline_get, False),
             ("GET", pipes + "/" + _SEG + "/stages", self._pipeline_stages, False),
+            ("GET", "/account-info/v3/details", self._account_info, False),
         ]
         return [(m, re.compile(p), h, mut) for m, p, h, mut in table]
 
@@ -2229,6 +2243,25 @@ class FakeHubSpot:
             if pipeline["id"] == match.group(2):
                 return _Answer(200, {"results": pipeline["stages"]})
         raise _not_found(f"Unable to find pipeline {match.group(2)}")
+
+    def _account_info(self, match: re.Match[str], query: Query, body: Any) -> _Answer:
+        offset = datetime.now(ZoneInfo(self.time_zone)).utcoffset() or timedelta(0)
+        millis = int(offset.total_seconds() * 1000)
+        sign, minutes = ("-" if millis < 0 else "+"), abs(millis) // 60_000
+        return _Answer(
+            200,
+            {
+                "portalId": PORTAL_ID,
+                "accountType": "STANDARD",
+                "timeZone": self.time_zone,
+                "companyCurrency": "USD",
+                "additionalCurrencies": [],
+                "utcOffset": f"{sign}{minutes // 60:02d}:{minutes % 60:02d}",
+                "utcOffsetMilliseconds": millis,
+                "uiDomain": self.ui_domain,
+                "dataHostingLocation": self.data_hosting_location,
+            },
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

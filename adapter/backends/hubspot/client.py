@@ -784,6 +784,52 @@ class HubSpotApi:
         """One cheap authenticated call."""
         self._call("ping", self._basic.get_page, "contacts", limit=1, archived=False)
 
+    def account_info(self) -> AccountInfo:
+        """The portal's id, app host and data centre (``GET /account-info/v3/details``).
+
+        The SDK generates no API for it, so the objects API's client sends it:
+        the same token, host, timeout, budget, retries and error map as every call.
+        """
+        details = self._call(
+            "account info",
+            self._basic.api_client.call_api,
+            "/account-info/v3/details",
+            "GET",
+            header_params={"Accept": "application/json"},
+            auth_settings=["oauth2"],
+            response_types_map={200: "object"},
+            _return_http_data_only=True,
+        )
+        return AccountInfo.of(details)
+
+
+DEFAULT_UI_DOMAIN = "app.hubspot.com"
+"""The HubSpot app's host for portals in the North American data centre."""
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    """The portal as ``GET /account-info/v3/details`` describes it."""
+
+    portal_id: str
+    ui_domain: str
+    """The HubSpot app's host for this portal (``app-eu1.hubspot.com`` in the EU)."""
+    data_hosting_location: str
+    account_type: str
+    time_zone: str
+
+    @classmethod
+    def of(cls, details: Any) -> AccountInfo:
+        if not isinstance(details, Mapping) or details.get("portalId") is None:
+            raise PermanentError(f"account info: unexpected HubSpot response: {details!r:.200}")
+        return cls(
+            portal_id=str(details["portalId"]),
+            ui_domain=str(details.get("uiDomain") or DEFAULT_UI_DOMAIN),
+            data_hosting_location=str(details.get("dataHostingLocation") or "unknown"),
+            account_type=str(details.get("accountType") or "unknown"),
+            time_zone=str(details.get("timeZone") or "unknown"),
+        )
+
 
 def build_api(
     access_token: str,
