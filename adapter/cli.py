@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -29,6 +29,9 @@ from adapter.services import Services, build_services
 from adapter.settings import Settings
 from adapter.timeutil import iso_z, utcnow
 from outbox.store import REPLAYABLE, STATES, OutboxStore
+
+if TYPE_CHECKING:
+    from adapter.backends.hubspot.setup import SetupReport
 
 app = typer.Typer(help="BookMe → CRM integration service.", no_args_is_help=True)
 mappings_app = typer.Typer(help="Validate and try out mapping files.", no_args_is_help=True)
@@ -163,6 +166,7 @@ def serve(
     deadline = settings.worker_shutdown_seconds if shutdown_seconds is None else shutdown_seconds
     services = _services(settings)
     _first_run_banner(services, host, port)
+    services.refresh_crm_account()
     workers = 0 if no_worker else settings.worker_concurrency
     api = create_app(services=services, embedded_workers=workers)
     inbox = _SignalInbox()
@@ -205,6 +209,7 @@ def worker(
         typer.echo(f"processed {done} events")
         services.close()
         return
+    services.refresh_crm_account()
     inbox = _SignalInbox()
     inbox.catch(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     services.start_workers(concurrency)
@@ -384,6 +389,7 @@ def hubspot_setup() -> None:
         raise typer.Exit(1) from exc
     finally:
         api.close()
+    _print_account(settings, report)
     for line in report.lines:
         typer.echo(f"ok       {line}")
     for problem in report.problems:
@@ -392,6 +398,47 @@ def hubspot_setup() -> None:
         typer.echo(f"{len(report.problems)} problem(s); fix them and run setup again", err=True)
         raise typer.Exit(1)
     typer.echo("HubSpot is ready for bookme-crm")
+
+
+def _print_account(settings: Settings, report: SetupReport) -> None:
+    """``hubspot setup``'s header: the portal, where its data lives, the rate limit used;
+    the account info is stored for the dashboard's links."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from adapter.backends.hubspot import account
+    from adapter.backends.hubspot.client import SEARCH_LIMIT
+
+    requests, window = settings.rate_limit
+    searches, search_window = SEARCH_LIMIT
+    info = report.account
+    if info is None:
+        typer.echo(f"WARNING  account info unavailable: {report.account_error}")
+        typer.echo("         dashboard links use app.hubspot.com until it can be read")
+    else:
+        typer.echo(f"portal        {info.portal_id} ({info.account_type})")
+        typer.echo(f"UI domain     {info.ui_domain} (the dashboard's links into HubSpot)")
+        typer.echo(f"data hosting  {info.data_hosting_location}")
+    typer.echo(
+        f"rate limit    {requests} requests per {window:g} s (HUBSPOT_RATE_LIMIT), "
+        f"{searches} searches per {search_window:g} s; shared by every process on the database"
+    )
+    if info is None:
+        return
+    if settings.hubspot_portal_id and settings.hubspot_portal_id != info.portal_id:
+        typer.echo(
+            f"WARNING  HUBSPOT_PORTAL_ID={settings.hubspot_portal_id} but the token belongs to "
+            f"portal {info.portal_id}; the dashboard links use HUBSPOT_PORTAL_ID"
+        )
+    engine = db.make_engine(settings.database_url)
+    try:
+        db.upgrade(engine)
+        account.save(engine, info)
+    except (SQLAlchemyError, ValueError) as exc:
+        typer.echo(f"WARNING  account info not stored ({exc}); serve stores it at start", err=True)
+    else:
+        typer.echo(f"ok       account info stored: dashboard links go to https://{info.ui_domain}")
+    finally:
+        engine.dispose()
 
 
 class SendTestEvent(StrEnum):

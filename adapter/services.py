@@ -191,6 +191,18 @@ class Services:
         )
         return True
 
+    def refresh_crm_account(self) -> threading.Thread | None:
+        """HubSpot: read the portal's account info (the dashboard links into its UI domain)
+        once, in a background thread (returned); a failure is logged and the stored info kept."""
+        if self.settings.crm_backend != "hubspot":
+            return None
+        from adapter.backends.hubspot import HubSpotBackend
+        from adapter.backends.hubspot.account import refresh_in_background
+
+        if not isinstance(self.backend, HubSpotBackend):
+            return None
+        return refresh_in_background(self.backend.api, self.engine)
+
     def stop_workers(self, timeout: float) -> bool:
         """Stop claiming now and give the batches in hand ``timeout`` seconds in all.
 

@@ -14,7 +14,8 @@ OUTCOMES = {
     "CANCELED": "cancelled",
     "NO_SHOW": "no-show",
 }
-HUBSPOT_APP = "https://app.hubspot.com"
+HUBSPOT_UI_DOMAIN = "app.hubspot.com"
+"""The HubSpot app's host until the portal's own ``uiDomain`` is known."""
 # HubSpot's object type ids in app URLs (contact 0-1, company 0-2, deal 0-3, ...).
 HUBSPOT_OBJECT_TYPE_IDS = {
     "contact": "0-1",
@@ -68,7 +69,9 @@ def outcome(value: str) -> str:
     return OUTCOMES.get(value, value.lower().replace("_", "-"))
 
 
-def hubspot_record_url(portal_id: str, kind: str, object_id: str) -> str:
-    """The record's page in the HubSpot app."""
+def hubspot_record_url(
+    portal_id: str, kind: str, object_id: str, *, ui_domain: str = HUBSPOT_UI_DOMAIN
+) -> str:
+    """The record's page in the HubSpot app, on the portal's own host (``app-eu1...`` in the EU)."""
     type_id = HUBSPOT_OBJECT_TYPE_IDS[kind]
-    return f"{HUBSPOT_APP}/contacts/{portal_id}/record/{type_id}/{object_id}"
+    return f"https://{ui_domain}/contacts/{portal_id}/record/{type_id}/{object_id}"

@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapter.api.deps import ServicesDep
 from adapter.api.routes.crm import ReaderDep
+from adapter.backends.hubspot import account as hubspot_account
 from adapter.backends.hubspot import store as hubspot_store
 from adapter.backends.local.reader import Activity, Task
 from adapter.bookme import BookMeError, import_booking
@@ -366,17 +367,22 @@ def sync_health(request: Request, services: ServicesDep) -> Response:
         recent = store.list(limit=EVENT_LIMIT)
         bookings: list[hubspot_store.BookingRecords] = []
         deletions: list[hubspot_store.Deletion] = []
+        account = hubspot_account.StoredAccount()
         if settings.crm_backend == "hubspot":
             reads = services.engine.execution_options(sqlite_begin="DEFERRED")
             with reads.connect() as conn:
                 bookings = hubspot_store.recent_bookings(conn, limit=EVENT_LIMIT)
                 deletions = hubspot_store.deletions(conn, limit=EVENT_LIMIT)
+                account = hubspot_account.load(conn)
     except SQLAlchemyError as exc:
         return _unreadable(page, exc)
-    portal = settings.hubspot_portal_id
+    # The setting wins; else the portal the token belongs to, as ``hubspot setup`` stored it.
+    portal = settings.hubspot_portal_id or account.portal_id
 
     def hubspot_link(kind: str, object_id: str) -> str | None:
-        return display.hubspot_record_url(portal, kind, object_id) if portal else None
+        if not portal:
+            return None
+        return display.hubspot_record_url(portal, kind, object_id, ui_domain=account.ui_domain)
 
     return page.render(
         "sync.html",

@@ -72,3 +72,11 @@ def test_outcomes_and_hubspot_links() -> None:
         == "https://app.hubspot.com/contacts/123/record/0-1/901"
     )
     assert display.hubspot_record_url("123", "deal", "7").endswith("/record/0-3/7")
+
+
+def test_hubspot_links_use_the_portals_ui_domain() -> None:
+    """An EU portal's records open on its own host, the path unchanged."""
+    assert (
+        display.hubspot_record_url("123", "meeting", "5", ui_domain="app-eu1.hubspot.com")
+        == "https://app-eu1.hubspot.com/contacts/123/record/0-47/5"
+    )

@@ -4,7 +4,9 @@ Idempotent: a property group or property that exists already is left as it is
 (HubSpot's 409), a missing one is created; a unique-key property that exists
 without ``hasUniqueValue`` is reported, since HubSpot cannot then keep the
 records unique. Every lead stage the mapping names must map (``hubspot.deal_stages``)
-to a stage of ``hubspot.pipeline`` that exists in the portal.
+to a stage of ``hubspot.pipeline`` that exists in the portal. The portal's account
+info (id, UI domain, data centre) is read first; the command stores it for the
+dashboard's links.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from adapter.backends.hubspot.backend import (
     TASK_KEY,
     TASKS,
 )
-from adapter.backends.hubspot.client import HubSpotApi
+from adapter.backends.hubspot.client import AccountInfo, HubSpotApi, HubSpotAuthError
+from adapter.errors import AdapterError
 from adapter.mapping.models import MappingConfig
 
 GROUP = "bookme"
@@ -75,6 +78,8 @@ class SetupReport:
 
     lines: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    account: AccountInfo | None = None
+    account_error: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -84,6 +89,12 @@ class SetupReport:
 def run_setup(api: HubSpotApi, mapping: MappingConfig) -> SetupReport:
     """Create what is missing, check what cannot be created; report both."""
     report = SetupReport()
+    try:
+        report.account = api.account_info()
+    except HubSpotAuthError:
+        raise
+    except AdapterError as exc:  # the links fall back to app.hubspot.com; syncing is unaffected
+        report.account_error = str(exc)
     config = mapping.defaults.hubspot
     for object_type, specs in required_properties(config.tags_property).items():
         created = api.create_group(object_type, GROUP, GROUP_LABEL)
