@@ -400,6 +400,65 @@ def hubspot_setup() -> None:
     typer.echo("HubSpot is ready for bookme-crm")
 
 
+@hubspot_app.command("verify")
+def hubspot_verify(
+    search_wait: Annotated[
+        float,
+        typer.Option(
+            "--search-wait",
+            min=0.0,
+            max=600.0,
+            help="How long to wait for search to find a new meeting.",
+        ),
+    ] = 30.0,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the bookme-verify-* records in HubSpot.")
+    ] = False,
+) -> None:
+    """Check on your portal (a sandbox or test account) what the backend assumes of HubSpot.
+
+    Creates a contact, company, deal, meeting and task under a bookme-verify-<random>
+    key, provokes the answers the backend must handle, archives what it made and
+    prints a table. Exit 0: every assumption holds; 1: one does not; 2: not set up.
+    """
+    from adapter.backends.hubspot import build_api
+    from adapter.backends.hubspot.verify import Verifier
+
+    settings = _settings()
+    if settings.hubspot_access_token is None:
+        typer.echo("configuration error: HUBSPOT_ACCESS_TOKEN is not set", err=True)
+        raise typer.Exit(2)
+    try:
+        mapping = load_mapping(settings.mappings_path)
+    except MappingError as exc:
+        typer.echo(f"mapping error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    api = build_api(
+        settings.hubspot_access_token.get_secret_value(),
+        settings.hubspot_base_url,
+        settings.rate_limit,
+    )
+    verifier = Verifier(api, mapping.defaults.hubspot, search_wait=search_wait, keep=keep)
+    typer.echo(
+        f"Verifying {settings.hubspot_base_url} with records keyed {verifier.key} "
+        "(use a sandbox or developer test portal)\n"
+    )
+    try:
+        report = verifier.run()
+    finally:
+        api.close()
+    typer.echo(report.table())
+    typer.echo("")
+    if report.not_ready is not None:
+        typer.echo(f"not ready: {report.not_ready}", err=True)
+    elif report.exit_code:
+        failed = sum(not check.handled for check in report.checks)
+        typer.echo(f"{failed} assumption(s) do not hold on this portal: see the rows marked NO")
+    else:
+        typer.echo("every assumption holds on this portal")
+    raise typer.Exit(report.exit_code)
+
+
 def _print_account(settings: Settings, report: SetupReport) -> None:
     """``hubspot setup``'s header: the portal, where its data lives, the rate limit used;
     the account info is stored for the dashboard's links."""
