@@ -42,12 +42,7 @@ from adapter.backends.hubspot.backend import (
     TASK_TO_DEAL,
     TASKS,
 )
-from adapter.backends.hubspot.client import (
-    AccountInfo,
-    HubSpotApi,
-    HubSpotAuthError,
-    HubSpotConflict,
-)
+from adapter.backends.hubspot.client import HubSpotApi, HubSpotAuthError, HubSpotConflict
 from adapter.errors import AdapterError
 from adapter.mapping.models import HubSpotSettings
 from adapter.timeutil import iso_z, utcnow
@@ -98,11 +93,8 @@ class VerifyReport:
     """Every row so far; ``not_ready`` when the portal is not set up (exit 2)."""
 
     key: str
-    account: AccountInfo | None = None
     checks: list[Check] = field(default_factory=list)
     not_ready: str | None = None
-    leftovers: list[tuple[str, str]] = field(default_factory=list)
-    """``(object type, id)`` verify made and could not archive: delete them by hand."""
 
     @property
     def exit_code(self) -> int:
@@ -119,16 +111,16 @@ class VerifyReport:
         ]
         number = max(len(r[0]) for r in [header, *rows])
         assumption = max(len(r[1]) for r in [header, *rows])
+        answer = max(_ANSWER_WIDTH, len(header[2]))
+        indent = " " * (number + assumption + 4)
         lines = []
         for row in [header, *rows]:
             wrapped = textwrap.wrap(row[2], _ANSWER_WIDTH) or [""]
-            answer = max(_ANSWER_WIDTH, len(header[2]))
             lines.append(
                 f"{row[0]:<{number}}  {row[1]:<{assumption}}  {wrapped[0]:<{answer}}  {row[3]}"
             )
-            indent = " " * (number + assumption + 4)
             lines.extend(f"{indent}{more}" for more in wrapped[1:])
-        rule = "-" * (number + assumption + answer + 4 + len(header[3]) + 2)
+        rule = "-" * (len(indent) + answer + 2 + len(header[3]))
         return "\n".join([lines[0], rule, *lines[1:]])
 
 
@@ -171,7 +163,7 @@ class Verifier:
     def run(self) -> VerifyReport:
         """Every check, then the archive of what was made (unless ``keep``)."""
         try:
-            self.check_token()
+            self.check_access()
             self.check_properties()
             if self.check_creates():
                 self.check_association_read()
@@ -188,7 +180,7 @@ class Verifier:
 
     # --- 1, 2: the portal is ready -------------------------------------------------
 
-    def check_token(self) -> None:
+    def check_access(self) -> None:
         assumption = ROW_ACCESS
         try:
             account = self.api.account_info()
@@ -199,7 +191,6 @@ class Verifier:
             if not isinstance(exc, HubSpotAuthError):
                 hint = f"HubSpot did not answer the cheap reads ({type(exc).__name__})"
             raise _NotReady(hint) from exc
-        self.report.account = account
         self._row(
             assumption,
             f"portal {account.portal_id} ({account.account_type}) on {account.ui_domain}, "
@@ -502,7 +493,6 @@ class Verifier:
                 self.api.archive(object_type, object_id)
             except AdapterError as exc:
                 failed.append(f"{_one(object_type)} {object_id} ({exc})")
-                self.report.leftovers.append((object_type, object_id))
         if failed:
             self._row(assumption, f"could not archive, delete by hand: {'; '.join(failed)}", False)
         else:
