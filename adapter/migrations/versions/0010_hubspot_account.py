@@ -2,7 +2,7 @@
 its id and the app host the dashboard links into (``app-eu1.hubspot.com`` in the EU).
 
 Revision ID: 0010_hubspot_account
-Revises: 0008_hubspot_tags
+Revises: 0009_hubspot_deletions
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_hubspot_account"
-down_revision = "0008_hubspot_tags"
+down_revision = "0009_hubspot_deletions"
 branch_labels = None
 depends_on = None
 
