@@ -389,7 +389,7 @@ def hubspot_setup() -> None:
         raise typer.Exit(1) from exc
     finally:
         api.close()
-    _print_account(settings, report)
+    _print_and_store_account(settings, report)
     for line in report.lines:
         typer.echo(f"ok       {line}")
     for problem in report.problems:
@@ -459,7 +459,7 @@ def hubspot_verify(
     raise typer.Exit(report.exit_code)
 
 
-def _print_account(settings: Settings, report: SetupReport) -> None:
+def _print_and_store_account(settings: Settings, report: SetupReport) -> None:
     """``hubspot setup``'s header: the portal, where its data lives, the rate limit used;
     the account info is stored for the dashboard's links."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -472,7 +472,7 @@ def _print_account(settings: Settings, report: SetupReport) -> None:
     info = report.account
     if info is None:
         typer.echo(f"WARNING  account info unavailable: {report.account_error}")
-        typer.echo("         dashboard links use app.hubspot.com until it can be read")
+        typer.echo("         dashboard links keep the stored UI domain (app.hubspot.com if none)")
     else:
         typer.echo(f"portal        {info.portal_id} ({info.account_type})")
         typer.echo(f"UI domain     {info.ui_domain} (the dashboard's links into HubSpot)")

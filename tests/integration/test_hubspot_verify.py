@@ -146,6 +146,20 @@ def test_verify_fails_when_the_conflict_is_a_plain_bad_value(
     assert live(ready) == {}
 
 
+def test_verify_handles_a_batch_update_refused_as_a_whole(
+    ready: FakeHubSpot, tmp_path: Path
+) -> None:
+    """Should HubSpot refuse the whole batch for a missing id (404), row 7 names the per-item
+    fallback and still finds the missing id and updates the rest."""
+    ready.fail("POST", "/crm/v3/objects/tasks/batch/update", 404)
+    run = verify(ready, tmp_path)
+    assert run.exit_code == 0, run.output
+    text, handled = run.rows()[MISSING_ID_ROW]
+    assert "whole batch refused, then one by one" in text
+    assert "updated" in text
+    assert handled
+
+
 def test_verify_refuses_a_portal_whose_keys_are_not_unique(
     fake: FakeHubSpot, tmp_path: Path
 ) -> None:
