@@ -151,7 +151,10 @@ class Verifier:
         self._clock = clock
         self._sleep = sleep
         self.made: list[tuple[str, str]] = []
+        """Every object made, in order: what ``archive`` removes."""
         self.ids: dict[str, str] = {}
+        self.written: dict[str, dict[str, str]] = {}
+        """The first object of each type: its id and the properties it was created with."""
 
     @property
     def key(self) -> str:
@@ -235,12 +238,22 @@ class Verifier:
         *,
         unique: bool = True,
     ) -> str:
+        """One object through the batch create the backend uses; recorded for the read-back
+        and the archive."""
         ids = self.api.batch_create(object_type, key_property, [(props, links)], unique=unique)
         object_id = ids.get(props[key_property])
         if object_id is None:
             raise AdapterError(f"batch create {object_type}: HubSpot answered no id")
         self.made.append((object_type, object_id))
+        self.ids[object_type] = object_id
+        self.written[object_type] = props
         return object_id
+
+    def _company_properties(self) -> dict[str, str]:
+        return {"name": f"BookMe verify {self.key}", COMPANY_KEY: self.key}
+
+    def _contact_properties(self) -> dict[str, str]:
+        return {"email": f"{self.key}@example.com", "firstname": "BookMe", "lastname": "Verify"}
 
     def _deal_properties(self) -> dict[str, str]:
         stage = next(iter(self.hubspot.deal_stages.values()), "appointmentscheduled")
@@ -249,6 +262,20 @@ class Verifier:
             "pipeline": self.hubspot.pipeline,
             "dealstage": stage,
             LEAD_KEY: self.key,
+        }
+
+    def _meeting_properties(self) -> dict[str, str]:
+        start = _iso_in(days=7)
+        return {
+            "hs_timestamp": start,
+            "hs_meeting_start_time": start,
+            "hs_meeting_end_time": _iso_in(days=7, minutes=30),
+            "hs_meeting_title": f"BookMe verify {self.key}",
+            "hs_meeting_body": "Made by bookme-crm hubspot verify; archived when it ends.",
+            "hs_meeting_location": JOIN_LINK,
+            "hs_meeting_external_url": JOIN_LINK,
+            "hs_meeting_outcome": "SCHEDULED",
+            BOOKING_ID: self.key,
         }
 
     def _task_properties(self, task_key: str) -> dict[str, str]:
@@ -265,42 +292,24 @@ class Verifier:
     def check_creates(self) -> bool:
         """Company, contact, deal, meeting and task, associated inline, then read back."""
         assumption = ROW_CREATES
-        key = self.key
-        written: dict[str, dict[str, str]] = {}
         try:
-            written[COMPANIES] = {"name": f"BookMe verify {key}", COMPANY_KEY: key}
-            company = self._create(COMPANIES, COMPANY_KEY, written[COMPANIES])
-            written[CONTACTS] = {
-                "email": f"{key}@example.com",
-                "firstname": "BookMe",
-                "lastname": "Verify",
-            }
+            company = self._create(COMPANIES, COMPANY_KEY, self._company_properties())
             contact = self._create(
-                CONTACTS, "email", written[CONTACTS], [(company, CONTACT_TO_COMPANY_PRIMARY)]
+                CONTACTS,
+                "email",
+                self._contact_properties(),
+                [(company, CONTACT_TO_COMPANY_PRIMARY)],
             )
-            written[DEALS] = self._deal_properties()
             deal = self._create(
                 DEALS,
                 LEAD_KEY,
-                written[DEALS],
+                self._deal_properties(),
                 [(contact, DEAL_TO_CONTACT), (company, DEAL_TO_COMPANY_PRIMARY)],
             )
-            start = _iso_in(days=7)
-            written[MEETINGS] = {
-                "hs_timestamp": start,
-                "hs_meeting_start_time": start,
-                "hs_meeting_end_time": _iso_in(days=7, minutes=30),
-                "hs_meeting_title": f"BookMe verify {key}",
-                "hs_meeting_body": "Made by bookme-crm hubspot verify; archived when it ends.",
-                "hs_meeting_location": JOIN_LINK,
-                "hs_meeting_external_url": JOIN_LINK,
-                "hs_meeting_outcome": "SCHEDULED",
-                BOOKING_ID: key,
-            }
-            meeting = self._create(
+            self._create(
                 MEETINGS,
                 BOOKING_ID,
-                written[MEETINGS],
+                self._meeting_properties(),
                 [
                     (contact, MEETING_TO_CONTACT),
                     (deal, MEETING_TO_DEAL),
@@ -308,22 +317,14 @@ class Verifier:
                 ],
                 unique=False,
             )
-            written[TASKS] = self._task_properties(f"{key}|follow-up")
-            task = self._create(
+            self._create(
                 TASKS,
                 TASK_KEY,
-                written[TASKS],
+                self._task_properties(f"{self.key}|follow-up"),
                 [(contact, TASK_TO_CONTACT), (deal, TASK_TO_DEAL)],
                 unique=False,
             )
-            self.ids = {
-                COMPANIES: company,
-                CONTACTS: contact,
-                DEALS: deal,
-                MEETINGS: meeting,
-                TASKS: task,
-            }
-            differences = self._read_back(written)
+            differences = self._read_back()
         except AdapterError as exc:
             made = ", ".join(f"{_one(t)} {i}" for t, i in self.made) or "nothing"
             self._row(assumption, f"{exc} (made: {made})", False)
@@ -337,10 +338,10 @@ class Verifier:
             self._row(assumption, f"{made}; read back as written", True)
         return True
 
-    def _read_back(self, written: dict[str, dict[str, str]]) -> list[str]:
+    def _read_back(self) -> list[str]:
         """Properties that did not read back as written (times are normalised by HubSpot)."""
         differences = []
-        for object_type, props in written.items():
+        for object_type, props in self.written.items():
             plain = {k: v for k, v in props.items() if not _is_time(k)}
             object_id = self.ids[object_type]
             found = self.api.batch_read(object_type, [object_id], sorted(plain)).get(object_id)
