@@ -289,6 +289,16 @@ _SEED_PROPERTIES: dict[str, list[_SeedSpec]] = {
         ),
     ],
 }
+# The enumerations above carry the options a HubSpot portal defines for these properties
+# (https://developers.hubspot.com/docs/api/crm/tasks documents COMPLETED/NOT_STARTED,
+# LOW/MEDIUM/HIGH and EMAIL/CALL/TODO; the portal's definitions add the rest), so any
+# other token is refused with INVALID_OPTION.
+REQUIRED_ON_CREATE = {
+    "deals": ("dealname", "pipeline", "dealstage"),
+    "meetings": ("hs_timestamp",),
+    "tasks": ("hs_timestamp",),
+}
+"""Properties a create must set (an empty value does not count)."""
 _VALID_TYPES = {"string", "number", "date", "datetime", "enumeration", "bool", "phone_number"}
 
 
@@ -368,6 +378,21 @@ class HubSpotError(Exception):
 
 def _bad_request(message: str) -> HubSpotError:
     return HubSpotError(400, error_body(message, "VALIDATION_ERROR"))
+
+
+def _missing_required(object_type: str, missing: list[str]) -> HubSpotError:
+    """HubSpot's answer to a create without a required property.
+
+    The shape is the one HubSpot sent in HubSpot/hubspot-api-nodejs#124 (a note
+    without ``hs_timestamp``): the message names the object type, and
+    ``context.properties`` names what is missing.
+    """
+    message = (
+        f"Error creating {SINGULAR[object_type].upper()}.  Some required properties were not set."
+    )
+    return HubSpotError(
+        400, error_body(message, "VALIDATION_ERROR", context={"properties": missing})
+    )
 
 
 def _not_found(message: str = "resource not found") -> HubSpotError:
@@ -1371,6 +1396,13 @@ class FakeHubSpot:
             return [str(o["value"]) for o in definition.options]
         return None
 
+    @staticmethod
+    def _check_required(object_type: str, props: Mapping[str, str]) -> None:
+        """400 VALIDATION_ERROR when a create leaves out a required property."""
+        missing = [n for n in REQUIRED_ON_CREATE.get(object_type, ()) if not props.get(n)]
+        if missing:
+            raise _missing_required(object_type, missing)
+
     def _check_unique(
         self,
         object_type: str,
@@ -1440,10 +1472,6 @@ class FakeHubSpot:
             created_at=now,
             updated_at=now,
         )
-        if object_type == "meetings" and "hs_timestamp" not in record.props:
-            start = record.props.get("hs_meeting_start_time")
-            if start:
-                record.props["hs_timestamp"] = start
         self._next_id += 1
         self._system_props(record, created=True)
         self._snapshot(record)
@@ -1571,6 +1599,7 @@ class FakeHubSpot:
         object_type = self._type(match.group(1))
         body = body if isinstance(body, dict) else {}
         props = self._validate(object_type, body.get("properties"))
+        self._check_required(object_type, props)
         self._check_unique(object_type, props)
         links = self._inline_associations(object_type, body.get("associations"))
         record = self._new_record(object_type, props)
@@ -1647,6 +1676,7 @@ class FakeHubSpot:
         for item in self._inputs(body):
             item = item if isinstance(item, dict) else {}
             props = self._validate(object_type, item.get("properties"))
+            self._check_required(object_type, props)
             self._check_unique(object_type, props, pending=pending)
             pending.append((None, props))
             prepared.append(
@@ -1730,6 +1760,8 @@ class FakeHubSpot:
             props = self._validate(
                 object_type, {**(item.get("properties") or {}), id_property: key}
             )
+            if record is None:
+                self._check_required(object_type, props)
             self._check_unique(
                 object_type, props, exclude=record.id if record else None, pending=pending
             )

@@ -40,6 +40,8 @@ from tests.fakes.hubspot import FakeHubSpot
 
 REPO = Path(__file__).resolve().parents[2]
 EXISTING_ID = re.compile(r"Existing ID: (\d+)")
+DEAL = {"dealname": "D", "pipeline": "default", "dealstage": "appointmentscheduled"}
+"""The properties HubSpot requires on a deal create."""
 
 
 @pytest.fixture
@@ -147,7 +149,7 @@ def test_httpx_object_lifecycle_has_hubspot_shapes(fake: FakeHubSpot, http: http
     )
     assert patched.status_code == 200
     assert patched.json()["properties"]["lastname"] == "Lima"
-    second = http.post("/crm/v3/objects/deals", json={"properties": {"dealname": "D"}}).json()
+    second = http.post("/crm/v3/objects/deals", json={"properties": DEAL}).json()
     assert int(second["id"]) > int(obj["id"])  # one id sequence across types
 
     listed = http.get("/crm/v3/objects/contacts", params={"limit": 1, "archived": "false"}).json()
@@ -232,6 +234,7 @@ def test_sdk_host_recipe_create_get_update_search(fake: FakeHubSpot, sdk: HubSpo
         SimplePublicObjectInputForCreate(
             properties={
                 "hs_meeting_title": "Intro",
+                "hs_timestamp": "2027-02-15T10:00:00Z",
                 "hs_meeting_start_time": "2027-02-15T10:00:00Z",
                 "hs_meeting_outcome": "SCHEDULED",
             },
@@ -266,7 +269,7 @@ def test_sdk_batch_upsert_reports_new(fake: FakeHubSpot, sdk: HubSpot) -> None:
                 id=key, id_property=prop, properties={**extra, prop: key}
             )
             for key in keys
-            for extra in [{"dealname": key} if object_type == "deals" else {}]
+            for extra in [{**DEAL, "dealname": key} if object_type == "deals" else {}]
         ]
         answer = batch.upsert(
             object_type, BatchInputSimplePublicObjectBatchInputUpsert(inputs=inputs)
@@ -303,7 +306,7 @@ def test_associations_are_typed_idempotent_and_two_way(
     basic = sdk.crm.objects.basic_api
     contact = basic.create("contacts", SimplePublicObjectInputForCreate(properties={})).id
     company = basic.create("companies", SimplePublicObjectInputForCreate(properties={})).id
-    deal = basic.create("deals", SimplePublicObjectInputForCreate(properties={})).id
+    deal = basic.create("deals", SimplePublicObjectInputForCreate(properties=DEAL)).id
     assoc = sdk.crm.associations.v4.basic_api
 
     spec = [AssociationSpec(association_category="HUBSPOT_DEFINED", association_type_id=279)]
@@ -393,15 +396,17 @@ def test_unique_value_property_conflict_409(fake: FakeHubSpot, http: httpx.Clien
     assert http.get("/crm/v3/properties/deals/lead_key").json()["groupName"] == "bookme"
     assert http.get("/crm/v3/properties/deals/nope").status_code == 404
 
-    first = http.post("/crm/v3/objects/deals", json={"properties": {"lead_key": "k1"}}).json()
-    dup = http.post("/crm/v3/objects/deals", json={"properties": {"lead_key": "k1"}})
+    first = http.post("/crm/v3/objects/deals", json={"properties": {**DEAL, "lead_key": "k1"}})
+    first = first.json()
+    dup = http.post("/crm/v3/objects/deals", json={"properties": {**DEAL, "lead_key": "k1"}})
     assert dup.status_code == 409
     assert (
         dup.json()["message"]
         == f"A deal with lead_key k1 already exists. Existing ID: {first['id']}"
     )
     assert dup.json()["category"] == "CONFLICT"
-    other = http.post("/crm/v3/objects/deals", json={"properties": {"lead_key": "k2"}}).json()
+    other = http.post("/crm/v3/objects/deals", json={"properties": {**DEAL, "lead_key": "k2"}})
+    other = other.json()
     moved = http.patch(
         f"/crm/v3/objects/deals/{other['id']}", json={"properties": {"lead_key": "k1"}}
     )
@@ -631,3 +636,47 @@ def test_runs_as_a_process_with_remote_faults_and_state(tmp_path: Path) -> None:
         finally:
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=10) == 0
+
+
+def test_creates_without_required_properties_are_400(fake: FakeHubSpot, http: httpx.Client) -> None:
+    """Deals need dealname/pipeline/dealstage, meetings and tasks hs_timestamp, on every create."""
+    deal = http.post("/crm/v3/objects/deals", json={"properties": {"dealname": "D"}})
+    assert deal.status_code == 400
+    assert deal.json()["category"] == "VALIDATION_ERROR"
+    assert deal.json()["message"] == "Error creating DEAL.  Some required properties were not set."
+    assert deal.json()["context"] == {"properties": ["pipeline", "dealstage"]}
+
+    start = {"hs_meeting_title": "Intro", "hs_meeting_start_time": "2027-02-15T10:00:00Z"}
+    meeting = http.post("/crm/v3/objects/meetings", json={"properties": start})
+    assert meeting.status_code == 400  # no hs_timestamp filled in from the start time
+    assert meeting.json()["context"] == {"properties": ["hs_timestamp"]}
+
+    tasks = [{"properties": {"hs_task_subject": "a", "hs_timestamp": "2027-02-15T10:00:00Z"}}]
+    tasks.append({"properties": {"hs_task_subject": "b", "hs_timestamp": ""}})
+    batch = http.post("/crm/v3/objects/tasks/batch/create", json={"inputs": tasks})
+    assert batch.status_code == 400  # one bad input refuses the whole batch
+    assert batch.json()["message"].startswith("Error creating TASK.")
+
+    fake.define_property("deals", "lead_key", has_unique_value=True)
+    upsert = {"id": "k1", "idProperty": "lead_key", "properties": {"dealname": "D"}}
+    created = http.post("/crm/v3/objects/deals/batch/upsert", json={"inputs": [upsert]})
+    assert created.status_code == 400
+    assert created.json()["context"] == {"properties": ["pipeline", "dealstage"]}
+    assert fake.objects("deals") == fake.objects("meetings") == fake.objects("tasks") == []
+
+    full = {**upsert, "properties": DEAL}
+    assert http.post("/crm/v3/objects/deals/batch/upsert", json={"inputs": [full]}).is_success
+    renamed = {**upsert, "properties": {"dealname": "E"}}  # the update branch needs nothing
+    assert http.post("/crm/v3/objects/deals/batch/upsert", json={"inputs": [renamed]}).is_success
+    assert [d["properties"]["dealname"] for d in fake.objects("deals")] == ["E"]
+    for name, bad in (
+        ("hs_meeting_outcome", "NOSHOW"),
+        ("hs_task_status", "CANCELLED"),
+        ("hs_task_priority", "URGENT"),
+        ("hs_task_type", "MEETING"),
+    ):
+        kind = "meetings" if name.startswith("hs_meeting") else "tasks"
+        props = {"hs_timestamp": "2027-02-15T10:00:00Z", name: bad}
+        refused = http.post(f"/crm/v3/objects/{kind}", json={"properties": props})
+        assert refused.status_code == 400
+        assert '\\"error\\":\\"INVALID_OPTION\\"' in json.dumps(refused.json()["message"])
