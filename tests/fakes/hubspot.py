@@ -55,9 +55,22 @@ tasks, also as ``contact``/``0-1`` etc.)
 Errors use HubSpot's bodies: 401 INVALID_AUTHENTICATION; 400 VALIDATION_ERROR
 ("Property values were not valid: [...]" with PROPERTY_DOESNT_EXIST /
 INVALID_OPTION / INVALID_LONG items); 404 OBJECT_NOT_FOUND; 409 CONFLICT
-("Contact already exists. Existing ID: 123" for a contact email, "A deal with
-bookme_lead_key k already exists. Existing ID: 123" for a ``hasUniqueValue``
-property); 429 RATE_LIMIT (policy TEN_SECONDLY_ROLLING, or SECONDLY for search).
+("Contact already exists. Existing ID: 123" for a contact email); 429 RATE_LIMIT
+(policy TEN_SECONDLY_ROLLING, or SECONDLY for search).
+
+As strict as the portal
+-----------------------
+- Required properties on create (single, batch, and an upsert that creates):
+  deals ``dealname``, ``pipeline``, ``dealstage``; meetings and tasks
+  ``hs_timestamp`` (never filled in for you). Missing: 400 VALIDATION_ERROR
+  "Error creating DEAL.  Some required properties were not set." with
+  ``context.properties`` naming them. One bad input refuses a whole batch.
+- A taken ``hasUniqueValue`` value (create, batch create, update, upsert) is
+  answered in the shape ``conflict_shape`` names: ``"409_existing_id"`` (default:
+  409 CONFLICT "A deal with bookme_lead_key k already exists. Existing ID: 123"),
+  ``"409_no_id"`` (the same without the id) or ``"400_validation"`` (400
+  VALIDATION_ERROR, an INVALID_VALUE item "bookme_lead_key already has that
+  value"). A contact's email is always the documented 409 with its existing id.
 Every API response carries the X-HubSpot-RateLimit-* headers.
 
 Test controls (no auth, not counted): ``GET /_fake/state``, ``POST /_fake/reset``,
@@ -65,7 +78,8 @@ Test controls (no auth, not counted): ``GET /_fake/state``, ``POST /_fake/reset`
 "crash_after_commit", "method": "*", "path": "<glob>", "times": 1, "status": 503,
 "body": ..., "retry_after": 2, "seconds": 0.5}``; ``times: null`` is forever),
 ``DELETE /_fake/faults``, ``POST /_fake/config`` (``search_lag``, ``rate_limit``,
-``rate_window``, ``search_rate_limit``, ``search_window``, ``token``) and
+``rate_window``, ``search_rate_limit``, ``search_window``, ``token``,
+``conflict_shape``) and
 ``POST /_fake/flush-search`` (make every write searchable now).
 """
 
@@ -299,6 +313,8 @@ REQUIRED_ON_CREATE = {
     "tasks": ("hs_timestamp",),
 }
 """Properties a create must set (an empty value does not count)."""
+CONFLICT_SHAPES = ("409_existing_id", "409_no_id", "400_validation")
+"""How a taken ``hasUniqueValue`` value is answered; HubSpot has been seen to use each."""
 _VALID_TYPES = {"string", "number", "date", "datetime", "enumeration", "bool", "phone_number"}
 
 
@@ -378,6 +394,12 @@ class HubSpotError(Exception):
 
 def _bad_request(message: str) -> HubSpotError:
     return HubSpotError(400, error_body(message, "VALIDATION_ERROR"))
+
+
+def _conflict_shape(value: str) -> str:
+    if value not in CONFLICT_SHAPES:
+        raise ValueError(f"conflict_shape must be one of {', '.join(CONFLICT_SHAPES)}")
+    return value
 
 
 def _missing_required(object_type: str, missing: list[str]) -> HubSpotError:
@@ -648,6 +670,7 @@ class FakeHubSpot:
         rate_window: float = 10.0,
         search_rate_limit: int | None = 4,
         search_window: float = 1.0,
+        conflict_shape: str = "409_existing_id",
         state_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.token = token
@@ -656,6 +679,7 @@ class FakeHubSpot:
         self.rate_window = rate_window
         self.search_rate_limit = search_rate_limit
         self.search_window = search_window
+        self.conflict_shape = _conflict_shape(conflict_shape)
         self.state_file = Path(state_file) if state_file is not None else None
         self._host = host
         self._port = port
@@ -858,6 +882,7 @@ class FakeHubSpot:
             "rate_window": self.rate_window,
             "search_rate_limit": self.search_rate_limit,
             "search_window": self.search_window,
+            "conflict_shape": self.conflict_shape,
         }
 
     def configure(self, **settings: Any) -> None:
@@ -867,6 +892,8 @@ class FakeHubSpot:
             for key, value in settings.items():
                 if key not in self._config():
                     raise ValueError(f"unknown setting {key!r}")
+                if key == "conflict_shape":
+                    value = _conflict_shape(value)
                 setattr(self, key, value)
 
     # --- introspection for assertions ----------------------------------------------
@@ -1425,14 +1452,41 @@ class FakeHubSpot:
                 if clash and self._same(name, other.get(name), value):
                     raise _bad_request(f"Duplicate {name} {value} in the batch input")
 
-    @staticmethod
-    def _conflict(object_type: str, name: str, value: str, existing: int) -> HubSpotError:
+    def _conflict(self, object_type: str, name: str, value: str, existing: int) -> HubSpotError:
+        """A taken unique value, in the shape ``conflict_shape`` picks.
+
+        A contact's email is always HubSpot's documented 409 naming the existing
+        id. For a ``hasUniqueValue`` property HubSpot's answer is not documented and
+        has been seen in three shapes:
+
+        - ``409_existing_id``: 409 CONFLICT, "... already exists. Existing ID: N";
+        - ``409_no_id``: 409 CONFLICT that names no id;
+        - ``400_validation``: 400 VALIDATION_ERROR, "Property values were not
+          valid" with an INVALID_VALUE item "<name> already has that value". The
+          words "already has that value" are what integrations match on in the
+          wild (e.g. a public HubSpot backfill client's test stub answers 400
+          ``propertyValue: already has that value hs_external_order_id``); the
+          item's layout is HubSpot's usual ``propertyValidationResult``, our best
+          reading of the whole body.
+        """
         if object_type == "contacts" and name == "email":
             message = f"Contact already exists. Existing ID: {existing}"
             return HubSpotError(409, error_body(message, "CONFLICT"))
-        message = (
-            f"A {SINGULAR[object_type]} with {name} {value} already exists. Existing ID: {existing}"
-        )
+        if self.conflict_shape == "400_validation":
+            text = f"{name} already has that value"
+            item = _validation_item(name, text, "INVALID_VALUE")
+            message = "Property values were not valid: " + json.dumps([item], separators=(",", ":"))
+            return HubSpotError(
+                400,
+                error_body(
+                    message,
+                    "VALIDATION_ERROR",
+                    errors=[{"message": text, "code": "INVALID_VALUE", "in": name}],
+                ),
+            )
+        message = f"A {SINGULAR[object_type]} with {name} {value} already exists."
+        if self.conflict_shape == "409_existing_id":
+            message += f" Existing ID: {existing}"
         return HubSpotError(
             409, error_body(message, "CONFLICT", errors=[{"message": message, "in": name}])
         )
@@ -2273,6 +2327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-limit", type=int, default=100, help="0 disables")
     parser.add_argument("--rate-window", type=float, default=10.0)
     parser.add_argument("--search-rate-limit", type=int, default=4, help="0 disables")
+    parser.add_argument("--conflict-shape", choices=CONFLICT_SHAPES, default="409_existing_id")
     parser.add_argument(
         "--latency", type=float, default=0.0, help="seconds added to every API request"
     )
@@ -2284,6 +2339,7 @@ def main(argv: list[str] | None = None) -> int:
         rate_limit=args.rate_limit or None,
         rate_window=args.rate_window,
         search_rate_limit=args.search_rate_limit or None,
+        conflict_shape=args.conflict_shape,
         state_file=args.state_file,
     )
     if args.latency > 0:  # a CRM with realistic latency (benchmarks): a permanent "slow" fault

@@ -680,3 +680,50 @@ def test_creates_without_required_properties_are_400(fake: FakeHubSpot, http: ht
         refused = http.post(f"/crm/v3/objects/{kind}", json={"properties": props})
         assert refused.status_code == 400
         assert '\\"error\\":\\"INVALID_OPTION\\"' in json.dumps(refused.json()["message"])
+
+
+@pytest.mark.parametrize("shape", ["409_existing_id", "409_no_id", "400_validation"])
+def test_unique_value_conflict_shapes(shape: str, http: httpx.Client) -> None:
+    """``conflict_shape`` picks how a taken hasUniqueValue value is answered, on every write."""
+    assert (
+        http.post("/_fake/config", json={"conflict_shape": shape}).json()["conflict_shape"] == shape
+    )
+    for name in ("lead_key", "ext_key"):
+        spec = {"name": name, "label": name, "type": "string", "fieldType": "text"}
+        spec |= {"groupName": "dealinformation", "hasUniqueValue": True}
+        assert http.post("/crm/v3/properties/deals", json=spec).status_code == 201
+    first = http.post(
+        "/crm/v3/objects/deals", json={"properties": {**DEAL, "lead_key": "k1", "ext_key": "e1"}}
+    ).json()
+    other = http.post("/crm/v3/objects/deals", json={"properties": {**DEAL, "lead_key": "k2"}})
+    taken = {**DEAL, "lead_key": "k1"}
+    upsert = {"id": "k3", "idProperty": "lead_key", "properties": {**DEAL, "ext_key": "e1"}}
+    answers = [
+        http.post("/crm/v3/objects/deals", json={"properties": taken}),
+        http.post("/crm/v3/objects/deals/batch/create", json={"inputs": [{"properties": taken}]}),
+        http.patch(f"/crm/v3/objects/deals/{other.json()['id']}", json={"properties": taken}),
+        http.post("/crm/v3/objects/deals/batch/upsert", json={"inputs": [upsert]}),
+    ]
+    for answer in answers:
+        body = answer.json()
+        if shape == "400_validation":
+            assert answer.status_code == 400
+            assert body["category"] == "VALIDATION_ERROR"
+            assert body["message"].startswith("Property values were not valid: [")
+            assert "already has that value" in body["message"]
+            assert '"error":"INVALID_VALUE"' in body["message"]
+        else:
+            assert answer.status_code == 409
+            assert body["category"] == "CONFLICT"
+            found = _existing_id(body["message"])
+            assert found == (first["id"] if shape == "409_existing_id" else None)
+            if shape == "409_no_id":
+                assert first["id"] not in json.dumps(body)
+    assert len(http.get("/crm/v3/objects/deals").json()["results"]) == 2
+
+    email = {"properties": {"email": "e@example.com"}}
+    contact = http.post("/crm/v3/objects/contacts", json=email).json()
+    again = http.post("/crm/v3/objects/contacts", json=email)
+    assert again.status_code == 409  # a contact's email keeps HubSpot's documented answer
+    assert _existing_id(again.json()["message"]) == contact["id"]
+    assert http.post("/_fake/config", json={"conflict_shape": "418"}).status_code == 400
