@@ -71,6 +71,13 @@ As strict as the portal
   ``"409_no_id"`` (the same without the id) or ``"400_validation"`` (400
   VALIDATION_ERROR, an INVALID_VALUE item "bookme_lead_key already has that
   value"). A contact's email is always the documented 409 with its existing id.
+- 207 Multi-Status, with an ``errors`` item per problem (HubSpot's
+  ``StandardError``: ``status``, ``category``, ``message``, ``context``,
+  ``errors``, ``links``): object batch read/update for ids that do not exist;
+  v4 association batch create and associate/default for an end that does not
+  exist or is archived (the rest are associated); v4 association batch read for
+  a missing or archived ``from`` id. An object batch create with one invalid
+  input is refused whole (400).
 Every API response carries the X-HubSpot-RateLimit-* headers.
 
 Test controls (no auth, not counted): ``GET /_fake/state``, ``POST /_fake/reset``,
@@ -369,6 +376,23 @@ def _validation_item(name: str, message: str, error: str) -> dict[str, Any]:
         "name": name,
         "localizedErrorMessage": message,
         "portalId": PORTAL_ID,
+    }
+
+
+def standard_error(category: str, message: str, context: Mapping[str, list[str]]) -> dict[str, Any]:
+    """One item of a 207's ``errors``: the ``StandardError`` of HubSpot's OpenAPI specs.
+
+    The SDK's generated ``StandardError`` marks ``status``, ``category``,
+    ``message``, ``context``, ``errors`` and ``links`` required (``subCategory``
+    is optional and left out: we found no wording for it we could trust).
+    """
+    return {
+        "status": "error",
+        "category": category,
+        "message": message,
+        "context": {k: list(v) for k, v in context.items()},
+        "errors": [],
+        "links": {},
     }
 
 
@@ -1618,15 +1642,11 @@ class FakeHubSpot:
         return inputs
 
     def _not_found_error(self, object_type: str, ids: list[str]) -> dict[str, Any]:
-        return {
-            "status": "error",
-            "category": "OBJECT_NOT_FOUND",
-            "message": (
-                f"Could not get some {SINGULAR[object_type].upper()} objects, they may be deleted "
-                "or not exist. Check that ids are valid."
-            ),
-            "context": {"ids": ids},
-        }
+        message = (
+            f"Could not get some {SINGULAR[object_type].upper()} objects, they may be deleted "
+            "or not exist. Check that ids are valid."
+        )
+        return standard_error("OBJECT_NOT_FOUND", message, {"ids": ids})
 
     def _v3_associations(self, record: _Record, to_types: list[str]) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -2098,14 +2118,7 @@ class FakeHubSpot:
             except HubSpotError as exc:
                 if exc.status != 404:
                     raise
-                errors.append(
-                    {
-                        "status": "error",
-                        "category": "VALIDATION_ERROR",
-                        "message": exc.body["message"],
-                        "context": {"fromObjectId": [from_id], "toObjectId": [to_id]},
-                    }
-                )
+                errors.append(self._pair_error(exc, from_id, to_id))
                 continue
             self._link(ft, fid, tt, tid, specs)
             results.append(self._pair(ft, fid, tt, tid))
@@ -2123,26 +2136,29 @@ class FakeHubSpot:
             try:
                 _, fid, _, tid = self._ends(ft, from_id, tt, to_id)
             except HubSpotError as exc:
-                errors.append(
-                    {
-                        "status": "error",
-                        "category": "VALIDATION_ERROR",
-                        "message": exc.body["message"],
-                    }
-                )
+                errors.append(self._pair_error(exc, from_id, to_id))
                 continue
             results.extend(self._default_results(ft, fid, tt, tid))
         return _Answer(207 if errors else 200, self._batch_body(results, errors, started))
 
+    @staticmethod
+    def _pair_error(exc: HubSpotError, from_id: str, to_id: str) -> dict[str, Any]:
+        """The 207 item for an association whose end does not exist or is archived."""
+        context = {"fromObjectId": [from_id], "toObjectId": [to_id]}
+        return standard_error("VALIDATION_ERROR", exc.body["message"], context)
+
     def _assoc_batch_read(self, match: re.Match[str], query: Query, body: Any) -> _Answer:
         ft, tt = self._type(match.group(1)), self._type(match.group(2))
         started = _now()
-        results = []
+        results, missing = [], []
         for item in self._inputs(body):
             raw = str(item.get("id", "")) if isinstance(item, dict) else ""
             if raw.isdigit() and self._live(ft, int(raw)) is not None:
                 results.append({"from": {"id": raw}, "to": self._assoc_targets(ft, int(raw), tt)})
-        return _Answer(200, self._batch_body(results, started=started))
+            else:
+                missing.append(raw)
+        errors = [self._not_found_error(ft, missing)] if missing else None
+        return _Answer(207 if missing else 200, self._batch_body(results, errors, started))
 
     def _assoc_batch_archive(self, match: re.Match[str], query: Query, body: Any) -> _Answer:
         ft, tt = self._type(match.group(1)), self._type(match.group(2))

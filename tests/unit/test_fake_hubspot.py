@@ -16,7 +16,13 @@ import httpx
 import pytest
 import urllib3
 from hubspot import HubSpot
-from hubspot.crm.associations.v4 import AssociationSpec
+from hubspot.crm.associations.v4 import (
+    AssociationSpec,
+    BatchInputPublicAssociationMultiPost,
+    BatchResponseLabelsBetweenObjectPairWithErrors,
+    PublicAssociationMultiPost,
+)
+from hubspot.crm.associations.v4 import PublicObjectId as AssociationObjectId
 from hubspot.crm.contacts import SimplePublicObjectInput
 from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
 from hubspot.crm.objects import AssociationSpec as ObjectAssociationSpec
@@ -727,3 +733,45 @@ def test_unique_value_conflict_shapes(shape: str, http: httpx.Client) -> None:
     assert again.status_code == 409  # a contact's email keeps HubSpot's documented answer
     assert _existing_id(again.json()["message"]) == contact["id"]
     assert http.post("/_fake/config", json={"conflict_shape": "418"}).status_code == 400
+
+
+def test_association_batches_answer_207_for_missing_or_archived_ends(
+    fake: FakeHubSpot, sdk: HubSpot, http: httpx.Client
+) -> None:
+    """v4 batch create and read link what exists and list each bad id in a 207's errors."""
+    made = http.post(
+        "/crm/v3/objects/companies/batch/create",
+        json={"inputs": [{"properties": {"name": n}} for n in ("A", "B")]},
+    ).json()["results"]
+    live, archived = (c["id"] for c in made)
+    contact = http.post("/crm/v3/objects/contacts", json={"properties": {}}).json()["id"]
+    assert http.delete(f"/crm/v3/objects/companies/{archived}").status_code == 204
+    spec = AssociationSpec(association_category="HUBSPOT_DEFINED", association_type_id=279)
+    inputs = [
+        PublicAssociationMultiPost(
+            _from=AssociationObjectId(id=contact), to=AssociationObjectId(id=to), types=[spec]
+        )
+        for to in (live, "424242", archived)
+    ]
+    answer = sdk.crm.associations.v4.batch_api.create(
+        "contacts", "companies", BatchInputPublicAssociationMultiPost(inputs=inputs)
+    )
+    assert isinstance(answer, BatchResponseLabelsBetweenObjectPairWithErrors)  # a 207
+    assert [str(r.to_object_id) for r in answer.results] == [live]
+    assert answer.num_errors == 2
+    errors = [e.to_dict() for e in answer.errors]
+    assert [e["context"]["toObjectId"] for e in errors] == [["424242"], [archived]]
+    for error in errors:
+        assert (error["status"], error["category"]) == ("error", "VALIDATION_ERROR")
+        assert error["message"].startswith("No company with id ")
+    assert fake.associations("contacts", contact, "companies") == [(live, [279])]
+
+    read = http.post(
+        "/crm/v4/associations/contacts/companies/batch/read",
+        json={"inputs": [{"id": contact}, {"id": "999999"}]},
+    )
+    assert read.status_code == 207
+    assert read.json()["results"][0]["to"][0]["toObjectId"] == int(live)
+    [error] = read.json()["errors"]
+    assert (error["category"], error["context"]) == ("OBJECT_NOT_FOUND", {"ids": ["999999"]})
+    assert {"status", "message", "errors", "links"} <= error.keys()
