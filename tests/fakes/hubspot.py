@@ -80,10 +80,25 @@ As strict as the portal
   input is refused whole (400).
 Every API response carries the X-HubSpot-RateLimit-* headers.
 
+Documented failures, on demand (each fires ``times`` times; ``None`` is forever)
+------------------------------------------------------------------------------
+- ``fail(method, path_glob, status, times=1, body=None, retry_after=None)``: any
+  status (5xx, 423, 429, 477, ...) with HubSpot's body for it;
+- ``migration_in_progress(path_glob="*", retry_after=3600, times=1, method="*")``:
+  477 with ``Retry-After`` (HubSpot documents the status and header, not the body;
+  ours is category MIGRATION_IN_PROGRESS);
+- ``daily_limit(times=1, path_glob="*", method="*")``: 429 "You have reached your
+  daily limit." with ``policyName`` DAILY and ``X-HubSpot-RateLimit-Daily`` /
+  ``-Daily-Remaining: 0``;
+- ``locked(path_glob="*", times=1, method="*", retry_after=None)``: 423 LOCKED;
+- ``slow``, ``drop``, ``crash_after_commit``: see below.
+
 Test controls (no auth, not counted): ``GET /_fake/state``, ``POST /_fake/reset``,
 ``POST /_fake/faults`` (one fault or a list: ``{"kind": "fail"|"slow"|"drop"|
 "crash_after_commit", "method": "*", "path": "<glob>", "times": 1, "status": 503,
-"body": ..., "retry_after": 2, "seconds": 0.5}``; ``times: null`` is forever),
+"body": ..., "retry_after": 2, "seconds": 0.5}``, or a preset ``{"kind":
+"migration"|"daily_limit"|"locked", "path": "*", "retry_after": ...}``; ``times:
+null`` is forever),
 ``DELETE /_fake/faults``, ``POST /_fake/config`` (``search_lag``, ``rate_limit``,
 ``rate_window``, ``search_rate_limit``, ``search_window``, ``token``,
 ``conflict_shape``) and
@@ -350,9 +365,17 @@ def error_body(message: str, category: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def rate_limit_body(search: bool = False) -> dict[str, Any]:
-    """HubSpot's 429 body: the ten-secondly rolling limit, or the search API's secondly one."""
-    if search:
+def rate_limit_body(search: bool = False, *, daily: bool = False) -> dict[str, Any]:
+    """HubSpot's 429 body: the ten-secondly rolling limit, the search API's secondly one,
+    or the portal's daily budget.
+
+    HubSpot's usage guidelines say the ``message`` and ``policyName`` name the limit
+    hit; "You have reached your secondly limit." / ``SECONDLY`` is the wording seen
+    in the wild (HGData/mk-node-hubspot#89), the daily one follows it.
+    """
+    if daily:
+        message, policy = "You have reached your daily limit.", "DAILY"
+    elif search:
         message, policy = "You have reached your secondly limit.", "SECONDLY"
     else:
         message, policy = (
@@ -396,11 +419,23 @@ def standard_error(category: str, message: str, context: Mapping[str, list[str]]
     }
 
 
+def migration_body() -> dict[str, Any]:
+    """Our best reading of HubSpot's 477 body: its error page documents only the status
+    ("Migration in Progress") and the ``Retry-After`` header, not the JSON."""
+    return error_body(
+        "This account is being migrated between data hosting locations. "
+        "Retry after the number of seconds in the Retry-After header.",
+        "MIGRATION_IN_PROGRESS",
+    )
+
+
 def _default_fault_body(status: int) -> dict[str, Any]:
     if status == 429:
         return rate_limit_body()
     if status == 423:
         return error_body("The object is locked; try again shortly.", "LOCKED")
+    if status == 477:
+        return migration_body()
     if status >= 500:
         return error_body("internal error", "INTERNAL_ERROR")
     return error_body(f"injected failure {status}", "FAKE_FAULT")
@@ -538,6 +573,7 @@ class Fault:
     body: Any = None
     retry_after: float | None = None
     seconds: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -695,6 +731,7 @@ class FakeHubSpot:
         search_rate_limit: int | None = 4,
         search_window: float = 1.0,
         conflict_shape: str = "409_existing_id",
+        daily_limit: int | None = None,
         state_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.token = token
@@ -704,6 +741,8 @@ class FakeHubSpot:
         self.search_rate_limit = search_rate_limit
         self.search_window = search_window
         self.conflict_shape = _conflict_shape(conflict_shape)
+        self.daily_budget = daily_limit
+        """The ``daily_limit`` setting (named apart from the ``daily_limit()`` fault)."""
         self.state_file = Path(state_file) if state_file is not None else None
         self._host = host
         self._port = port
@@ -777,6 +816,8 @@ class FakeHubSpot:
         self.calls: Counter[str] = Counter()
         self.total_calls = 0
         self.rate_limited = 0
+        self.daily_used = 0
+        """Requests counted against ``daily_limit`` since the last reset."""
         self.errors: list[str] = []
         """Tracebacks of bugs in the fake itself (answered as 500)."""
         self._faults: list[Fault] = []
@@ -907,6 +948,7 @@ class FakeHubSpot:
             "search_rate_limit": self.search_rate_limit,
             "search_window": self.search_window,
             "conflict_shape": self.conflict_shape,
+            "daily_limit": self.daily_budget,
         }
 
     def configure(self, **settings: Any) -> None:
@@ -918,7 +960,7 @@ class FakeHubSpot:
                     raise ValueError(f"unknown setting {key!r}")
                 if key == "conflict_shape":
                     value = _conflict_shape(value)
-                setattr(self, key, value)
+                setattr(self, "daily_budget" if key == "daily_limit" else key, value)
 
     # --- introspection for assertions ----------------------------------------------
 
@@ -1024,6 +1066,42 @@ class FakeHubSpot:
             Fault("fail", method, path_glob, times, status, body, retry_after=retry_after)
         )
 
+    def migration_in_progress(
+        self,
+        path_glob: str = "*",
+        retry_after: float = 3600,
+        times: int | None = 1,
+        method: str = "*",
+    ) -> Fault:
+        """477 Migration in Progress with ``Retry-After`` (HubSpot: "typically up to 24 hours")."""
+        return self.fail(method, path_glob, 477, times, migration_body(), retry_after)
+
+    def daily_limit(self, times: int | None = 1, path_glob: str = "*", method: str = "*") -> Fault:
+        """429 for the portal's exhausted daily budget: ``policyName`` DAILY, daily headers at 0.
+
+        No ``Retry-After``: the budget resets at midnight in the portal's time zone.
+        """
+        fault = Fault(
+            "fail",
+            method,
+            path_glob,
+            times,
+            429,
+            rate_limit_body(daily=True),
+            headers=self._daily_headers(remaining=0),
+        )
+        return self._add_fault(fault)
+
+    def locked(
+        self,
+        path_glob: str = "*",
+        times: int | None = 1,
+        method: str = "*",
+        retry_after: float | None = None,
+    ) -> Fault:
+        """423 Locked (HubSpot: a lock lasts 2 seconds; wait at least that long)."""
+        return self.fail(method, path_glob, 423, times, retry_after=retry_after)
+
     def slow(
         self, path_glob: str, seconds: float, times: int | None = 1, method: str = "*"
     ) -> Fault:
@@ -1118,7 +1196,7 @@ class FakeHubSpot:
     ) -> _Answer:
         fault = self._take_fault("fail", method, path)
         if fault is not None:
-            headers = self._rate_headers(record=False)
+            headers = {**self._rate_headers(record=False), **fault.headers}
             if fault.retry_after is not None:
                 seconds = float(fault.retry_after)
                 headers["Retry-After"] = str(int(seconds) if seconds.is_integer() else seconds)
@@ -1184,6 +1262,18 @@ class FakeHubSpot:
             "X-HubSpot-RateLimit-Interval-Milliseconds": str(int(self.rate_window * 1000)),
             "X-HubSpot-RateLimit-Max": str(self.rate_limit),
             "X-HubSpot-RateLimit-Remaining": str(max(self.rate_limit - len(self._window), 0)),
+        }
+
+    def _daily_headers(self, remaining: int | None = None) -> dict[str, str]:
+        """HubSpot's daily headers (sent to private-app tokens, not to OAuth)."""
+        limit = self.daily_budget
+        if limit is None and remaining is None:
+            return {}
+        if remaining is None:
+            remaining = max((limit or 0) - self.daily_used, 0)
+        return {
+            "X-HubSpot-RateLimit-Daily": str(limit if limit is not None else self.daily_used),
+            "X-HubSpot-RateLimit-Daily-Remaining": str(remaining),
         }
 
     @staticmethod
@@ -1254,8 +1344,18 @@ class FakeHubSpot:
             raise ValueError("a fault is a JSON object")
         kind = spec.get("kind")
         method = str(spec.get("method", "*"))
-        path = str(spec["path"])
         times = spec.get("times", 1)
+        if kind == "migration":
+            retry_after = float(spec.get("retry_after", 3600))
+            return self.migration_in_progress(
+                str(spec.get("path", "*")), retry_after, times, method
+            )
+        if kind == "daily_limit":
+            return self.daily_limit(times, str(spec.get("path", "*")), method)
+        if kind == "locked":
+            path = str(spec.get("path", "*"))
+            return self.locked(path, times, method, spec.get("retry_after"))
+        path = str(spec["path"])
         if kind == "fail":
             return self.fail(
                 method, path, int(spec["status"]), times, spec.get("body"), spec.get("retry_after")

@@ -775,3 +775,43 @@ def test_association_batches_answer_207_for_missing_or_archived_ends(
     [error] = read.json()["errors"]
     assert (error["category"], error["context"]) == ("OBJECT_NOT_FOUND", {"ids": ["999999"]})
     assert {"status", "message", "errors", "links"} <= error.keys()
+
+
+def test_documented_failures_from_helpers_and_json(
+    fake: FakeHubSpot, sdk: HubSpot, http: httpx.Client
+) -> None:
+    """477 migration, DAILY 429 and 423 come from helpers or /_fake/faults with HubSpot's bodies."""
+    fake.migration_in_progress("/crm/v3/objects/contacts*", retry_after=7200)
+    with pytest.raises(ApiException) as caught:
+        sdk.crm.objects.basic_api.get_page("contacts")
+    assert caught.value.status == 477
+    assert caught.value.headers["Retry-After"] == "7200"
+    assert _body(caught.value)["category"] == "MIGRATION_IN_PROGRESS"
+
+    fake.daily_limit(times=1)
+    limited = http.get("/crm/v3/pipelines/deals")
+    assert limited.status_code == 429
+    assert limited.json()["policyName"] == "DAILY"
+    assert limited.json()["message"] == "You have reached your daily limit."
+    assert limited.json()["errorType"] == "RATE_LIMIT"
+    assert limited.headers["X-HubSpot-RateLimit-Daily-Remaining"] == "0"
+    assert "X-HubSpot-RateLimit-Daily" in limited.headers
+
+    fake.locked("/crm/v3/objects/companies", retry_after=2)
+    locked = http.post("/crm/v3/objects/companies", json={"properties": {"name": "L"}})
+    assert (locked.status_code, locked.headers["Retry-After"]) == (423, "2")
+    assert fake.objects("companies") == []
+
+    faults = [
+        {"kind": "migration", "path": "/crm/v3/pipelines/*", "retry_after": 60},
+        {"kind": "daily_limit"},
+        {"kind": "locked", "method": "GET"},
+        {"kind": "fail", "status": 477, "path": "*"},
+    ]
+    assert http.post("/_fake/faults", json=faults).status_code == 200
+    assert http.get("/crm/v3/pipelines/deals").headers["Retry-After"] == "60"
+    assert http.get("/crm/v3/objects/deals").json()["policyName"] == "DAILY"
+    assert http.get("/crm/v3/objects/deals").status_code == 423
+    injected = http.get("/crm/v3/objects/deals")
+    assert (injected.status_code, injected.json()["category"]) == (477, "MIGRATION_IN_PROGRESS")
+    assert http.get("/crm/v3/objects/deals").status_code == 200
