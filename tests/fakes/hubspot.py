@@ -42,8 +42,12 @@ tasks, also as ``contact``/``0-1`` etc.)
 - ``POST /crm/v3/objects/{type}/batch/{create,read,update,upsert,archive}``;
 - ``POST /crm/v3/objects/{type}/search`` (EQ, NEQ, IN, NOT_IN, HAS_PROPERTY,
   NOT_HAS_PROPERTY, GT/GTE/LT/LTE, BETWEEN, CONTAINS_TOKEN; sorts; paging), with
-  a configurable index lag (``search_lag`` seconds: a search sees each object as
-  it was ``search_lag`` ago, or not at all if it is younger);
+  an index lag (``search_lag`` seconds, 2 by default, minutes if you like: a
+  search sees each object as it was ``search_lag`` ago, or not at all if it is
+  younger; ``flush_search_index()`` catches up now). As on HubSpot, a page past
+  the first 10,000 results (``after + limit > 10000``) is a 400, and search is
+  outside the ten-second limit: it counts only against the per-second search
+  limit and its answers carry no ``X-HubSpot-RateLimit-*`` headers;
 - associations v4: ``PUT .../associations/default/{toType}/{toId}``, labelled
   ``PUT``/``DELETE .../associations/{toType}/{toId}``, ``GET .../associations/{toType}``,
   ``POST /crm/v4/associations/{from}/{to}/batch/{create,associate/default,read,archive}``;
@@ -78,7 +82,7 @@ As strict as the portal
   exist or is archived (the rest are associated); v4 association batch read for
   a missing or archived ``from`` id. An object batch create with one invalid
   input is refused whole (400).
-Every API response carries the X-HubSpot-RateLimit-* headers.
+Every API response but a search's carries the X-HubSpot-RateLimit-* headers.
 
 Documented failures, on demand (each fires ``times`` times; ``None`` is forever)
 ------------------------------------------------------------------------------
@@ -133,6 +137,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 PORTAL_ID = 1234567
 MAX_BATCH = 100
 MAX_SEARCH_LIMIT = 200
+MAX_SEARCH_RESULTS = 10_000
+"""HubSpot's search pages through at most this many results; a page past it is a 400."""
 AUTH_MESSAGE = (
     "Authentication credentials not found. This API supports OAuth 2.0 authentication "
     "and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
@@ -725,7 +731,7 @@ class FakeHubSpot:
         token: str | None = "fake-hubspot-token",  # noqa: S107
         host: str = "127.0.0.1",
         port: int = 0,
-        search_lag: float = 0.0,
+        search_lag: float = 2.0,
         rate_limit: int | None = 100,
         rate_window: float = 10.0,
         search_rate_limit: int | None = 4,
@@ -1207,20 +1213,25 @@ class FakeHubSpot:
             return _Answer(401, error_body(AUTH_MESSAGE, "INVALID_AUTHENTICATION"))
 
         now = time.monotonic()
-        is_search = method == "POST" and path.rstrip("/").endswith("/search")
-        if self.rate_limit is not None:
-            while self._window and self._window[0] <= now - self.rate_window:
-                self._window.popleft()
-            if len(self._window) >= self.rate_limit:
-                return _Answer(429, rate_limit_body(), self._rate_headers(record=False))
-        if is_search and self.search_rate_limit is not None:
-            hits = self._search_window_hits
-            while hits and hits[0] <= now - self.search_window:
-                hits.popleft()
-            if len(hits) >= self.search_rate_limit:
-                return _Answer(429, rate_limit_body(search=True), self._rate_headers(record=False))
-            hits.append(now)
-        headers = self._rate_headers(record=True)
+        headers: dict[str, str] = {}
+        if method == "POST" and path.rstrip("/").endswith("/search"):
+            # HubSpot's search endpoints have their own per-second limit instead of the
+            # ten-second one, and their answers carry no X-HubSpot-RateLimit-* headers
+            # (usage guidelines: the headers come "subject to the exceptions listed").
+            if self.search_rate_limit is not None:
+                hits = self._search_window_hits
+                while hits and hits[0] <= now - self.search_window:
+                    hits.popleft()
+                if len(hits) >= self.search_rate_limit:
+                    return _Answer(429, rate_limit_body(search=True))
+                hits.append(now)
+        else:
+            if self.rate_limit is not None:
+                while self._window and self._window[0] <= now - self.rate_window:
+                    self._window.popleft()
+                if len(self._window) >= self.rate_limit:
+                    return _Answer(429, rate_limit_body(), self._rate_headers(record=False))
+            headers = self._rate_headers(record=True)
 
         for route_method, pattern, handler, mutates in self._routes:
             if route_method != method:
@@ -1982,6 +1993,12 @@ class FakeHubSpot:
         if limit > MAX_SEARCH_LIMIT:
             raise _bad_request(f"limit must be at most {MAX_SEARCH_LIMIT}")
         after = int(body.get("after") or 0)
+        if after + limit > MAX_SEARCH_RESULTS:
+            # HubSpot documents the 400, not its text: this message is our best reading.
+            raise _bad_request(
+                f"Search results are limited to {MAX_SEARCH_RESULTS}: "
+                f"after ({after}) + limit ({limit}) goes past it"
+            )
         groups = body.get("filterGroups") or []
         if len(groups) > 5 or sum(len(g.get("filters") or []) for g in groups) > 18:
             raise _bad_request("Too many filters: at most 5 filterGroups and 18 filters in total")
@@ -2439,7 +2456,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--state-file", help="load state from here and rewrite it after each write")
     parser.add_argument("--token", default="fake-hubspot-token", help="'' disables auth")
-    parser.add_argument("--search-lag", type=float, default=0.0)
+    parser.add_argument("--search-lag", type=float, default=2.0, help="seconds; 0 disables")
     parser.add_argument("--rate-limit", type=int, default=100, help="0 disables")
     parser.add_argument("--rate-window", type=float, default=10.0)
     parser.add_argument("--search-rate-limit", type=int, default=4, help="0 disables")

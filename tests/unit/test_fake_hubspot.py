@@ -228,6 +228,7 @@ def test_sdk_host_recipe_create_get_update_search(fake: FakeHubSpot, sdk: HubSpo
     contacts.update(created.id, SimplePublicObjectInput(properties={"firstname": "Bob"}))
     assert fake.get("contacts", created.id)["properties"]["firstname"] == "Bob"  # type: ignore[index]
 
+    fake.flush_search_index()  # search lags writes by default; this test is about the SDK
     found = sdk.crm.objects.search_api.do_search(
         "contacts", _search_request("email", "BO@example.com", "firstname")
     )
@@ -466,23 +467,26 @@ def test_search_lags_behind_writes(make_sdk: SdkFactory) -> None:
 
 
 def test_rate_limit_answers_429_with_hubspot_headers(make_sdk: SdkFactory) -> None:
-    """A rolling window limit answers 429 RATE_LIMIT; every answer has the rate headers."""
+    """A rolling window limit answers 429 RATE_LIMIT; every non-search answer has the headers."""
     with (
         FakeHubSpot(rate_limit=3, rate_window=10, search_rate_limit=1) as fake,
         httpx.Client(base_url=fake.url, headers={"Authorization": f"Bearer {fake.token}"}) as http,
     ):
-        assert http.post("/crm/v3/objects/deals/search", json={}).status_code == 200
+        searched = http.post("/crm/v3/objects/deals/search", json={})
+        assert searched.status_code == 200
         search_limited = http.post("/crm/v3/objects/deals/search", json={})
         assert search_limited.status_code == 429
         assert search_limited.json()["policyName"] == "SECONDLY"
+        for answer in (searched, search_limited):  # search is outside the ten-second limit
+            assert not [h for h in answer.headers if h.lower().startswith("x-hubspot-ratelimit")]
 
         remaining = []
-        for _ in range(2):
+        for _ in range(3):
             answer = http.get("/crm/v3/objects/contacts")
             assert answer.headers["X-HubSpot-RateLimit-Max"] == "3"
             assert answer.headers["X-HubSpot-RateLimit-Interval-Milliseconds"] == "10000"
             remaining.append(answer.headers["X-HubSpot-RateLimit-Remaining"])
-        assert remaining == ["1", "0"]
+        assert remaining == ["2", "1", "0"]
 
         with pytest.raises(ApiException) as caught:
             make_sdk(fake).crm.objects.basic_api.get_page("contacts", limit=1)
@@ -493,7 +497,7 @@ def test_rate_limit_answers_429_with_hubspot_headers(make_sdk: SdkFactory) -> No
         assert (body["errorType"], body["policyName"]) == ("RATE_LIMIT", "TEN_SECONDLY_ROLLING")
         assert body["correlationId"]
         assert fake.rate_limited == 2
-        assert fake.total_calls == 5
+        assert fake.total_calls == 6
 
 
 def test_auth_needs_the_bearer_token(fake: FakeHubSpot) -> None:
@@ -815,3 +819,21 @@ def test_documented_failures_from_helpers_and_json(
     injected = http.get("/crm/v3/objects/deals")
     assert (injected.status_code, injected.json()["category"]) == (477, "MIGRATION_IN_PROGRESS")
     assert http.get("/crm/v3/objects/deals").status_code == 200
+
+
+def test_search_pages_stop_at_ten_thousand_and_lag_by_default(http: httpx.Client) -> None:
+    """Search refuses a page past 10,000 results, and by default lags writes by seconds."""
+    assert http.get("/_fake/state").json()["config"]["search_lag"] == 2.0
+    http.post("/_fake/config", json={"search_rate_limit": None})  # five searches in a row
+    made = http.post("/crm/v3/objects/companies", json={"properties": {"name": "Lagging"}})
+    assert made.status_code == 201
+    assert http.post("/crm/v3/objects/companies/search", json={}).json()["total"] == 0
+
+    last = http.post("/crm/v3/objects/companies/search", json={"after": 9990, "limit": 10})
+    assert last.status_code == 200
+    past = http.post("/crm/v3/objects/companies/search", json={"after": 9990, "limit": 11})
+    assert past.status_code == 400
+    assert past.json()["category"] == "VALIDATION_ERROR"
+    assert http.post("/crm/v3/objects/companies/search", json={"after": 10000}).status_code == 400
+    assert http.post("/_fake/flush-search").status_code == 200
+    assert http.post("/crm/v3/objects/companies/search", json={}).json()["total"] == 1
