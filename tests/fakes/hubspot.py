@@ -60,7 +60,9 @@ Errors use HubSpot's bodies: 401 INVALID_AUTHENTICATION; 400 VALIDATION_ERROR
 ("Property values were not valid: [...]" with PROPERTY_DOESNT_EXIST /
 INVALID_OPTION / INVALID_LONG items); 404 OBJECT_NOT_FOUND; 409 CONFLICT
 ("Contact already exists. Existing ID: 123" for a contact email); 429 RATE_LIMIT
-(policy TEN_SECONDLY_ROLLING, or SECONDLY for search).
+(policy TEN_SECONDLY_ROLLING, SECONDLY for search, or DAILY once the optional
+``daily_limit`` budget is spent; with a budget every answer carries
+``X-HubSpot-RateLimit-Daily`` and ``-Daily-Remaining``).
 
 As strict as the portal
 -----------------------
@@ -105,7 +107,7 @@ Test controls (no auth, not counted): ``GET /_fake/state``, ``POST /_fake/reset`
 null`` is forever),
 ``DELETE /_fake/faults``, ``POST /_fake/config`` (``search_lag``, ``rate_limit``,
 ``rate_window``, ``search_rate_limit``, ``search_window``, ``token``,
-``conflict_shape``) and
+``conflict_shape``, ``daily_limit``) and
 ``POST /_fake/flush-search`` (make every write searchable now).
 """
 
@@ -719,10 +721,15 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeHubSpot:
     """An in-memory HubSpot portal behind a real HTTP server on 127.0.0.1.
 
-    Configuration (attributes, also settable while running): ``token`` (``None``
-    disables auth), ``search_lag`` seconds, ``rate_limit`` requests per
-    ``rate_window`` seconds (``None`` disables), ``search_rate_limit`` per
-    ``search_window`` seconds (``None`` disables).
+    Configuration (constructor keywords, also settable while running with
+    ``configure()`` or ``POST /_fake/config``): ``token`` (``None`` disables auth),
+    ``search_lag`` seconds (2.0), ``rate_limit`` requests per ``rate_window``
+    seconds (100 per 10; ``None`` disables), ``search_rate_limit`` per
+    ``search_window`` seconds (4 per 1; ``None`` disables), ``conflict_shape``
+    (``"409_existing_id"``) and ``daily_limit`` requests per day (``None``: no
+    daily budget; kept in ``daily_budget``, counted in ``daily_used``). The
+    windows belong to the portal: every client and process that talks to this
+    fake shares them.
     """
 
     def __init__(
@@ -940,6 +947,7 @@ class FakeHubSpot:
                 "calls": dict(self.calls),
                 "total_calls": self.total_calls,
                 "rate_limited": self.rate_limited,
+                "daily_used": self.daily_used,
                 "faults": [f.describe() for f in self._faults],
                 "errors": list(self.errors),
                 "config": self._config(),
@@ -958,8 +966,7 @@ class FakeHubSpot:
         }
 
     def configure(self, **settings: Any) -> None:
-        """Change ``token``, ``search_lag``, ``rate_limit``, ``rate_window``,
-        ``search_rate_limit`` or ``search_window`` (also ``POST /_fake/config``)."""
+        """Change any setting of the class docstring (also ``POST /_fake/config``)."""
         with self._lock:
             for key, value in settings.items():
                 if key not in self._config():
@@ -1212,6 +1219,11 @@ class FakeHubSpot:
         if self.token is not None and authorization != f"Bearer {self.token}":
             return _Answer(401, error_body(AUTH_MESSAGE, "INVALID_AUTHENTICATION"))
 
+        if self.daily_budget is not None:
+            if self.daily_used >= self.daily_budget:
+                return _Answer(429, rate_limit_body(daily=True), self._daily_headers())
+            self.daily_used += 1
+
         now = time.monotonic()
         headers: dict[str, str] = {}
         if method == "POST" and path.rstrip("/").endswith("/search"):
@@ -1231,7 +1243,7 @@ class FakeHubSpot:
                     self._window.popleft()
                 if len(self._window) >= self.rate_limit:
                     return _Answer(429, rate_limit_body(), self._rate_headers(record=False))
-            headers = self._rate_headers(record=True)
+            headers = self._rate_headers(record=True) | self._daily_headers()
 
         for route_method, pattern, handler, mutates in self._routes:
             if route_method != method:

@@ -837,3 +837,37 @@ def test_search_pages_stop_at_ten_thousand_and_lag_by_default(http: httpx.Client
     assert http.post("/crm/v3/objects/companies/search", json={"after": 10000}).status_code == 400
     assert http.post("/_fake/flush-search").status_code == 200
     assert http.post("/crm/v3/objects/companies/search", json={}).json()["total"] == 1
+
+
+def test_rate_windows_and_daily_budget_belong_to_the_portal(make_sdk: SdkFactory) -> None:
+    """Separate clients share the portal's windows; a spent daily_limit answers DAILY 429s."""
+    with FakeHubSpot(rate_limit=4, search_rate_limit=None, daily_limit=6) as fake:
+        auth = {"Authorization": f"Bearer {fake.token}"}
+        with (
+            httpx.Client(base_url=fake.url, headers=auth) as one,
+            httpx.Client(base_url=fake.url, headers=auth) as two,
+        ):
+            assert (
+                one.get("/crm/v3/objects/contacts").headers["X-HubSpot-RateLimit-Remaining"] == "3"
+            )
+            answer = two.get("/crm/v3/objects/contacts")
+            assert answer.headers["X-HubSpot-RateLimit-Remaining"] == "2"
+            assert answer.headers["X-HubSpot-RateLimit-Daily"] == "6"
+            assert answer.headers["X-HubSpot-RateLimit-Daily-Remaining"] == "4"
+            make_sdk(fake).crm.objects.basic_api.get_page("contacts")
+            assert (
+                one.get("/crm/v3/objects/contacts").headers["X-HubSpot-RateLimit-Remaining"] == "0"
+            )
+            assert (
+                two.get("/crm/v3/objects/contacts").json()["policyName"] == "TEN_SECONDLY_ROLLING"
+            )
+
+            fake.configure(rate_limit=None)
+            assert one.post("/crm/v3/objects/contacts/search", json={}).status_code == 200
+            spent = two.get("/crm/v3/objects/contacts")
+            assert spent.status_code == 429
+            assert spent.json()["policyName"] == "DAILY"
+            assert spent.headers["X-HubSpot-RateLimit-Daily-Remaining"] == "0"
+            assert fake.daily_used == 6
+            fake.configure(daily_limit=None)
+            assert one.get("/crm/v3/objects/contacts").status_code == 200
