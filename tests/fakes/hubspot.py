@@ -84,6 +84,11 @@ As strict as the portal
   exist or is archived (the rest are associated); v4 association batch read for
   a missing or archived ``from`` id. An object batch create with one invalid
   input is refused whole (400).
+- Writes echo what HubSpot echoes: a create (single, batch, upsert that creates)
+  answers the properties sent plus ``createdate``/``hs_createdate``,
+  ``hs_object_id`` and the last-modified date; an update answers the properties
+  sent (a cleared one as ``""``) plus ``hs_object_id`` and the last-modified
+  date. Everything else needs a read.
 Every API response but a search's carries the X-HubSpot-RateLimit-* headers.
 
 Documented failures, on demand (each fires ``times`` times; ``None`` is forever)
@@ -1499,9 +1504,26 @@ class FakeHubSpot:
             body["archivedAt"] = record.archived_at
         return body
 
-    def _written(self, record: _Record) -> dict[str, Any]:
-        """The object as a write answers it: every property it has."""
-        return self._public(record, None, all_props=True)
+    def _written(
+        self, record: _Record, sent: Mapping[str, str], *, created: bool
+    ) -> dict[str, Any]:
+        """The object as a write answers it: what was sent, and the system's own properties.
+
+        HubSpot's API reference shows a PATCH answering exactly the properties sent
+        (``/docs/api-reference/crm-objects-v3/basic/patch-crm-v3-objects-objectType-
+        objectId``) and a create answering them with the defaults it set
+        (``createdate``, ``hs_object_id``, last-modified); the SDK's
+        ``SimplePublicObject`` holds only these. An update adds ``hs_object_id`` and
+        the last-modified date. A cleared property is echoed as ``""``. Read the
+        object back (GET, batch read) for anything else.
+        """
+        system = ALWAYS_PROPERTIES[record.type]
+        if not created:
+            system = [n for n in system if n not in ("createdate", "hs_createdate")]
+        body = self._public(record, None, all_props=True)
+        names = dict.fromkeys([*sent, *system])
+        body["properties"] = {n: record.props.get(n, "") for n in names}
+        return body
 
     def _validate(self, object_type: str, raw: Any) -> dict[str, str]:
         """Properties as HubSpot stores them; 400 VALIDATION_ERROR for unknown or bad values."""
@@ -1802,7 +1824,7 @@ class FakeHubSpot:
         record = self._new_record(object_type, props)
         for to_type, to_id, specs in links:
             self._link(object_type, record.id, to_type, to_id, specs)
-        return _Answer(201, self._written(record))
+        return _Answer(201, self._written(record, props, created=True))
 
     def _list(self, match: re.Match[str], query: Query, body: Any) -> _Answer:
         object_type = self._type(match.group(1))
@@ -1850,7 +1872,7 @@ class FakeHubSpot:
         props = self._validate(object_type, body.get("properties"))
         self._check_unique(object_type, props, exclude=record.id)
         self._apply(record, props)
-        return _Answer(200, self._written(record))
+        return _Answer(200, self._written(record, props, created=False))
 
     def _archive(self, match: re.Match[str], query: Query, body: Any) -> _Answer:
         object_type = self._type(match.group(1))
@@ -1884,7 +1906,7 @@ class FakeHubSpot:
             record = self._new_record(object_type, props)
             for to_type, to_id, specs in links:
                 self._link(object_type, record.id, to_type, to_id, specs)
-            results.append(self._written(record))
+            results.append(self._written(record, props, created=True))
         return _Answer(201, self._batch_body(results, started=started))
 
     def _batch_read(self, match: re.Match[str], query: Query, body: Any) -> _Answer:
@@ -1928,7 +1950,7 @@ class FakeHubSpot:
         results = []
         for record, props in prepared:
             self._apply(record, props)
-            results.append(self._written(record))
+            results.append(self._written(record, props, created=False))
         errors = [self._not_found_error(object_type, missing)] if missing else None
         return _Answer(207 if missing else 200, self._batch_body(results, errors, started))
 
@@ -1971,7 +1993,9 @@ class FakeHubSpot:
             else:
                 record = existing
                 self._apply(record, props)
-            results.append({**self._written(record), "new": existing is None})
+            results.append(
+                {**self._written(record, props, created=existing is None), "new": existing is None}
+            )
         return _Answer(200, self._batch_body(results, started=started))
 
     def _batch_archive(self, match: re.Match[str], query: Query, body: Any) -> _Answer:

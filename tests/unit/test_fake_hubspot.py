@@ -871,3 +871,45 @@ def test_rate_windows_and_daily_budget_belong_to_the_portal(make_sdk: SdkFactory
             assert fake.daily_used == 6
             fake.configure(daily_limit=None)
             assert one.get("/crm/v3/objects/contacts").status_code == 200
+
+
+def test_writes_echo_what_was_sent_and_system_properties(http: httpx.Client) -> None:
+    """Create, update and batch writes answer the properties sent plus HubSpot's own, no more."""
+    full = {"email": "echo@example.com", "firstname": "E", "lastname": "Cho", "phone": "1"}
+    created = http.post("/crm/v3/objects/contacts", json={"properties": full}).json()
+    system = {"createdate", "hs_object_id", "lastmodifieddate"}
+    assert created["properties"].keys() == full.keys() | system
+
+    patched = http.patch(
+        f"/crm/v3/objects/contacts/{created['id']}",
+        json={"properties": {"firstname": "F", "phone": ""}},
+    ).json()
+    assert patched["properties"] == {
+        "firstname": "F",
+        "phone": "",
+        "hs_object_id": created["id"],
+        "lastmodifieddate": patched["properties"]["lastmodifieddate"],
+    }
+    updated = http.post(
+        "/crm/v3/objects/contacts/batch/update",
+        json={"inputs": [{"id": created["id"], "properties": {"lastname": "Ko"}}]},
+    ).json()["results"][0]
+    assert updated["properties"].keys() == {"lastname", "hs_object_id", "lastmodifieddate"}
+    made = http.post(
+        "/crm/v3/objects/tasks/batch/create",
+        json={"inputs": [{"properties": {"hs_timestamp": "2027-01-01T00:00:00Z"}}]},
+    ).json()["results"][0]
+    assert made["properties"].keys() == {
+        "hs_timestamp", "hs_createdate", "hs_lastmodifieddate", "hs_object_id"
+    }  # fmt: skip
+    upserted = http.post(
+        "/crm/v3/objects/contacts/batch/upsert",
+        json={"inputs": [{"id": "echo@example.com", "idProperty": "email", "properties": {}}]},
+    ).json()["results"][0]
+    assert upserted["properties"].keys() == {"email", "hs_object_id", "lastmodifieddate"}
+    assert (
+        http.get(f"/crm/v3/objects/contacts/{created['id']}?properties=lastname").json()[
+            "properties"
+        ]["lastname"]
+        == "Ko"
+    )
