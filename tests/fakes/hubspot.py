@@ -89,6 +89,14 @@ As strict as the portal
   ``hs_object_id`` and the last-modified date; an update answers the properties
   sent (a cleared one as ``""``) plus ``hs_object_id`` and the last-modified
   date. Everything else needs a read.
+- Request bodies must fit the SDK's generated models (``hubspot.crm.objects``,
+  ``.associations.v4``, ``.properties``: e.g. ``SimplePublicObjectInputForCreate``,
+  ``BatchReadInputSimplePublicObjectId`` with its required
+  ``propertiesWithHistory``, ``PublicObjectSearchRequest``,
+  ``BatchInputPublicAssociationMultiPost``): a missing required field, a value
+  outside an enum, or an object/array where the model wants something else is a
+  400 VALIDATION_ERROR "Invalid input JSON: <where>: <why>"; no body where one is
+  expected is "Invalid JSON input: a request body was expected, but none found".
 Every API response but a search's carries the X-HubSpot-RateLimit-* headers.
 
 Documented failures, on demand (each fires ``times`` times; ``None`` is forever)
@@ -121,6 +129,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fnmatch
+import importlib
 import json
 import os
 import re
@@ -617,7 +626,9 @@ class _Answer:
 
 
 Query = dict[str, list[str]]
-Route = tuple[str, re.Pattern[str], Callable[[re.Match[str], Query, Any], _Answer], bool]
+Handler = Callable[[re.Match[str], Query, Any], _Answer]
+Route = tuple[str, re.Pattern[str], Handler, bool, str | None]
+"""Method, path pattern, handler, whether it writes, the SDK model its body must fit."""
 
 _SEG = r"([^/]+)"
 
@@ -666,6 +677,103 @@ def _query_value(query: Query, name: str) -> str | None:
 
 def _query_flag(query: Query, name: str) -> bool:
     return (query.get(name) or ["false"])[-1].lower() == "true"
+
+
+_SDK_PACKAGES = {
+    "objects": "hubspot.crm.objects",
+    "associations": "hubspot.crm.associations.v4",
+    "properties": "hubspot.crm.properties",
+}
+
+
+class BodyRefused(ValueError):
+    """A request body that does not fit the SDK's model of it."""
+
+
+class _SdkBodies:
+    """Request bodies read into the SDK's generated models, as HubSpot's server reads them.
+
+    ``hubspot-api-client`` is generated from HubSpot's OpenAPI specs, so its models
+    are the documented request shapes. A body is walked along the model's
+    ``openapi_types`` (an object where an object is expected, a list where a list
+    is, a string or number where a string is: HubSpot's Jackson coerces numbers to
+    strings but refuses objects and arrays) and each model is built with
+    ``client_side_validation`` on, so a missing required field or a value outside
+    an enum raises, as in the SDK's own ``ApiClient.__deserialize_model``. Unknown
+    fields are ignored. The SDK's client-side validation is off by default, so
+    without this the fake would take bodies that HubSpot refuses.
+    """
+
+    def __init__(self) -> None:
+        self._configurations: dict[str, Any] = {}
+
+    def check(self, spec: str, data: Any) -> None:
+        """``spec`` is ``package:Type`` (e.g. ``objects:PublicObjectSearchRequest``)."""
+        package, type_name = spec.split(":", 1)
+        self._walk(package, type_name, data, "")
+
+    def _configuration(self, package: str) -> Any:
+        if package not in self._configurations:
+            configuration = importlib.import_module(_SDK_PACKAGES[package]).Configuration()
+            configuration.client_side_validation = True
+            self._configurations[package] = configuration
+        return self._configurations[package]
+
+    def _walk(self, package: str, type_name: str, data: Any, where: str) -> Any:
+        at = where or "the body"
+        if data is None:
+            return None
+        if type_name.startswith("list["):
+            if not isinstance(data, list):
+                raise BodyRefused(f"{at}: expected an array, got {_json_kind(data)}")
+            inner = type_name[5:-1]
+            return [self._walk(package, inner, v, f"{where}[{i}]") for i, v in enumerate(data)]
+        if type_name.startswith("dict["):
+            if not isinstance(data, dict):
+                raise BodyRefused(f"{at}: expected an object, got {_json_kind(data)}")
+            inner = type_name[5:-1].split(", ", 1)[1]
+            return {k: self._walk(package, inner, v, f"{where}.{k}") for k, v in data.items()}
+        if type_name == "str":
+            if isinstance(data, (dict, list)):
+                raise BodyRefused(f"{at}: expected a string, got {_json_kind(data)}")
+            return data
+        if type_name in ("int", "float"):
+            number = isinstance(data, (int, float)) and not isinstance(data, bool)
+            if not number and not (isinstance(data, str) and re.fullmatch(r"-?\d+", data)):
+                raise BodyRefused(f"{at}: expected a number, got {_json_kind(data)}")
+            return data
+        if type_name == "bool":
+            if not isinstance(data, bool) and data not in ("true", "false"):
+                raise BodyRefused(f"{at}: expected a boolean, got {_json_kind(data)}")
+            return data
+        if type_name == "object":
+            return data
+        models = importlib.import_module(_SDK_PACKAGES[package] + ".models")
+        klass = getattr(models, type_name)
+        if not isinstance(data, dict):
+            raise BodyRefused(f"{at}: expected an object, got {_json_kind(data)}")
+        kwargs = {
+            attr: self._walk(package, kind, data.get(klass.attribute_map[attr]), f"{where}.{key}")
+            for attr, kind in klass.openapi_types.items()
+            for key in [klass.attribute_map[attr]]
+        }
+        try:
+            klass(**kwargs, local_vars_configuration=self._configuration(package))
+        except (ValueError, TypeError) as exc:
+            raise BodyRefused(f"{at}: {exc}") from exc
+        return data
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"
 
 
 class _Server(ThreadingHTTPServer):
@@ -769,6 +877,7 @@ class FakeHubSpot:
         self._thread: threading.Thread | None = None
         self.url = ""
         self._routes: list[Route] = self._build_routes()
+        self._bodies = _SdkBodies()
         self._clear()
         if self.state_file is not None and self.state_file.exists():
             self._load_state(json.loads(self.state_file.read_text()))
@@ -1250,7 +1359,7 @@ class FakeHubSpot:
                     return _Answer(429, rate_limit_body(), self._rate_headers(record=False))
             headers = self._rate_headers(record=True) | self._daily_headers()
 
-        for route_method, pattern, handler, mutates in self._routes:
+        for route_method, pattern, handler, mutates, model in self._routes:
             if route_method != method:
                 continue
             match = pattern.fullmatch(path.rstrip("/") or "/")
@@ -1262,6 +1371,9 @@ class FakeHubSpot:
                 return _Answer(
                     400, error_body(f"Invalid input JSON: {exc}", "VALIDATION_ERROR"), headers
                 )
+            refused = self._refuse_body(model, body)
+            if refused is not None:
+                return _Answer(400, refused, headers)
             try:
                 answer = handler(match, query, body)
             except HubSpotError as exc:
@@ -1280,6 +1392,25 @@ class FakeHubSpot:
             error_body(f"fake HubSpot has no route for {method} {path}", "OBJECT_NOT_FOUND"),
             headers,
         )
+
+    def _refuse_body(self, model: str | None, body: Any) -> dict[str, Any] | None:
+        """HubSpot's 400 for a body its model does not take, else ``None``.
+
+        Wording from HubSpot's answers in HubSpot/hubspot-api-ruby#187 ("Invalid
+        JSON input: a request body was expected, but none found") and
+        hubspot-api-php#40 ("Invalid input JSON on line 1, column 11: Cannot
+        deserialize ..."); we name the field instead of a line and column.
+        """
+        if model is None:
+            return None
+        if body is None:
+            message = "Invalid JSON input: a request body was expected, but none found"
+            return error_body(message, "VALIDATION_ERROR")
+        try:
+            self._bodies.check(model, body)
+        except BodyRefused as exc:
+            return error_body(f"Invalid input JSON: {exc}", "VALIDATION_ERROR")
+        return None
 
     def _rate_headers(self, *, record: bool) -> dict[str, str]:
         if self.rate_limit is None:
@@ -1404,38 +1535,99 @@ class FakeHubSpot:
         v4_batch = r"/crm/v4/associations/" + _SEG + "/" + _SEG + "/batch/"
         props = r"/crm/v3/properties/" + _SEG
         pipes = r"/crm/v3/pipelines/" + _SEG
-        table: list[tuple[str, str, Callable[[re.Match[str], Query, Any], _Answer], bool]] = [
-            ("POST", objects + "/search", self._search, False),
-            ("POST", objects + "/batch/create", self._batch_create, True),
-            ("POST", objects + "/batch/read", self._batch_read, False),
-            ("POST", objects + "/batch/update", self._batch_update, True),
-            ("POST", objects + "/batch/upsert", self._batch_upsert, True),
-            ("POST", objects + "/batch/archive", self._batch_archive, True),
-            ("POST", objects, self._create, True),
-            ("GET", objects, self._list, False),
-            ("GET", objects + "/" + _SEG, self._get, False),
-            ("PATCH", objects + "/" + _SEG, self._update, True),
-            ("DELETE", objects + "/" + _SEG, self._archive, True),
-            ("PUT", v4_object + "default/" + _SEG + "/" + _SEG, self._assoc_default, True),
-            ("PUT", v4_object + _SEG + "/" + _SEG, self._assoc_labelled, True),
-            ("DELETE", v4_object + _SEG + "/" + _SEG, self._assoc_remove, True),
-            ("GET", v4_object + _SEG, self._assoc_list, False),
-            ("POST", v4_batch + "create", self._assoc_batch_create, True),
-            ("POST", v4_batch + "associate/default", self._assoc_batch_default, True),
-            ("POST", v4_batch + "read", self._assoc_batch_read, False),
-            ("POST", v4_batch + "archive", self._assoc_batch_archive, True),
-            ("GET", props + "/groups", self._groups_list, False),
-            ("POST", props + "/groups", self._group_create, True),
-            ("GET", props + "/groups/" + _SEG, self._group_get, False),
-            ("GET", props, self._properties_list, False),
-            ("POST", props, self._property_create, True),
-            ("GET", props + "/" + _SEG, self._property_get, False),
-            ("PATCH", props + "/" + _SEG, self._property_update, True),
-            ("GET", pipes, self._pipelines_list, False),
-            ("GET", pipes + "/" + _SEG, self._pipeline_get, False),
-            ("GET", pipes + "/" + _SEG + "/stages", self._pipeline_stages, False),
+        o, a, p = "objects:", "associations:", "properties:"
+        table: list[tuple[str, str, Handler, bool, str | None]] = [
+            ("POST", objects + "/search", self._search, False, o + "PublicObjectSearchRequest"),
+            (
+                "POST",
+                objects + "/batch/create",
+                self._batch_create,
+                True,
+                o + "BatchInputSimplePublicObjectBatchInputForCreate",
+            ),
+            (
+                "POST",
+                objects + "/batch/read",
+                self._batch_read,
+                False,
+                o + "BatchReadInputSimplePublicObjectId",
+            ),
+            (
+                "POST",
+                objects + "/batch/update",
+                self._batch_update,
+                True,
+                o + "BatchInputSimplePublicObjectBatchInput",
+            ),
+            (
+                "POST",
+                objects + "/batch/upsert",
+                self._batch_upsert,
+                True,
+                o + "BatchInputSimplePublicObjectBatchInputUpsert",
+            ),
+            (
+                "POST",
+                objects + "/batch/archive",
+                self._batch_archive,
+                True,
+                o + "BatchInputSimplePublicObjectId",
+            ),
+            ("POST", objects, self._create, True, o + "SimplePublicObjectInputForCreate"),
+            ("GET", objects, self._list, False, None),
+            ("GET", objects + "/" + _SEG, self._get, False, None),
+            ("PATCH", objects + "/" + _SEG, self._update, True, o + "SimplePublicObjectInput"),
+            ("DELETE", objects + "/" + _SEG, self._archive, True, None),
+            ("PUT", v4_object + "default/" + _SEG + "/" + _SEG, self._assoc_default, True, None),
+            (
+                "PUT",
+                v4_object + _SEG + "/" + _SEG,
+                self._assoc_labelled,
+                True,
+                a + "list[AssociationSpec]",
+            ),
+            ("DELETE", v4_object + _SEG + "/" + _SEG, self._assoc_remove, True, None),
+            ("GET", v4_object + _SEG, self._assoc_list, False, None),
+            (
+                "POST",
+                v4_batch + "create",
+                self._assoc_batch_create,
+                True,
+                a + "BatchInputPublicAssociationMultiPost",
+            ),
+            (
+                "POST",
+                v4_batch + "associate/default",
+                self._assoc_batch_default,
+                True,
+                a + "BatchInputPublicDefaultAssociationMultiPost",
+            ),
+            (
+                "POST",
+                v4_batch + "read",
+                self._assoc_batch_read,
+                False,
+                a + "BatchInputPublicFetchAssociationsBatchRequest",
+            ),
+            (
+                "POST",
+                v4_batch + "archive",
+                self._assoc_batch_archive,
+                True,
+                a + "BatchInputPublicAssociationMultiArchive",
+            ),
+            ("GET", props + "/groups", self._groups_list, False, None),
+            ("POST", props + "/groups", self._group_create, True, p + "PropertyGroupCreate"),
+            ("GET", props + "/groups/" + _SEG, self._group_get, False, None),
+            ("GET", props, self._properties_list, False, None),
+            ("POST", props, self._property_create, True, p + "PropertyCreate"),
+            ("GET", props + "/" + _SEG, self._property_get, False, None),
+            ("PATCH", props + "/" + _SEG, self._property_update, True, p + "PropertyUpdate"),
+            ("GET", pipes, self._pipelines_list, False, None),
+            ("GET", pipes + "/" + _SEG, self._pipeline_get, False, None),
+            ("GET", pipes + "/" + _SEG + "/stages", self._pipeline_stages, False, None),
         ]
-        return [(m, re.compile(p), h, mut) for m, p, h, mut in table]
+        return [(m, re.compile(pat), h, mut, model) for m, pat, h, mut, model in table]
 
     # --- helpers ----------------------------------------------------------------------
 

@@ -193,7 +193,11 @@ def test_httpx_batches_create_read_update_archive(fake: FakeHubSpot, http: httpx
 
     read = http.post(
         "/crm/v3/objects/companies/batch/read",
-        json={"inputs": [{"id": ids[0]}, {"id": "999999"}], "properties": ["domain"]},
+        json={
+            "inputs": [{"id": ids[0]}, {"id": "999999"}],
+            "properties": ["domain"],
+            "propertiesWithHistory": [],  # required by HubSpot's BatchReadInputSimplePublicObjectId
+        },
     )
     assert read.status_code == 207
     assert read.json()["numErrors"] == 1
@@ -913,3 +917,60 @@ def test_writes_echo_what_was_sent_and_system_properties(http: httpx.Client) -> 
         ]["lastname"]
         == "Ko"
     )
+
+
+def test_bodies_must_fit_the_sdk_models(fake: FakeHubSpot, http: httpx.Client) -> None:
+    """A body the SDK's generated model refuses is HubSpot's 400 "Invalid input JSON"."""
+    refused = [
+        ("POST", "/crm/v3/objects/contacts", {"properties": "email=a@b.c"}),
+        ("POST", "/crm/v3/objects/contacts", {"associations": []}),
+        ("PATCH", "/crm/v3/objects/contacts/1", {"properties": {"email": {"v": 1}}}),
+        ("POST", "/crm/v3/objects/contacts/batch/create", {"inputs": {"properties": {}}}),
+        ("POST", "/crm/v3/objects/contacts/batch/read", {"inputs": [], "properties": []}),
+        ("POST", "/crm/v3/objects/contacts/batch/update", {"inputs": [{"properties": {}}]}),
+        ("POST", "/crm/v3/objects/contacts/batch/upsert", {"inputs": [{"id": "x"}]}),
+        ("POST", "/crm/v3/objects/contacts/batch/archive", {"inputs": [{}]}),
+        ("POST", "/crm/v3/objects/contacts/search", {"filterGroups": [{"filters": [{}]}]}),
+        (
+            "POST",
+            "/crm/v3/objects/contacts/search",
+            {"filterGroups": [{"filters": [{"propertyName": "a", "operator": "LIKE"}]}]},
+        ),
+        ("POST", "/crm/v3/objects/contacts/search", {"limit": "ten"}),
+        (
+            "POST",
+            "/crm/v4/associations/contacts/companies/batch/create",
+            {"inputs": [{"from": {"id": "1"}, "to": {"id": "2"}}]},
+        ),
+        (
+            "POST",
+            "/crm/v4/associations/contacts/companies/batch/create",
+            {
+                "inputs": [
+                    {
+                        "from": {"id": "1"},
+                        "to": {"id": "2"},
+                        "types": [{"associationCategory": "MINE", "associationTypeId": 1}],
+                    }
+                ]
+            },
+        ),
+        ("POST", "/crm/v4/associations/contacts/companies/batch/read", {"inputs": [{}]}),
+        ("POST", "/crm/v3/properties/deals/groups", {"name": "g"}),
+        ("POST", "/crm/v3/objects/contacts", None),
+    ]
+    for method, path, body in refused:
+        answer = http.request(method, path, json=body)
+        assert answer.status_code == 400, (path, body, answer.text)
+        assert answer.json()["category"] == "VALIDATION_ERROR"
+        assert answer.json()["message"].startswith(("Invalid input JSON", "Invalid JSON input"))
+    assert fake.objects("contacts") == []
+    assert (
+        http.post(
+            "/crm/v3/objects/contacts", json={"properties": {"email": "n@example.com", "x_n": 1}}
+        ).status_code
+        == 400
+    )  # fits the model (a number is a string to HubSpot), unknown property
+    taken = http.post("/crm/v3/objects/contacts", json={"properties": {"phone": 5}})
+    assert taken.status_code == 201
+    assert taken.json()["properties"]["phone"] == "5"
