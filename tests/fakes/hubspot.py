@@ -62,7 +62,10 @@ INVALID_OPTION / INVALID_LONG items); 404 OBJECT_NOT_FOUND; 409 CONFLICT
 ("Contact already exists. Existing ID: 123" for a contact email); 429 RATE_LIMIT
 (policy TEN_SECONDLY_ROLLING, SECONDLY for search, or DAILY once the optional
 ``daily_limit`` budget is spent; with a budget every answer carries
-``X-HubSpot-RateLimit-Daily`` and ``-Daily-Remaining``).
+``X-HubSpot-RateLimit-Daily`` and ``-Daily-Remaining``). Every API answer but a
+search's carries the ten-second X-HubSpot-RateLimit-* headers. The rate windows
+and the daily budget are the portal's: one per fake, shared by every client and
+process that talks to it.
 
 As strict as the portal
 -----------------------
@@ -97,7 +100,6 @@ As strict as the portal
   outside an enum, or an object/array where the model wants something else is a
   400 VALIDATION_ERROR "Invalid input JSON: <where>: <why>"; no body where one is
   expected is "Invalid JSON input: a request body was expected, but none found".
-Every API response but a search's carries the X-HubSpot-RateLimit-* headers.
 
 Documented failures, on demand (each fires ``times`` times; ``None`` is forever)
 ------------------------------------------------------------------------------
@@ -110,7 +112,18 @@ Documented failures, on demand (each fires ``times`` times; ``None`` is forever)
   daily limit." with ``policyName`` DAILY and ``X-HubSpot-RateLimit-Daily`` /
   ``-Daily-Remaining: 0``;
 - ``locked(path_glob="*", times=1, method="*", retry_after=None)``: 423 LOCKED;
-- ``slow``, ``drop``, ``crash_after_commit``: see below.
+- ``slow(path_glob, seconds)``, ``drop(path_glob)``, ``crash_after_commit(path_glob)``
+  (also ``times=``, ``method=``): a slow answer, a hang-up before doing anything,
+  a hang-up after the write.
+
+Settings (constructor keywords; ``configure(**settings)`` or ``POST /_fake/config``
+while running; the process takes ``--search-lag``, ``--rate-limit``,
+``--rate-window``, ``--search-rate-limit``, ``--conflict-shape``, ``--daily-limit``,
+``--token``):
+``token="fake-hubspot-token"`` (``None`` disables auth), ``search_lag=2.0``,
+``rate_limit=100`` per ``rate_window=10.0`` s, ``search_rate_limit=4`` per
+``search_window=1.0`` s (``None`` disables either), ``conflict_shape=
+"409_existing_id"``, ``daily_limit=None`` (requests per day; ``None``: no budget).
 
 Test controls (no auth, not counted): ``GET /_fake/state``, ``POST /_fake/reset``,
 ``POST /_fake/faults`` (one fault or a list: ``{"kind": "fail"|"slow"|"drop"|
@@ -2689,6 +2702,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-window", type=float, default=10.0)
     parser.add_argument("--search-rate-limit", type=int, default=4, help="0 disables")
     parser.add_argument("--conflict-shape", choices=CONFLICT_SHAPES, default="409_existing_id")
+    parser.add_argument("--daily-limit", type=int, default=0, help="requests per day; 0: none")
     parser.add_argument(
         "--latency", type=float, default=0.0, help="seconds added to every API request"
     )
@@ -2701,6 +2715,7 @@ def main(argv: list[str] | None = None) -> int:
         rate_window=args.rate_window,
         search_rate_limit=args.search_rate_limit or None,
         conflict_shape=args.conflict_shape,
+        daily_limit=args.daily_limit or None,
         state_file=args.state_file,
     )
     if args.latency > 0:  # a CRM with realistic latency (benchmarks): a permanent "slow" fault
