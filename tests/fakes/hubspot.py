@@ -42,8 +42,12 @@ tasks, also as ``contact``/``0-1`` etc.)
 - ``POST /crm/v3/objects/{type}/batch/{create,read,update,upsert,archive}``;
 - ``POST /crm/v3/objects/{type}/search`` (EQ, NEQ, IN, NOT_IN, HAS_PROPERTY,
   NOT_HAS_PROPERTY, GT/GTE/LT/LTE, BETWEEN, CONTAINS_TOKEN; sorts; paging), with
-  a configurable index lag (``search_lag`` seconds: a search sees each object as
-  it was ``search_lag`` ago, or not at all if it is younger);
+  an index lag (``search_lag`` seconds, 2 by default, minutes if you like: a
+  search sees each object as it was ``search_lag`` ago, or not at all if it is
+  younger; ``flush_search_index()`` catches up now). As on HubSpot, a page past
+  the first 10,000 results (``after + limit > 10000``) is a 400, and search is
+  outside the ten-second limit: it counts only against the per-second search
+  limit and its answers carry no ``X-HubSpot-RateLimit-*`` headers;
 - associations v4: ``PUT .../associations/default/{toType}/{toId}``, labelled
   ``PUT``/``DELETE .../associations/{toType}/{toId}``, ``GET .../associations/{toType}``,
   ``POST /crm/v4/associations/{from}/{to}/batch/{create,associate/default,read,archive}``;
@@ -57,18 +61,82 @@ tasks, also as ``contact``/``0-1`` etc.)
 Errors use HubSpot's bodies: 401 INVALID_AUTHENTICATION; 400 VALIDATION_ERROR
 ("Property values were not valid: [...]" with PROPERTY_DOESNT_EXIST /
 INVALID_OPTION / INVALID_LONG items); 404 OBJECT_NOT_FOUND; 409 CONFLICT
-("Contact already exists. Existing ID: 123" for a contact email, "A deal with
-bookme_lead_key k already exists. Existing ID: 123" for a ``hasUniqueValue``
-property); 429 RATE_LIMIT (policy TEN_SECONDLY_ROLLING, or SECONDLY for search).
-Every API response carries the X-HubSpot-RateLimit-* headers.
+("Contact already exists. Existing ID: 123" for a contact email); 429 RATE_LIMIT
+(policy TEN_SECONDLY_ROLLING, SECONDLY for search, or DAILY once the optional
+``daily_limit`` budget is spent; with a budget every answer carries
+``X-HubSpot-RateLimit-Daily`` and ``-Daily-Remaining``). Every API answer but a
+search's carries the ten-second X-HubSpot-RateLimit-* headers. The rate windows
+and the daily budget are the portal's: one per fake, shared by every client and
+process that talks to it.
+
+As strict as the portal
+-----------------------
+- Required properties on create (single, batch, and an upsert that creates):
+  deals ``dealname``, ``pipeline``, ``dealstage``; meetings and tasks
+  ``hs_timestamp`` (never filled in for you). Missing: 400 VALIDATION_ERROR
+  "Error creating DEAL.  Some required properties were not set." with
+  ``context.properties`` naming them. One bad input refuses a whole batch.
+- A taken ``hasUniqueValue`` value (create, batch create, update, upsert) is
+  answered in the shape ``conflict_shape`` names: ``"409_existing_id"`` (default:
+  409 CONFLICT "A deal with bookme_lead_key k already exists. Existing ID: 123"),
+  ``"409_no_id"`` (the same without the id) or ``"400_validation"`` (400
+  VALIDATION_ERROR, an INVALID_VALUE item "bookme_lead_key already has that
+  value"). A contact's email is always the documented 409 with its existing id.
+- 207 Multi-Status, with an ``errors`` item per problem (HubSpot's
+  ``StandardError``: ``status``, ``category``, ``message``, ``context``,
+  ``errors``, ``links``): object batch read/update for ids that do not exist;
+  v4 association batch create and associate/default for an end that does not
+  exist or is archived (the rest are associated); v4 association batch read for
+  a missing or archived ``from`` id. An object batch create with one invalid
+  input is refused whole (400).
+- Writes echo what HubSpot echoes: a create (single, batch, upsert that creates)
+  answers the properties sent plus ``createdate``/``hs_createdate``,
+  ``hs_object_id`` and the last-modified date; an update answers the properties
+  sent (a cleared one as ``""``) plus ``hs_object_id`` and the last-modified
+  date. Everything else needs a read.
+- Request bodies must fit the SDK's generated models (``hubspot.crm.objects``,
+  ``.associations.v4``, ``.properties``: e.g. ``SimplePublicObjectInputForCreate``,
+  ``BatchReadInputSimplePublicObjectId`` with its required
+  ``propertiesWithHistory``, ``PublicObjectSearchRequest``,
+  ``BatchInputPublicAssociationMultiPost``): a missing required field, a value
+  outside an enum, or an object/array where the model wants something else is a
+  400 VALIDATION_ERROR "Invalid input JSON: <where>: <why>"; no body where one is
+  expected is "Invalid JSON input: a request body was expected, but none found".
+
+Documented failures, on demand (each fires ``times`` times; ``None`` is forever)
+------------------------------------------------------------------------------
+- ``fail(method, path_glob, status, times=1, body=None, retry_after=None)``: any
+  status (5xx, 423, 429, 477, ...) with HubSpot's body for it;
+- ``migration_in_progress(path_glob="*", retry_after=3600, times=1, method="*")``:
+  477 with ``Retry-After`` (HubSpot documents the status and header, not the body;
+  ours is category MIGRATION_IN_PROGRESS);
+- ``daily_limit(times=1, path_glob="*", method="*")``: 429 "You have reached your
+  daily limit." with ``policyName`` DAILY and ``X-HubSpot-RateLimit-Daily`` /
+  ``-Daily-Remaining: 0``;
+- ``locked(path_glob="*", times=1, method="*", retry_after=None)``: 423 LOCKED;
+- ``slow(path_glob, seconds)``, ``drop(path_glob)``, ``crash_after_commit(path_glob)``
+  (also ``times=``, ``method=``): a slow answer, a hang-up before doing anything,
+  a hang-up after the write.
+
+Settings (constructor keywords; ``configure(**settings)`` or ``POST /_fake/config``
+while running; the process takes ``--search-lag``, ``--rate-limit``,
+``--rate-window``, ``--search-rate-limit``, ``--conflict-shape``, ``--daily-limit``,
+``--token``):
+``token="fake-hubspot-token"`` (``None`` disables auth), ``search_lag=2.0``,
+``rate_limit=100`` per ``rate_window=10.0`` s, ``search_rate_limit=4`` per
+``search_window=1.0`` s (``None`` disables either), ``conflict_shape=
+"409_existing_id"``, ``daily_limit=None`` (requests per day; ``None``: no budget).
 
 Test controls (no auth, not counted): ``GET /_fake/state``, ``POST /_fake/reset``,
 ``POST /_fake/faults`` (one fault or a list: ``{"kind": "fail"|"slow"|"drop"|
 "crash_after_commit", "method": "*", "path": "<glob>", "times": 1, "status": 503,
-"body": ..., "retry_after": 2, "seconds": 0.5}``; ``times: null`` is forever),
+"body": ..., "retry_after": 2, "seconds": 0.5}``, or a preset ``{"kind":
+"migration"|"daily_limit"|"locked", "path": "*", "retry_after": ...}``; ``times:
+null`` is forever),
 ``DELETE /_fake/faults``, ``POST /_fake/config`` (``search_lag``, ``rate_limit``,
-``rate_window``, ``search_rate_limit``, ``search_window``, ``token``, ``ui_domain``,
-``data_hosting_location``, ``time_zone``) and
+``rate_window``, ``search_rate_limit``, ``search_window``, ``token``,
+``conflict_shape``, ``daily_limit``, ``ui_domain``, ``data_hosting_location``,
+``time_zone``) and
 ``POST /_fake/flush-search`` (make every write searchable now).
 """
 
@@ -77,6 +145,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fnmatch
+import importlib
 import json
 import os
 import re
@@ -101,6 +170,8 @@ from zoneinfo import ZoneInfo
 PORTAL_ID = 1234567
 MAX_BATCH = 100
 MAX_SEARCH_LIMIT = 200
+MAX_SEARCH_RESULTS = 10_000
+"""HubSpot's search pages through at most this many results; a page past it is a 400."""
 AUTH_MESSAGE = (
     "Authentication credentials not found. This API supports OAuth 2.0 authentication "
     "and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
@@ -293,6 +364,18 @@ _SEED_PROPERTIES: dict[str, list[_SeedSpec]] = {
         ),
     ],
 }
+# The enumerations above carry the options a HubSpot portal defines for these properties
+# (https://developers.hubspot.com/docs/api/crm/tasks documents COMPLETED/NOT_STARTED,
+# LOW/MEDIUM/HIGH and EMAIL/CALL/TODO; the portal's definitions add the rest), so any
+# other token is refused with INVALID_OPTION.
+REQUIRED_ON_CREATE = {
+    "deals": ("dealname", "pipeline", "dealstage"),
+    "meetings": ("hs_timestamp",),
+    "tasks": ("hs_timestamp",),
+}
+"""Properties a create must set (an empty value does not count)."""
+CONFLICT_SHAPES = ("409_existing_id", "409_no_id", "400_validation")
+"""How a taken ``hasUniqueValue`` value is answered; HubSpot has been seen to use each."""
 _VALID_TYPES = {"string", "number", "date", "datetime", "enumeration", "bool", "phone_number"}
 
 
@@ -321,9 +404,17 @@ def error_body(message: str, category: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def rate_limit_body(search: bool = False) -> dict[str, Any]:
-    """HubSpot's 429 body: the ten-secondly rolling limit, or the search API's secondly one."""
-    if search:
+def rate_limit_body(search: bool = False, *, daily: bool = False) -> dict[str, Any]:
+    """HubSpot's 429 body: the ten-secondly rolling limit, the search API's secondly one,
+    or the portal's daily budget.
+
+    HubSpot's usage guidelines say the ``message`` and ``policyName`` name the limit
+    hit; "You have reached your secondly limit." / ``SECONDLY`` is the wording seen
+    in the wild (HGData/mk-node-hubspot#89), the daily one follows it.
+    """
+    if daily:
+        message, policy = "You have reached your daily limit.", "DAILY"
+    elif search:
         message, policy = "You have reached your secondly limit.", "SECONDLY"
     else:
         message, policy = (
@@ -350,11 +441,40 @@ def _validation_item(name: str, message: str, error: str) -> dict[str, Any]:
     }
 
 
+def standard_error(category: str, message: str, context: Mapping[str, list[str]]) -> dict[str, Any]:
+    """One item of a 207's ``errors``: the ``StandardError`` of HubSpot's OpenAPI specs.
+
+    The SDK's generated ``StandardError`` marks ``status``, ``category``,
+    ``message``, ``context``, ``errors`` and ``links`` required (``subCategory``
+    is optional and left out: we found no wording for it we could trust).
+    """
+    return {
+        "status": "error",
+        "category": category,
+        "message": message,
+        "context": {k: list(v) for k, v in context.items()},
+        "errors": [],
+        "links": {},
+    }
+
+
+def migration_body() -> dict[str, Any]:
+    """Our best reading of HubSpot's 477 body: its error page documents only the status
+    ("Migration in Progress") and the ``Retry-After`` header, not the JSON."""
+    return error_body(
+        "This account is being migrated between data hosting locations. "
+        "Retry after the number of seconds in the Retry-After header.",
+        "MIGRATION_IN_PROGRESS",
+    )
+
+
 def _default_fault_body(status: int) -> dict[str, Any]:
     if status == 429:
         return rate_limit_body()
     if status == 423:
         return error_body("The object is locked; try again shortly.", "LOCKED")
+    if status == 477:
+        return migration_body()
     if status >= 500:
         return error_body("internal error", "INTERNAL_ERROR")
     return error_body(f"injected failure {status}", "FAKE_FAULT")
@@ -372,6 +492,27 @@ class HubSpotError(Exception):
 
 def _bad_request(message: str) -> HubSpotError:
     return HubSpotError(400, error_body(message, "VALIDATION_ERROR"))
+
+
+def _conflict_shape(value: str) -> str:
+    if value not in CONFLICT_SHAPES:
+        raise ValueError(f"conflict_shape must be one of {', '.join(CONFLICT_SHAPES)}")
+    return value
+
+
+def _missing_required(object_type: str, missing: list[str]) -> HubSpotError:
+    """HubSpot's answer to a create without a required property.
+
+    The shape is the one HubSpot sent in HubSpot/hubspot-api-nodejs#124 (a note
+    without ``hs_timestamp``): the message names the object type, and
+    ``context.properties`` names what is missing.
+    """
+    message = (
+        f"Error creating {SINGULAR[object_type].upper()}.  Some required properties were not set."
+    )
+    return HubSpotError(
+        400, error_body(message, "VALIDATION_ERROR", context={"properties": missing})
+    )
 
 
 def _not_found(message: str = "resource not found") -> HubSpotError:
@@ -471,6 +612,7 @@ class Fault:
     body: Any = None
     retry_after: float | None = None
     seconds: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -501,7 +643,9 @@ class _Answer:
 
 
 Query = dict[str, list[str]]
-Route = tuple[str, re.Pattern[str], Callable[[re.Match[str], Query, Any], _Answer], bool]
+Handler = Callable[[re.Match[str], Query, Any], _Answer]
+Route = tuple[str, re.Pattern[str], Handler, bool, str | None]
+"""Method, path pattern, handler, whether it writes, the SDK model its body must fit."""
 
 _SEG = r"([^/]+)"
 
@@ -550,6 +694,103 @@ def _query_value(query: Query, name: str) -> str | None:
 
 def _query_flag(query: Query, name: str) -> bool:
     return (query.get(name) or ["false"])[-1].lower() == "true"
+
+
+_SDK_PACKAGES = {
+    "objects": "hubspot.crm.objects",
+    "associations": "hubspot.crm.associations.v4",
+    "properties": "hubspot.crm.properties",
+}
+
+
+class BodyRefused(ValueError):
+    """A request body that does not fit the SDK's model of it."""
+
+
+class _SdkBodies:
+    """Request bodies read into the SDK's generated models, as HubSpot's server reads them.
+
+    ``hubspot-api-client`` is generated from HubSpot's OpenAPI specs, so its models
+    are the documented request shapes. A body is walked along the model's
+    ``openapi_types`` (an object where an object is expected, a list where a list
+    is, a string or number where a string is: HubSpot's Jackson coerces numbers to
+    strings but refuses objects and arrays) and each model is built with
+    ``client_side_validation`` on, so a missing required field or a value outside
+    an enum raises, as in the SDK's own ``ApiClient.__deserialize_model``. Unknown
+    fields are ignored. The SDK's client-side validation is off by default, so
+    without this the fake would take bodies that HubSpot refuses.
+    """
+
+    def __init__(self) -> None:
+        self._configurations: dict[str, Any] = {}
+
+    def check(self, spec: str, data: Any) -> None:
+        """``spec`` is ``package:Type`` (e.g. ``objects:PublicObjectSearchRequest``)."""
+        package, type_name = spec.split(":", 1)
+        self._walk(package, type_name, data, "")
+
+    def _configuration(self, package: str) -> Any:
+        if package not in self._configurations:
+            configuration = importlib.import_module(_SDK_PACKAGES[package]).Configuration()
+            configuration.client_side_validation = True
+            self._configurations[package] = configuration
+        return self._configurations[package]
+
+    def _walk(self, package: str, type_name: str, data: Any, where: str) -> Any:
+        at = where or "the body"
+        if data is None:
+            return None
+        if type_name.startswith("list["):
+            if not isinstance(data, list):
+                raise BodyRefused(f"{at}: expected an array, got {_json_kind(data)}")
+            inner = type_name[5:-1]
+            return [self._walk(package, inner, v, f"{where}[{i}]") for i, v in enumerate(data)]
+        if type_name.startswith("dict["):
+            if not isinstance(data, dict):
+                raise BodyRefused(f"{at}: expected an object, got {_json_kind(data)}")
+            inner = type_name[5:-1].split(", ", 1)[1]
+            return {k: self._walk(package, inner, v, f"{where}.{k}") for k, v in data.items()}
+        if type_name == "str":
+            if isinstance(data, (dict, list)):
+                raise BodyRefused(f"{at}: expected a string, got {_json_kind(data)}")
+            return data
+        if type_name in ("int", "float"):
+            number = isinstance(data, (int, float)) and not isinstance(data, bool)
+            if not number and not (isinstance(data, str) and re.fullmatch(r"-?\d+", data)):
+                raise BodyRefused(f"{at}: expected a number, got {_json_kind(data)}")
+            return data
+        if type_name == "bool":
+            if not isinstance(data, bool) and data not in ("true", "false"):
+                raise BodyRefused(f"{at}: expected a boolean, got {_json_kind(data)}")
+            return data
+        if type_name == "object":
+            return data
+        models = importlib.import_module(_SDK_PACKAGES[package] + ".models")
+        klass = getattr(models, type_name)
+        if not isinstance(data, dict):
+            raise BodyRefused(f"{at}: expected an object, got {_json_kind(data)}")
+        kwargs = {
+            attr: self._walk(package, kind, data.get(klass.attribute_map[attr]), f"{where}.{key}")
+            for attr, kind in klass.openapi_types.items()
+            for key in [klass.attribute_map[attr]]
+        }
+        try:
+            klass(**kwargs, local_vars_configuration=self._configuration(package))
+        except (ValueError, TypeError) as exc:
+            raise BodyRefused(f"{at}: {exc}") from exc
+        return data
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"
 
 
 class _Server(ThreadingHTTPServer):
@@ -610,10 +851,15 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeHubSpot:
     """An in-memory HubSpot portal behind a real HTTP server on 127.0.0.1.
 
-    Configuration (attributes, also settable while running): ``token`` (``None``
-    disables auth), ``search_lag`` seconds, ``rate_limit`` requests per
-    ``rate_window`` seconds (``None`` disables), ``search_rate_limit`` per
-    ``search_window`` seconds (``None`` disables).
+    Configuration (constructor keywords, also settable while running with
+    ``configure()`` or ``POST /_fake/config``): ``token`` (``None`` disables auth),
+    ``search_lag`` seconds (2.0), ``rate_limit`` requests per ``rate_window``
+    seconds (100 per 10; ``None`` disables), ``search_rate_limit`` per
+    ``search_window`` seconds (4 per 1; ``None`` disables), ``conflict_shape``
+    (``"409_existing_id"``) and ``daily_limit`` requests per day (``None``: no
+    daily budget; kept in ``daily_budget``, counted in ``daily_used``). The
+    windows belong to the portal: every client and process that talks to this
+    fake shares them.
     """
 
     def __init__(
@@ -622,11 +868,13 @@ class FakeHubSpot:
         token: str | None = "fake-hubspot-token",  # noqa: S107
         host: str = "127.0.0.1",
         port: int = 0,
-        search_lag: float = 0.0,
+        search_lag: float = 2.0,
         rate_limit: int | None = 100,
         rate_window: float = 10.0,
         search_rate_limit: int | None = 4,
         search_window: float = 1.0,
+        conflict_shape: str = "409_existing_id",
+        daily_limit: int | None = None,
         state_file: str | os.PathLike[str] | None = None,
         ui_domain: str = "app.hubspot.com",
         data_hosting_location: str = "na1",
@@ -641,6 +889,9 @@ class FakeHubSpot:
         self.rate_window = rate_window
         self.search_rate_limit = search_rate_limit
         self.search_window = search_window
+        self.conflict_shape = _conflict_shape(conflict_shape)
+        self.daily_budget = daily_limit
+        """The ``daily_limit`` setting (named apart from the ``daily_limit()`` fault)."""
         self.state_file = Path(state_file) if state_file is not None else None
         self._host = host
         self._port = port
@@ -649,6 +900,7 @@ class FakeHubSpot:
         self._thread: threading.Thread | None = None
         self.url = ""
         self._routes: list[Route] = self._build_routes()
+        self._bodies = _SdkBodies()
         self._clear()
         if self.state_file is not None and self.state_file.exists():
             self._load_state(json.loads(self.state_file.read_text()))
@@ -714,6 +966,8 @@ class FakeHubSpot:
         self.calls: Counter[str] = Counter()
         self.total_calls = 0
         self.rate_limited = 0
+        self.daily_used = 0
+        """Requests counted against ``daily_limit`` since the last reset."""
         self.errors: list[str] = []
         """Tracebacks of bugs in the fake itself (answered as 500)."""
         self._faults: list[Fault] = []
@@ -830,6 +1084,7 @@ class FakeHubSpot:
                 "calls": dict(self.calls),
                 "total_calls": self.total_calls,
                 "rate_limited": self.rate_limited,
+                "daily_used": self.daily_used,
                 "faults": [f.describe() for f in self._faults],
                 "errors": list(self.errors),
                 "config": self._config(),
@@ -843,19 +1098,22 @@ class FakeHubSpot:
             "rate_window": self.rate_window,
             "search_rate_limit": self.search_rate_limit,
             "search_window": self.search_window,
+            "conflict_shape": self.conflict_shape,
+            "daily_limit": self.daily_budget,
             "ui_domain": self.ui_domain,
             "data_hosting_location": self.data_hosting_location,
             "time_zone": self.time_zone,
         }
 
     def configure(self, **settings: Any) -> None:
-        """Change ``token``, ``search_lag``, ``rate_limit``, ``rate_window``,
-        ``search_rate_limit`` or ``search_window`` (also ``POST /_fake/config``)."""
+        """Change any setting of the class docstring (also ``POST /_fake/config``)."""
         with self._lock:
             for key, value in settings.items():
                 if key not in self._config():
                     raise ValueError(f"unknown setting {key!r}")
-                setattr(self, key, value)
+                if key == "conflict_shape":
+                    value = _conflict_shape(value)
+                setattr(self, "daily_budget" if key == "daily_limit" else key, value)
 
     # --- introspection for assertions ----------------------------------------------
 
@@ -961,6 +1219,42 @@ class FakeHubSpot:
             Fault("fail", method, path_glob, times, status, body, retry_after=retry_after)
         )
 
+    def migration_in_progress(
+        self,
+        path_glob: str = "*",
+        retry_after: float = 3600,
+        times: int | None = 1,
+        method: str = "*",
+    ) -> Fault:
+        """477 Migration in Progress with ``Retry-After`` (HubSpot: "typically up to 24 hours")."""
+        return self.fail(method, path_glob, 477, times, migration_body(), retry_after)
+
+    def daily_limit(self, times: int | None = 1, path_glob: str = "*", method: str = "*") -> Fault:
+        """429 for the portal's exhausted daily budget: ``policyName`` DAILY, daily headers at 0.
+
+        No ``Retry-After``: the budget resets at midnight in the portal's time zone.
+        """
+        fault = Fault(
+            "fail",
+            method,
+            path_glob,
+            times,
+            429,
+            rate_limit_body(daily=True),
+            headers=self._daily_headers(remaining=0),
+        )
+        return self._add_fault(fault)
+
+    def locked(
+        self,
+        path_glob: str = "*",
+        times: int | None = 1,
+        method: str = "*",
+        retry_after: float | None = None,
+    ) -> Fault:
+        """423 Locked (HubSpot: a lock lasts 2 seconds; wait at least that long)."""
+        return self.fail(method, path_glob, 423, times, retry_after=retry_after)
+
     def slow(
         self, path_glob: str, seconds: float, times: int | None = 1, method: str = "*"
     ) -> Fault:
@@ -1055,7 +1349,7 @@ class FakeHubSpot:
     ) -> _Answer:
         fault = self._take_fault("fail", method, path)
         if fault is not None:
-            headers = self._rate_headers(record=False)
+            headers = {**self._rate_headers(record=False), **fault.headers}
             if fault.retry_after is not None:
                 seconds = float(fault.retry_after)
                 headers["Retry-After"] = str(int(seconds) if seconds.is_integer() else seconds)
@@ -1065,23 +1359,33 @@ class FakeHubSpot:
         if self.token is not None and authorization != f"Bearer {self.token}":
             return _Answer(401, error_body(AUTH_MESSAGE, "INVALID_AUTHENTICATION"))
 
-        now = time.monotonic()
-        is_search = method == "POST" and path.rstrip("/").endswith("/search")
-        if self.rate_limit is not None:
-            while self._window and self._window[0] <= now - self.rate_window:
-                self._window.popleft()
-            if len(self._window) >= self.rate_limit:
-                return _Answer(429, rate_limit_body(), self._rate_headers(record=False))
-        if is_search and self.search_rate_limit is not None:
-            hits = self._search_window_hits
-            while hits and hits[0] <= now - self.search_window:
-                hits.popleft()
-            if len(hits) >= self.search_rate_limit:
-                return _Answer(429, rate_limit_body(search=True), self._rate_headers(record=False))
-            hits.append(now)
-        headers = self._rate_headers(record=True)
+        if self.daily_budget is not None:
+            if self.daily_used >= self.daily_budget:
+                return _Answer(429, rate_limit_body(daily=True), self._daily_headers())
+            self.daily_used += 1
 
-        for route_method, pattern, handler, mutates in self._routes:
+        now = time.monotonic()
+        headers: dict[str, str] = {}
+        if method == "POST" and path.rstrip("/").endswith("/search"):
+            # HubSpot's search endpoints have their own per-second limit instead of the
+            # ten-second one, and their answers carry no X-HubSpot-RateLimit-* headers
+            # (usage guidelines: the headers come "subject to the exceptions listed").
+            if self.search_rate_limit is not None:
+                hits = self._search_window_hits
+                while hits and hits[0] <= now - self.search_window:
+                    hits.popleft()
+                if len(hits) >= self.search_rate_limit:
+                    return _Answer(429, rate_limit_body(search=True))
+                hits.append(now)
+        else:
+            if self.rate_limit is not None:
+                while self._window and self._window[0] <= now - self.rate_window:
+                    self._window.popleft()
+                if len(self._window) >= self.rate_limit:
+                    return _Answer(429, rate_limit_body(), self._rate_headers(record=False))
+            headers = self._rate_headers(record=True) | self._daily_headers()
+
+        for route_method, pattern, handler, mutates, model in self._routes:
             if route_method != method:
                 continue
             match = pattern.fullmatch(path.rstrip("/") or "/")
@@ -1093,6 +1397,9 @@ class FakeHubSpot:
                 return _Answer(
                     400, error_body(f"Invalid input JSON: {exc}", "VALIDATION_ERROR"), headers
                 )
+            refused = self._refuse_body(model, body)
+            if refused is not None:
+                return _Answer(400, refused, headers)
             try:
                 answer = handler(match, query, body)
             except HubSpotError as exc:
@@ -1112,6 +1419,25 @@ class FakeHubSpot:
             headers,
         )
 
+    def _refuse_body(self, model: str | None, body: Any) -> dict[str, Any] | None:
+        """HubSpot's 400 for a body its model does not take, else ``None``.
+
+        Wording from HubSpot's answers in HubSpot/hubspot-api-ruby#187 ("Invalid
+        JSON input: a request body was expected, but none found") and
+        hubspot-api-php#40 ("Invalid input JSON on line 1, column 11: Cannot
+        deserialize ..."); we name the field instead of a line and column.
+        """
+        if model is None:
+            return None
+        if body is None:
+            message = "Invalid JSON input: a request body was expected, but none found"
+            return error_body(message, "VALIDATION_ERROR")
+        try:
+            self._bodies.check(model, body)
+        except BodyRefused as exc:
+            return error_body(f"Invalid input JSON: {exc}", "VALIDATION_ERROR")
+        return None
+
     def _rate_headers(self, *, record: bool) -> dict[str, str]:
         if self.rate_limit is None:
             return {}
@@ -1121,6 +1447,18 @@ class FakeHubSpot:
             "X-HubSpot-RateLimit-Interval-Milliseconds": str(int(self.rate_window * 1000)),
             "X-HubSpot-RateLimit-Max": str(self.rate_limit),
             "X-HubSpot-RateLimit-Remaining": str(max(self.rate_limit - len(self._window), 0)),
+        }
+
+    def _daily_headers(self, remaining: int | None = None) -> dict[str, str]:
+        """HubSpot's daily headers (sent to private-app tokens, not to OAuth)."""
+        limit = self.daily_budget
+        if limit is None and remaining is None:
+            return {}
+        if remaining is None:
+            remaining = max((limit or 0) - self.daily_used, 0)
+        return {
+            "X-HubSpot-RateLimit-Daily": str(limit if limit is not None else self.daily_used),
+            "X-HubSpot-RateLimit-Daily-Remaining": str(remaining),
         }
 
     @staticmethod
@@ -1191,8 +1529,18 @@ class FakeHubSpot:
             raise ValueError("a fault is a JSON object")
         kind = spec.get("kind")
         method = str(spec.get("method", "*"))
-        path = str(spec["path"])
         times = spec.get("times", 1)
+        if kind == "migration":
+            retry_after = float(spec.get("retry_after", 3600))
+            return self.migration_in_progress(
+                str(spec.get("path", "*")), retry_after, times, method
+            )
+        if kind == "daily_limit":
+            return self.daily_limit(times, str(spec.get("path", "*")), method)
+        if kind == "locked":
+            path = str(spec.get("path", "*"))
+            return self.locked(path, times, method, spec.get("retry_after"))
+        path = str(spec["path"])
         if kind == "fail":
             return self.fail(
                 method, path, int(spec["status"]), times, spec.get("body"), spec.get("retry_after")
@@ -1213,39 +1561,100 @@ class FakeHubSpot:
         v4_batch = r"/crm/v4/associations/" + _SEG + "/" + _SEG + "/batch/"
         props = r"/crm/v3/properties/" + _SEG
         pipes = r"/crm/v3/pipelines/" + _SEG
-        table: list[tuple[str, str, Callable[[re.Match[str], Query, Any], _Answer], bool]] = [
-            ("POST", objects + "/search", self._search, False),
-            ("POST", objects + "/batch/create", self._batch_create, True),
-            ("POST", objects + "/batch/read", self._batch_read, False),
-            ("POST", objects + "/batch/update", self._batch_update, True),
-            ("POST", objects + "/batch/upsert", self._batch_upsert, True),
-            ("POST", objects + "/batch/archive", self._batch_archive, True),
-            ("POST", objects, self._create, True),
-            ("GET", objects, self._list, False),
-            ("GET", objects + "/" + _SEG, self._get, False),
-            ("PATCH", objects + "/" + _SEG, self._update, True),
-            ("DELETE", objects + "/" + _SEG, self._archive, True),
-            ("PUT", v4_object + "default/" + _SEG + "/" + _SEG, self._assoc_default, True),
-            ("PUT", v4_object + _SEG + "/" + _SEG, self._assoc_labelled, True),
-            ("DELETE", v4_object + _SEG + "/" + _SEG, self._assoc_remove, True),
-            ("GET", v4_object + _SEG, self._assoc_list, False),
-            ("POST", v4_batch + "create", self._assoc_batch_create, True),
-            ("POST", v4_batch + "associate/default", self._assoc_batch_default, True),
-            ("POST", v4_batch + "read", self._assoc_batch_read, False),
-            ("POST", v4_batch + "archive", self._assoc_batch_archive, True),
-            ("GET", props + "/groups", self._groups_list, False),
-            ("POST", props + "/groups", self._group_create, True),
-            ("GET", props + "/groups/" + _SEG, self._group_get, False),
-            ("GET", props, self._properties_list, False),
-            ("POST", props, self._property_create, True),
-            ("GET", props + "/" + _SEG, self._property_get, False),
-            ("PATCH", props + "/" + _SEG, self._property_update, True),
-            ("GET", pipes, self._pipelines_list, False),
-            ("GET", pipes + "/" + _SEG, self._pipeline_get, False),
-            ("GET", pipes + "/" + _SEG + "/stages", self._pipeline_stages, False),
-            ("GET", "/account-info/v3/details", self._account_info, False),
+        o, a, p = "objects:", "associations:", "properties:"
+        table: list[tuple[str, str, Handler, bool, str | None]] = [
+            ("POST", objects + "/search", self._search, False, o + "PublicObjectSearchRequest"),
+            (
+                "POST",
+                objects + "/batch/create",
+                self._batch_create,
+                True,
+                o + "BatchInputSimplePublicObjectBatchInputForCreate",
+            ),
+            (
+                "POST",
+                objects + "/batch/read",
+                self._batch_read,
+                False,
+                o + "BatchReadInputSimplePublicObjectId",
+            ),
+            (
+                "POST",
+                objects + "/batch/update",
+                self._batch_update,
+                True,
+                o + "BatchInputSimplePublicObjectBatchInput",
+            ),
+            (
+                "POST",
+                objects + "/batch/upsert",
+                self._batch_upsert,
+                True,
+                o + "BatchInputSimplePublicObjectBatchInputUpsert",
+            ),
+            (
+                "POST",
+                objects + "/batch/archive",
+                self._batch_archive,
+                True,
+                o + "BatchInputSimplePublicObjectId",
+            ),
+            ("POST", objects, self._create, True, o + "SimplePublicObjectInputForCreate"),
+            ("GET", objects, self._list, False, None),
+            ("GET", objects + "/" + _SEG, self._get, False, None),
+            ("PATCH", objects + "/" + _SEG, self._update, True, o + "SimplePublicObjectInput"),
+            ("DELETE", objects + "/" + _SEG, self._archive, True, None),
+            ("PUT", v4_object + "default/" + _SEG + "/" + _SEG, self._assoc_default, True, None),
+            (
+                "PUT",
+                v4_object + _SEG + "/" + _SEG,
+                self._assoc_labelled,
+                True,
+                a + "list[AssociationSpec]",
+            ),
+            ("DELETE", v4_object + _SEG + "/" + _SEG, self._assoc_remove, True, None),
+            ("GET", v4_object + _SEG, self._assoc_list, False, None),
+            (
+                "POST",
+                v4_batch + "create",
+                self._assoc_batch_create,
+                True,
+                a + "BatchInputPublicAssociationMultiPost",
+            ),
+            (
+                "POST",
+                v4_batch + "associate/default",
+                self._assoc_batch_default,
+                True,
+                a + "BatchInputPublicDefaultAssociationMultiPost",
+            ),
+            (
+                "POST",
+                v4_batch + "read",
+                self._assoc_batch_read,
+                False,
+                a + "BatchInputPublicFetchAssociationsBatchRequest",
+            ),
+            (
+                "POST",
+                v4_batch + "archive",
+                self._assoc_batch_archive,
+                True,
+                a + "BatchInputPublicAssociationMultiArchive",
+            ),
+            ("GET", props + "/groups", self._groups_list, False, None),
+            ("POST", props + "/groups", self._group_create, True, p + "PropertyGroupCreate"),
+            ("GET", props + "/groups/" + _SEG, self._group_get, False, None),
+            ("GET", props, self._properties_list, False, None),
+            ("POST", props, self._property_create, True, p + "PropertyCreate"),
+            ("GET", props + "/" + _SEG, self._property_get, False, None),
+            ("PATCH", props + "/" + _SEG, self._property_update, True, p + "PropertyUpdate"),
+            ("GET", pipes, self._pipelines_list, False, None),
+            ("GET", pipes + "/" + _SEG, self._pipeline_get, False, None),
+            ("GET", pipes + "/" + _SEG + "/stages", self._pipeline_stages, False, None),
+            ("GET", "/account-info/v3/details", self._account_info, False, None),
         ]
-        return [(m, re.compile(p), h, mut) for m, p, h, mut in table]
+        return [(m, re.compile(pat), h, mut, model) for m, pat, h, mut, model in table]
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -1314,9 +1723,26 @@ class FakeHubSpot:
             body["archivedAt"] = record.archived_at
         return body
 
-    def _written(self, record: _Record) -> dict[str, Any]:
-        """The object as a write answers it: every property it has."""
-        return self._public(record, None, all_props=True)
+    def _written(
+        self, record: _Record, sent: Mapping[str, str], *, created: bool
+    ) -> dict[str, Any]:
+        """The object as a write answers it: what was sent, and the system's own properties.
+
+        HubSpot's API reference shows a PATCH answering exactly the properties sent
+        (``/docs/api-reference/crm-objects-v3/basic/patch-crm-v3-objects-objectType-
+        objectId``) and a create answering them with the defaults it set
+        (``createdate``, ``hs_object_id``, last-modified); the SDK's
+        ``SimplePublicObject`` holds only these. An update adds ``hs_object_id`` and
+        the last-modified date. A cleared property is echoed as ``""``. Read the
+        object back (GET, batch read) for anything else.
+        """
+        system = ALWAYS_PROPERTIES[record.type]
+        if not created:
+            system = [n for n in system if n not in ("createdate", "hs_createdate")]
+        body = self._public(record, None, all_props=True)
+        names = dict.fromkeys([*sent, *system])
+        body["properties"] = {n: record.props.get(n, "") for n in names}
+        return body
 
     def _validate(self, object_type: str, raw: Any) -> dict[str, str]:
         """Properties as HubSpot stores them; 400 VALIDATION_ERROR for unknown or bad values."""
@@ -1385,6 +1811,13 @@ class FakeHubSpot:
             return [str(o["value"]) for o in definition.options]
         return None
 
+    @staticmethod
+    def _check_required(object_type: str, props: Mapping[str, str]) -> None:
+        """400 VALIDATION_ERROR when a create leaves out a required property."""
+        missing = [n for n in REQUIRED_ON_CREATE.get(object_type, ()) if not props.get(n)]
+        if missing:
+            raise _missing_required(object_type, missing)
+
     def _check_unique(
         self,
         object_type: str,
@@ -1407,14 +1840,41 @@ class FakeHubSpot:
                 if clash and self._same(name, other.get(name), value):
                     raise _bad_request(f"Duplicate {name} {value} in the batch input")
 
-    @staticmethod
-    def _conflict(object_type: str, name: str, value: str, existing: int) -> HubSpotError:
+    def _conflict(self, object_type: str, name: str, value: str, existing: int) -> HubSpotError:
+        """A taken unique value, in the shape ``conflict_shape`` picks.
+
+        A contact's email is always HubSpot's documented 409 naming the existing
+        id. For a ``hasUniqueValue`` property HubSpot's answer is not documented and
+        has been seen in three shapes:
+
+        - ``409_existing_id``: 409 CONFLICT, "... already exists. Existing ID: N";
+        - ``409_no_id``: 409 CONFLICT that names no id;
+        - ``400_validation``: 400 VALIDATION_ERROR, "Property values were not
+          valid" with an INVALID_VALUE item "<name> already has that value". The
+          words "already has that value" are what integrations match on in the
+          wild (e.g. a public HubSpot backfill client's test stub answers 400
+          ``propertyValue: already has that value hs_external_order_id``); the
+          item's layout is HubSpot's usual ``propertyValidationResult``, our best
+          reading of the whole body.
+        """
         if object_type == "contacts" and name == "email":
             message = f"Contact already exists. Existing ID: {existing}"
             return HubSpotError(409, error_body(message, "CONFLICT"))
-        message = (
-            f"A {SINGULAR[object_type]} with {name} {value} already exists. Existing ID: {existing}"
-        )
+        if self.conflict_shape == "400_validation":
+            text = f"{name} already has that value"
+            item = _validation_item(name, text, "INVALID_VALUE")
+            message = "Property values were not valid: " + json.dumps([item], separators=(",", ":"))
+            return HubSpotError(
+                400,
+                error_body(
+                    message,
+                    "VALIDATION_ERROR",
+                    errors=[{"message": text, "code": "INVALID_VALUE", "in": name}],
+                ),
+            )
+        message = f"A {SINGULAR[object_type]} with {name} {value} already exists."
+        if self.conflict_shape == "409_existing_id":
+            message += f" Existing ID: {existing}"
         return HubSpotError(
             409, error_body(message, "CONFLICT", errors=[{"message": message, "in": name}])
         )
@@ -1454,10 +1914,6 @@ class FakeHubSpot:
             created_at=now,
             updated_at=now,
         )
-        if object_type == "meetings" and "hs_timestamp" not in record.props:
-            start = record.props.get("hs_meeting_start_time")
-            if start:
-                record.props["hs_timestamp"] = start
         self._next_id += 1
         self._system_props(record, created=True)
         self._snapshot(record)
@@ -1550,15 +2006,11 @@ class FakeHubSpot:
         return inputs
 
     def _not_found_error(self, object_type: str, ids: list[str]) -> dict[str, Any]:
-        return {
-            "status": "error",
-            "category": "OBJECT_NOT_FOUND",
-            "message": (
-                f"Could not get some {SINGULAR[object_type].upper()} objects, they may be deleted "
-                "or not exist. Check that ids are valid."
-            ),
-            "context": {"ids": ids},
-        }
+        message = (
+            f"Could not get some {SINGULAR[object_type].upper()} objects, they may be deleted "
+            "or not exist. Check that ids are valid."
+        )
+        return standard_error("OBJECT_NOT_FOUND", message, {"ids": ids})
 
     def _v3_associations(self, record: _Record, to_types: list[str]) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -1585,12 +2037,13 @@ class FakeHubSpot:
         object_type = self._type(match.group(1))
         body = body if isinstance(body, dict) else {}
         props = self._validate(object_type, body.get("properties"))
+        self._check_required(object_type, props)
         self._check_unique(object_type, props)
         links = self._inline_associations(object_type, body.get("associations"))
         record = self._new_record(object_type, props)
         for to_type, to_id, specs in links:
             self._link(object_type, record.id, to_type, to_id, specs)
-        return _Answer(201, self._written(record))
+        return _Answer(201, self._written(record, props, created=True))
 
     def _list(self, match: re.Match[str], query: Query, body: Any) -> _Answer:
         object_type = self._type(match.group(1))
@@ -1638,7 +2091,7 @@ class FakeHubSpot:
         props = self._validate(object_type, body.get("properties"))
         self._check_unique(object_type, props, exclude=record.id)
         self._apply(record, props)
-        return _Answer(200, self._written(record))
+        return _Answer(200, self._written(record, props, created=False))
 
     def _archive(self, match: re.Match[str], query: Query, body: Any) -> _Answer:
         object_type = self._type(match.group(1))
@@ -1661,6 +2114,7 @@ class FakeHubSpot:
         for item in self._inputs(body):
             item = item if isinstance(item, dict) else {}
             props = self._validate(object_type, item.get("properties"))
+            self._check_required(object_type, props)
             self._check_unique(object_type, props, pending=pending)
             pending.append((None, props))
             prepared.append(
@@ -1671,7 +2125,7 @@ class FakeHubSpot:
             record = self._new_record(object_type, props)
             for to_type, to_id, specs in links:
                 self._link(object_type, record.id, to_type, to_id, specs)
-            results.append(self._written(record))
+            results.append(self._written(record, props, created=True))
         return _Answer(201, self._batch_body(results, started=started))
 
     def _batch_read(self, match: re.Match[str], query: Query, body: Any) -> _Answer:
@@ -1715,7 +2169,7 @@ class FakeHubSpot:
         results = []
         for record, props in prepared:
             self._apply(record, props)
-            results.append(self._written(record))
+            results.append(self._written(record, props, created=False))
         errors = [self._not_found_error(object_type, missing)] if missing else None
         return _Answer(207 if missing else 200, self._batch_body(results, errors, started))
 
@@ -1744,6 +2198,8 @@ class FakeHubSpot:
             props = self._validate(
                 object_type, {**(item.get("properties") or {}), id_property: key}
             )
+            if record is None:
+                self._check_required(object_type, props)
             self._check_unique(
                 object_type, props, exclude=record.id if record else None, pending=pending
             )
@@ -1756,7 +2212,9 @@ class FakeHubSpot:
             else:
                 record = existing
                 self._apply(record, props)
-            results.append({**self._written(record), "new": existing is None})
+            results.append(
+                {**self._written(record, props, created=existing is None), "new": existing is None}
+            )
         return _Answer(200, self._batch_body(results, started=started))
 
     def _batch_archive(self, match: re.Match[str], query: Query, body: Any) -> _Answer:
@@ -1790,6 +2248,12 @@ class FakeHubSpot:
         if limit > MAX_SEARCH_LIMIT:
             raise _bad_request(f"limit must be at most {MAX_SEARCH_LIMIT}")
         after = int(body.get("after") or 0)
+        if after + limit > MAX_SEARCH_RESULTS:
+            # HubSpot documents the 400, not its text: this message is our best reading.
+            raise _bad_request(
+                f"Search results are limited to {MAX_SEARCH_RESULTS}: "
+                f"after ({after}) + limit ({limit}) goes past it"
+            )
         groups = body.get("filterGroups") or []
         if len(groups) > 5 or sum(len(g.get("filters") or []) for g in groups) > 18:
             raise _bad_request("Too many filters: at most 5 filterGroups and 18 filters in total")
@@ -2026,14 +2490,7 @@ class FakeHubSpot:
             except HubSpotError as exc:
                 if exc.status != 404:
                     raise
-                errors.append(
-                    {
-                        "status": "error",
-                        "category": "VALIDATION_ERROR",
-                        "message": exc.body["message"],
-                        "context": {"fromObjectId": [from_id], "toObjectId": [to_id]},
-                    }
-                )
+                errors.append(self._pair_error(exc, from_id, to_id))
                 continue
             self._link(ft, fid, tt, tid, specs)
             results.append(self._pair(ft, fid, tt, tid))
@@ -2051,26 +2508,29 @@ class FakeHubSpot:
             try:
                 _, fid, _, tid = self._ends(ft, from_id, tt, to_id)
             except HubSpotError as exc:
-                errors.append(
-                    {
-                        "status": "error",
-                        "category": "VALIDATION_ERROR",
-                        "message": exc.body["message"],
-                    }
-                )
+                errors.append(self._pair_error(exc, from_id, to_id))
                 continue
             results.extend(self._default_results(ft, fid, tt, tid))
         return _Answer(207 if errors else 200, self._batch_body(results, errors, started))
 
+    @staticmethod
+    def _pair_error(exc: HubSpotError, from_id: str, to_id: str) -> dict[str, Any]:
+        """The 207 item for an association whose end does not exist or is archived."""
+        context = {"fromObjectId": [from_id], "toObjectId": [to_id]}
+        return standard_error("VALIDATION_ERROR", exc.body["message"], context)
+
     def _assoc_batch_read(self, match: re.Match[str], query: Query, body: Any) -> _Answer:
         ft, tt = self._type(match.group(1)), self._type(match.group(2))
         started = _now()
-        results = []
+        results, missing = [], []
         for item in self._inputs(body):
             raw = str(item.get("id", "")) if isinstance(item, dict) else ""
             if raw.isdigit() and self._live(ft, int(raw)) is not None:
                 results.append({"from": {"id": raw}, "to": self._assoc_targets(ft, int(raw), tt)})
-        return _Answer(200, self._batch_body(results, started=started))
+            else:
+                missing.append(raw)
+        errors = [self._not_found_error(ft, missing)] if missing else None
+        return _Answer(207 if missing else 200, self._batch_body(results, errors, started))
 
     def _assoc_batch_archive(self, match: re.Match[str], query: Query, body: Any) -> _Answer:
         ft, tt = self._type(match.group(1)), self._type(match.group(2))
@@ -2270,10 +2730,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--state-file", help="load state from here and rewrite it after each write")
     parser.add_argument("--token", default="fake-hubspot-token", help="'' disables auth")
-    parser.add_argument("--search-lag", type=float, default=0.0)
+    parser.add_argument("--search-lag", type=float, default=2.0, help="seconds; 0 disables")
     parser.add_argument("--rate-limit", type=int, default=100, help="0 disables")
     parser.add_argument("--rate-window", type=float, default=10.0)
     parser.add_argument("--search-rate-limit", type=int, default=4, help="0 disables")
+    parser.add_argument("--conflict-shape", choices=CONFLICT_SHAPES, default="409_existing_id")
+    parser.add_argument("--daily-limit", type=int, default=0, help="requests per day; 0: none")
     parser.add_argument(
         "--latency", type=float, default=0.0, help="seconds added to every API request"
     )
@@ -2285,6 +2747,8 @@ def main(argv: list[str] | None = None) -> int:
         rate_limit=args.rate_limit or None,
         rate_window=args.rate_window,
         search_rate_limit=args.search_rate_limit or None,
+        conflict_shape=args.conflict_shape,
+        daily_limit=args.daily_limit or None,
         state_file=args.state_file,
     )
     if args.latency > 0:  # a CRM with realistic latency (benchmarks): a permanent "slow" fault

@@ -712,6 +712,9 @@ def test_worker_killed_during_meeting_create_leaves_one_meeting(
     assert len(fake.objects("meetings")) == 1  # HubSpot created it; the worker never knew
 
     time.sleep(1.2)  # the killed worker's lease expires
+    # The fake's search lags writes by 2 s by default, as HubSpot's index does; this test
+    # is about reconciling once the index has the meeting, so let it catch up now.
+    fake.flush_search_index()
     done = subprocess.run(
         [str(worker_bin), "worker", "--drain"],
         env=env,

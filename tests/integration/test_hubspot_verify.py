@@ -112,12 +112,7 @@ def test_verify_handles_each_conflict_shape(
     ready: FakeHubSpot, tmp_path: Path, shape: str, answer: str
 ) -> None:
     """Each documented unique-value conflict answer is named in row 6 and handled (exit 0)."""
-    try:
-        ready.configure(conflict_shape=shape)
-    except ValueError as exc:
-        if "unknown setting" not in str(exc):
-            raise
-        pytest.skip("this fake has no conflict_shape setting yet (branch wt-fake)")
+    ready.configure(conflict_shape=shape)
     run = verify(ready, tmp_path)
     assert run.exit_code == 0, run.output
     text, handled = run.rows()[CONFLICT_ROW]

@@ -16,7 +16,13 @@ import httpx
 import pytest
 import urllib3
 from hubspot import HubSpot
-from hubspot.crm.associations.v4 import AssociationSpec
+from hubspot.crm.associations.v4 import (
+    AssociationSpec,
+    BatchInputPublicAssociationMultiPost,
+    BatchResponseLabelsBetweenObjectPairWithErrors,
+    PublicAssociationMultiPost,
+)
+from hubspot.crm.associations.v4 import PublicObjectId as AssociationObjectId
 from hubspot.crm.contacts import SimplePublicObjectInput
 from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
 from hubspot.crm.objects import AssociationSpec as ObjectAssociationSpec
@@ -40,6 +46,8 @@ from tests.fakes.hubspot import FakeHubSpot
 
 REPO = Path(__file__).resolve().parents[2]
 EXISTING_ID = re.compile(r"Existing ID: (\d+)")
+DEAL = {"dealname": "D", "pipeline": "default", "dealstage": "appointmentscheduled"}
+"""The properties HubSpot requires on a deal create."""
 
 
 @pytest.fixture
@@ -147,7 +155,7 @@ def test_httpx_object_lifecycle_has_hubspot_shapes(fake: FakeHubSpot, http: http
     )
     assert patched.status_code == 200
     assert patched.json()["properties"]["lastname"] == "Lima"
-    second = http.post("/crm/v3/objects/deals", json={"properties": {"dealname": "D"}}).json()
+    second = http.post("/crm/v3/objects/deals", json={"properties": DEAL}).json()
     assert int(second["id"]) > int(obj["id"])  # one id sequence across types
 
     listed = http.get("/crm/v3/objects/contacts", params={"limit": 1, "archived": "false"}).json()
@@ -185,7 +193,11 @@ def test_httpx_batches_create_read_update_archive(fake: FakeHubSpot, http: httpx
 
     read = http.post(
         "/crm/v3/objects/companies/batch/read",
-        json={"inputs": [{"id": ids[0]}, {"id": "999999"}], "properties": ["domain"]},
+        json={
+            "inputs": [{"id": ids[0]}, {"id": "999999"}],
+            "properties": ["domain"],
+            "propertiesWithHistory": [],  # required by HubSpot's BatchReadInputSimplePublicObjectId
+        },
     )
     assert read.status_code == 207
     assert read.json()["numErrors"] == 1
@@ -220,6 +232,7 @@ def test_sdk_host_recipe_create_get_update_search(fake: FakeHubSpot, sdk: HubSpo
     contacts.update(created.id, SimplePublicObjectInput(properties={"firstname": "Bob"}))
     assert fake.get("contacts", created.id)["properties"]["firstname"] == "Bob"  # type: ignore[index]
 
+    fake.flush_search_index()  # search lags writes by default; this test is about the SDK
     found = sdk.crm.objects.search_api.do_search(
         "contacts", _search_request("email", "BO@example.com", "firstname")
     )
@@ -232,6 +245,7 @@ def test_sdk_host_recipe_create_get_update_search(fake: FakeHubSpot, sdk: HubSpo
         SimplePublicObjectInputForCreate(
             properties={
                 "hs_meeting_title": "Intro",
+                "hs_timestamp": "2027-02-15T10:00:00Z",
                 "hs_meeting_start_time": "2027-02-15T10:00:00Z",
                 "hs_meeting_outcome": "SCHEDULED",
             },
@@ -266,7 +280,7 @@ def test_sdk_batch_upsert_reports_new(fake: FakeHubSpot, sdk: HubSpot) -> None:
                 id=key, id_property=prop, properties={**extra, prop: key}
             )
             for key in keys
-            for extra in [{"dealname": key} if object_type == "deals" else {}]
+            for extra in [{**DEAL, "dealname": key} if object_type == "deals" else {}]
         ]
         answer = batch.upsert(
             object_type, BatchInputSimplePublicObjectBatchInputUpsert(inputs=inputs)
@@ -303,7 +317,7 @@ def test_associations_are_typed_idempotent_and_two_way(
     basic = sdk.crm.objects.basic_api
     contact = basic.create("contacts", SimplePublicObjectInputForCreate(properties={})).id
     company = basic.create("companies", SimplePublicObjectInputForCreate(properties={})).id
-    deal = basic.create("deals", SimplePublicObjectInputForCreate(properties={})).id
+    deal = basic.create("deals", SimplePublicObjectInputForCreate(properties=DEAL)).id
     assoc = sdk.crm.associations.v4.basic_api
 
     spec = [AssociationSpec(association_category="HUBSPOT_DEFINED", association_type_id=279)]
@@ -393,15 +407,17 @@ def test_unique_value_property_conflict_409(fake: FakeHubSpot, http: httpx.Clien
     assert http.get("/crm/v3/properties/deals/lead_key").json()["groupName"] == "bookme"
     assert http.get("/crm/v3/properties/deals/nope").status_code == 404
 
-    first = http.post("/crm/v3/objects/deals", json={"properties": {"lead_key": "k1"}}).json()
-    dup = http.post("/crm/v3/objects/deals", json={"properties": {"lead_key": "k1"}})
+    first = http.post("/crm/v3/objects/deals", json={"properties": {**DEAL, "lead_key": "k1"}})
+    first = first.json()
+    dup = http.post("/crm/v3/objects/deals", json={"properties": {**DEAL, "lead_key": "k1"}})
     assert dup.status_code == 409
     assert (
         dup.json()["message"]
         == f"A deal with lead_key k1 already exists. Existing ID: {first['id']}"
     )
     assert dup.json()["category"] == "CONFLICT"
-    other = http.post("/crm/v3/objects/deals", json={"properties": {"lead_key": "k2"}}).json()
+    other = http.post("/crm/v3/objects/deals", json={"properties": {**DEAL, "lead_key": "k2"}})
+    other = other.json()
     moved = http.patch(
         f"/crm/v3/objects/deals/{other['id']}", json={"properties": {"lead_key": "k1"}}
     )
@@ -455,23 +471,26 @@ def test_search_lags_behind_writes(make_sdk: SdkFactory) -> None:
 
 
 def test_rate_limit_answers_429_with_hubspot_headers(make_sdk: SdkFactory) -> None:
-    """A rolling window limit answers 429 RATE_LIMIT; every answer has the rate headers."""
+    """A rolling window limit answers 429 RATE_LIMIT; every non-search answer has the headers."""
     with (
         FakeHubSpot(rate_limit=3, rate_window=10, search_rate_limit=1) as fake,
         httpx.Client(base_url=fake.url, headers={"Authorization": f"Bearer {fake.token}"}) as http,
     ):
-        assert http.post("/crm/v3/objects/deals/search", json={}).status_code == 200
+        searched = http.post("/crm/v3/objects/deals/search", json={})
+        assert searched.status_code == 200
         search_limited = http.post("/crm/v3/objects/deals/search", json={})
         assert search_limited.status_code == 429
         assert search_limited.json()["policyName"] == "SECONDLY"
+        for answer in (searched, search_limited):  # search is outside the ten-second limit
+            assert not [h for h in answer.headers if h.lower().startswith("x-hubspot-ratelimit")]
 
         remaining = []
-        for _ in range(2):
+        for _ in range(3):
             answer = http.get("/crm/v3/objects/contacts")
             assert answer.headers["X-HubSpot-RateLimit-Max"] == "3"
             assert answer.headers["X-HubSpot-RateLimit-Interval-Milliseconds"] == "10000"
             remaining.append(answer.headers["X-HubSpot-RateLimit-Remaining"])
-        assert remaining == ["1", "0"]
+        assert remaining == ["2", "1", "0"]
 
         with pytest.raises(ApiException) as caught:
             make_sdk(fake).crm.objects.basic_api.get_page("contacts", limit=1)
@@ -482,7 +501,7 @@ def test_rate_limit_answers_429_with_hubspot_headers(make_sdk: SdkFactory) -> No
         assert (body["errorType"], body["policyName"]) == ("RATE_LIMIT", "TEN_SECONDLY_ROLLING")
         assert body["correlationId"]
         assert fake.rate_limited == 2
-        assert fake.total_calls == 5
+        assert fake.total_calls == 6
 
 
 def test_auth_needs_the_bearer_token(fake: FakeHubSpot) -> None:
@@ -631,3 +650,327 @@ def test_runs_as_a_process_with_remote_faults_and_state(tmp_path: Path) -> None:
         finally:
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=10) == 0
+
+
+def test_creates_without_required_properties_are_400(fake: FakeHubSpot, http: httpx.Client) -> None:
+    """Deals need dealname/pipeline/dealstage, meetings and tasks hs_timestamp, on every create."""
+    deal = http.post("/crm/v3/objects/deals", json={"properties": {"dealname": "D"}})
+    assert deal.status_code == 400
+    assert deal.json()["category"] == "VALIDATION_ERROR"
+    assert deal.json()["message"] == "Error creating DEAL.  Some required properties were not set."
+    assert deal.json()["context"] == {"properties": ["pipeline", "dealstage"]}
+
+    start = {"hs_meeting_title": "Intro", "hs_meeting_start_time": "2027-02-15T10:00:00Z"}
+    meeting = http.post("/crm/v3/objects/meetings", json={"properties": start})
+    assert meeting.status_code == 400  # no hs_timestamp filled in from the start time
+    assert meeting.json()["context"] == {"properties": ["hs_timestamp"]}
+
+    tasks = [{"properties": {"hs_task_subject": "a", "hs_timestamp": "2027-02-15T10:00:00Z"}}]
+    tasks.append({"properties": {"hs_task_subject": "b", "hs_timestamp": ""}})
+    batch = http.post("/crm/v3/objects/tasks/batch/create", json={"inputs": tasks})
+    assert batch.status_code == 400  # one bad input refuses the whole batch
+    assert batch.json()["message"].startswith("Error creating TASK.")
+
+    fake.define_property("deals", "lead_key", has_unique_value=True)
+    upsert = {"id": "k1", "idProperty": "lead_key", "properties": {"dealname": "D"}}
+    created = http.post("/crm/v3/objects/deals/batch/upsert", json={"inputs": [upsert]})
+    assert created.status_code == 400
+    assert created.json()["context"] == {"properties": ["pipeline", "dealstage"]}
+    assert fake.objects("deals") == fake.objects("meetings") == fake.objects("tasks") == []
+
+    full = {**upsert, "properties": DEAL}
+    assert http.post("/crm/v3/objects/deals/batch/upsert", json={"inputs": [full]}).is_success
+    renamed = {**upsert, "properties": {"dealname": "E"}}  # the update branch needs nothing
+    assert http.post("/crm/v3/objects/deals/batch/upsert", json={"inputs": [renamed]}).is_success
+    assert [d["properties"]["dealname"] for d in fake.objects("deals")] == ["E"]
+    for name, bad in (
+        ("hs_meeting_outcome", "NOSHOW"),
+        ("hs_task_status", "CANCELLED"),
+        ("hs_task_priority", "URGENT"),
+        ("hs_task_type", "MEETING"),
+    ):
+        kind = "meetings" if name.startswith("hs_meeting") else "tasks"
+        props = {"hs_timestamp": "2027-02-15T10:00:00Z", name: bad}
+        refused = http.post(f"/crm/v3/objects/{kind}", json={"properties": props})
+        assert refused.status_code == 400
+        assert '\\"error\\":\\"INVALID_OPTION\\"' in json.dumps(refused.json()["message"])
+
+
+@pytest.mark.parametrize("shape", ["409_existing_id", "409_no_id", "400_validation"])
+def test_unique_value_conflict_shapes(shape: str, http: httpx.Client) -> None:
+    """``conflict_shape`` picks how a taken hasUniqueValue value is answered, on every write."""
+    assert (
+        http.post("/_fake/config", json={"conflict_shape": shape}).json()["conflict_shape"] == shape
+    )
+    for name in ("lead_key", "ext_key"):
+        spec = {"name": name, "label": name, "type": "string", "fieldType": "text"}
+        spec |= {"groupName": "dealinformation", "hasUniqueValue": True}
+        assert http.post("/crm/v3/properties/deals", json=spec).status_code == 201
+    first = http.post(
+        "/crm/v3/objects/deals", json={"properties": {**DEAL, "lead_key": "k1", "ext_key": "e1"}}
+    ).json()
+    other = http.post("/crm/v3/objects/deals", json={"properties": {**DEAL, "lead_key": "k2"}})
+    taken = {**DEAL, "lead_key": "k1"}
+    upsert = {"id": "k3", "idProperty": "lead_key", "properties": {**DEAL, "ext_key": "e1"}}
+    answers = [
+        http.post("/crm/v3/objects/deals", json={"properties": taken}),
+        http.post("/crm/v3/objects/deals/batch/create", json={"inputs": [{"properties": taken}]}),
+        http.patch(f"/crm/v3/objects/deals/{other.json()['id']}", json={"properties": taken}),
+        http.post("/crm/v3/objects/deals/batch/upsert", json={"inputs": [upsert]}),
+    ]
+    for answer in answers:
+        body = answer.json()
+        if shape == "400_validation":
+            assert answer.status_code == 400
+            assert body["category"] == "VALIDATION_ERROR"
+            assert body["message"].startswith("Property values were not valid: [")
+            assert "already has that value" in body["message"]
+            assert '"error":"INVALID_VALUE"' in body["message"]
+        else:
+            assert answer.status_code == 409
+            assert body["category"] == "CONFLICT"
+            found = _existing_id(body["message"])
+            assert found == (first["id"] if shape == "409_existing_id" else None)
+            if shape == "409_no_id":
+                assert first["id"] not in json.dumps(body)
+    assert len(http.get("/crm/v3/objects/deals").json()["results"]) == 2
+
+    email = {"properties": {"email": "e@example.com"}}
+    contact = http.post("/crm/v3/objects/contacts", json=email).json()
+    again = http.post("/crm/v3/objects/contacts", json=email)
+    assert again.status_code == 409  # a contact's email keeps HubSpot's documented answer
+    assert _existing_id(again.json()["message"]) == contact["id"]
+    assert http.post("/_fake/config", json={"conflict_shape": "418"}).status_code == 400
+
+
+def test_association_batches_answer_207_for_missing_or_archived_ends(
+    fake: FakeHubSpot, sdk: HubSpot, http: httpx.Client
+) -> None:
+    """v4 batch create and read link what exists and list each bad id in a 207's errors."""
+    made = http.post(
+        "/crm/v3/objects/companies/batch/create",
+        json={"inputs": [{"properties": {"name": n}} for n in ("A", "B")]},
+    ).json()["results"]
+    live, archived = (c["id"] for c in made)
+    contact = http.post("/crm/v3/objects/contacts", json={"properties": {}}).json()["id"]
+    assert http.delete(f"/crm/v3/objects/companies/{archived}").status_code == 204
+    spec = AssociationSpec(association_category="HUBSPOT_DEFINED", association_type_id=279)
+    inputs = [
+        PublicAssociationMultiPost(
+            _from=AssociationObjectId(id=contact), to=AssociationObjectId(id=to), types=[spec]
+        )
+        for to in (live, "424242", archived)
+    ]
+    answer = sdk.crm.associations.v4.batch_api.create(
+        "contacts", "companies", BatchInputPublicAssociationMultiPost(inputs=inputs)
+    )
+    assert isinstance(answer, BatchResponseLabelsBetweenObjectPairWithErrors)  # a 207
+    assert [str(r.to_object_id) for r in answer.results] == [live]
+    assert answer.num_errors == 2
+    errors = [e.to_dict() for e in answer.errors]
+    assert [e["context"]["toObjectId"] for e in errors] == [["424242"], [archived]]
+    for error in errors:
+        assert (error["status"], error["category"]) == ("error", "VALIDATION_ERROR")
+        assert error["message"].startswith("No company with id ")
+    assert fake.associations("contacts", contact, "companies") == [(live, [279])]
+
+    read = http.post(
+        "/crm/v4/associations/contacts/companies/batch/read",
+        json={"inputs": [{"id": contact}, {"id": "999999"}]},
+    )
+    assert read.status_code == 207
+    assert read.json()["results"][0]["to"][0]["toObjectId"] == int(live)
+    [error] = read.json()["errors"]
+    assert (error["category"], error["context"]) == ("OBJECT_NOT_FOUND", {"ids": ["999999"]})
+    assert {"status", "message", "errors", "links"} <= error.keys()
+
+
+def test_documented_failures_from_helpers_and_json(
+    fake: FakeHubSpot, sdk: HubSpot, http: httpx.Client
+) -> None:
+    """477 migration, DAILY 429 and 423 come from helpers or /_fake/faults with HubSpot's bodies."""
+    fake.migration_in_progress("/crm/v3/objects/contacts*", retry_after=7200)
+    with pytest.raises(ApiException) as caught:
+        sdk.crm.objects.basic_api.get_page("contacts")
+    assert caught.value.status == 477
+    assert caught.value.headers["Retry-After"] == "7200"
+    assert _body(caught.value)["category"] == "MIGRATION_IN_PROGRESS"
+
+    fake.daily_limit(times=1)
+    limited = http.get("/crm/v3/pipelines/deals")
+    assert limited.status_code == 429
+    assert limited.json()["policyName"] == "DAILY"
+    assert limited.json()["message"] == "You have reached your daily limit."
+    assert limited.json()["errorType"] == "RATE_LIMIT"
+    assert limited.headers["X-HubSpot-RateLimit-Daily-Remaining"] == "0"
+    assert "X-HubSpot-RateLimit-Daily" in limited.headers
+
+    fake.locked("/crm/v3/objects/companies", retry_after=2)
+    locked = http.post("/crm/v3/objects/companies", json={"properties": {"name": "L"}})
+    assert (locked.status_code, locked.headers["Retry-After"]) == (423, "2")
+    assert fake.objects("companies") == []
+
+    faults = [
+        {"kind": "migration", "path": "/crm/v3/pipelines/*", "retry_after": 60},
+        {"kind": "daily_limit"},
+        {"kind": "locked", "method": "GET"},
+        {"kind": "fail", "status": 477, "path": "*"},
+    ]
+    assert http.post("/_fake/faults", json=faults).status_code == 200
+    assert http.get("/crm/v3/pipelines/deals").headers["Retry-After"] == "60"
+    assert http.get("/crm/v3/objects/deals").json()["policyName"] == "DAILY"
+    assert http.get("/crm/v3/objects/deals").status_code == 423
+    injected = http.get("/crm/v3/objects/deals")
+    assert (injected.status_code, injected.json()["category"]) == (477, "MIGRATION_IN_PROGRESS")
+    assert http.get("/crm/v3/objects/deals").status_code == 200
+
+
+def test_search_pages_stop_at_ten_thousand_and_lag_by_default(http: httpx.Client) -> None:
+    """Search refuses a page past 10,000 results, and by default lags writes by seconds."""
+    assert http.get("/_fake/state").json()["config"]["search_lag"] == 2.0
+    http.post("/_fake/config", json={"search_rate_limit": None})  # five searches in a row
+    made = http.post("/crm/v3/objects/companies", json={"properties": {"name": "Lagging"}})
+    assert made.status_code == 201
+    assert http.post("/crm/v3/objects/companies/search", json={}).json()["total"] == 0
+
+    last = http.post("/crm/v3/objects/companies/search", json={"after": 9990, "limit": 10})
+    assert last.status_code == 200
+    past = http.post("/crm/v3/objects/companies/search", json={"after": 9990, "limit": 11})
+    assert past.status_code == 400
+    assert past.json()["category"] == "VALIDATION_ERROR"
+    assert http.post("/crm/v3/objects/companies/search", json={"after": 10000}).status_code == 400
+    assert http.post("/_fake/flush-search").status_code == 200
+    assert http.post("/crm/v3/objects/companies/search", json={}).json()["total"] == 1
+
+
+def test_rate_windows_and_daily_budget_belong_to_the_portal(make_sdk: SdkFactory) -> None:
+    """Separate clients share the portal's windows; a spent daily_limit answers DAILY 429s."""
+    with FakeHubSpot(rate_limit=4, search_rate_limit=None, daily_limit=6) as fake:
+        auth = {"Authorization": f"Bearer {fake.token}"}
+        with (
+            httpx.Client(base_url=fake.url, headers=auth) as one,
+            httpx.Client(base_url=fake.url, headers=auth) as two,
+        ):
+            assert (
+                one.get("/crm/v3/objects/contacts").headers["X-HubSpot-RateLimit-Remaining"] == "3"
+            )
+            answer = two.get("/crm/v3/objects/contacts")
+            assert answer.headers["X-HubSpot-RateLimit-Remaining"] == "2"
+            assert answer.headers["X-HubSpot-RateLimit-Daily"] == "6"
+            assert answer.headers["X-HubSpot-RateLimit-Daily-Remaining"] == "4"
+            make_sdk(fake).crm.objects.basic_api.get_page("contacts")
+            assert (
+                one.get("/crm/v3/objects/contacts").headers["X-HubSpot-RateLimit-Remaining"] == "0"
+            )
+            assert (
+                two.get("/crm/v3/objects/contacts").json()["policyName"] == "TEN_SECONDLY_ROLLING"
+            )
+
+            fake.configure(rate_limit=None)
+            assert one.post("/crm/v3/objects/contacts/search", json={}).status_code == 200
+            spent = two.get("/crm/v3/objects/contacts")
+            assert spent.status_code == 429
+            assert spent.json()["policyName"] == "DAILY"
+            assert spent.headers["X-HubSpot-RateLimit-Daily-Remaining"] == "0"
+            assert fake.daily_used == 6
+            fake.configure(daily_limit=None)
+            assert one.get("/crm/v3/objects/contacts").status_code == 200
+
+
+def test_writes_echo_what_was_sent_and_system_properties(http: httpx.Client) -> None:
+    """Create, update and batch writes answer the properties sent plus HubSpot's own, no more."""
+    full = {"email": "echo@example.com", "firstname": "E", "lastname": "Cho", "phone": "1"}
+    created = http.post("/crm/v3/objects/contacts", json={"properties": full}).json()
+    system = {"createdate", "hs_object_id", "lastmodifieddate"}
+    assert created["properties"].keys() == full.keys() | system
+
+    patched = http.patch(
+        f"/crm/v3/objects/contacts/{created['id']}",
+        json={"properties": {"firstname": "F", "phone": ""}},
+    ).json()
+    assert patched["properties"] == {
+        "firstname": "F",
+        "phone": "",
+        "hs_object_id": created["id"],
+        "lastmodifieddate": patched["properties"]["lastmodifieddate"],
+    }
+    updated = http.post(
+        "/crm/v3/objects/contacts/batch/update",
+        json={"inputs": [{"id": created["id"], "properties": {"lastname": "Ko"}}]},
+    ).json()["results"][0]
+    assert updated["properties"].keys() == {"lastname", "hs_object_id", "lastmodifieddate"}
+    made = http.post(
+        "/crm/v3/objects/tasks/batch/create",
+        json={"inputs": [{"properties": {"hs_timestamp": "2027-01-01T00:00:00Z"}}]},
+    ).json()["results"][0]
+    assert made["properties"].keys() == {
+        "hs_timestamp", "hs_createdate", "hs_lastmodifieddate", "hs_object_id"
+    }  # fmt: skip
+    upserted = http.post(
+        "/crm/v3/objects/contacts/batch/upsert",
+        json={"inputs": [{"id": "echo@example.com", "idProperty": "email", "properties": {}}]},
+    ).json()["results"][0]
+    assert upserted["properties"].keys() == {"email", "hs_object_id", "lastmodifieddate"}
+    assert (
+        http.get(f"/crm/v3/objects/contacts/{created['id']}?properties=lastname").json()[
+            "properties"
+        ]["lastname"]
+        == "Ko"
+    )
+
+
+def test_bodies_must_fit_the_sdk_models(fake: FakeHubSpot, http: httpx.Client) -> None:
+    """A body the SDK's generated model refuses is HubSpot's 400 "Invalid input JSON"."""
+    refused = [
+        ("POST", "/crm/v3/objects/contacts", {"properties": "email=a@b.c"}),
+        ("POST", "/crm/v3/objects/contacts", {"associations": []}),
+        ("PATCH", "/crm/v3/objects/contacts/1", {"properties": {"email": {"v": 1}}}),
+        ("POST", "/crm/v3/objects/contacts/batch/create", {"inputs": {"properties": {}}}),
+        ("POST", "/crm/v3/objects/contacts/batch/read", {"inputs": [], "properties": []}),
+        ("POST", "/crm/v3/objects/contacts/batch/update", {"inputs": [{"properties": {}}]}),
+        ("POST", "/crm/v3/objects/contacts/batch/upsert", {"inputs": [{"id": "x"}]}),
+        ("POST", "/crm/v3/objects/contacts/batch/archive", {"inputs": [{}]}),
+        ("POST", "/crm/v3/objects/contacts/search", {"filterGroups": [{"filters": [{}]}]}),
+        (
+            "POST",
+            "/crm/v3/objects/contacts/search",
+            {"filterGroups": [{"filters": [{"propertyName": "a", "operator": "LIKE"}]}]},
+        ),
+        ("POST", "/crm/v3/objects/contacts/search", {"limit": "ten"}),
+        (
+            "POST",
+            "/crm/v4/associations/contacts/companies/batch/create",
+            {"inputs": [{"from": {"id": "1"}, "to": {"id": "2"}}]},
+        ),
+        (
+            "POST",
+            "/crm/v4/associations/contacts/companies/batch/create",
+            {
+                "inputs": [
+                    {
+                        "from": {"id": "1"},
+                        "to": {"id": "2"},
+                        "types": [{"associationCategory": "MINE", "associationTypeId": 1}],
+                    }
+                ]
+            },
+        ),
+        ("POST", "/crm/v4/associations/contacts/companies/batch/read", {"inputs": [{}]}),
+        ("POST", "/crm/v3/properties/deals/groups", {"name": "g"}),
+        ("POST", "/crm/v3/objects/contacts", None),
+    ]
+    for method, path, body in refused:
+        answer = http.request(method, path, json=body)
+        assert answer.status_code == 400, (path, body, answer.text)
+        assert answer.json()["category"] == "VALIDATION_ERROR"
+        assert answer.json()["message"].startswith(("Invalid input JSON", "Invalid JSON input"))
+    assert fake.objects("contacts") == []
+    assert (
+        http.post(
+            "/crm/v3/objects/contacts", json={"properties": {"email": "n@example.com", "x_n": 1}}
+        ).status_code
+        == 400
+    )  # fits the model (a number is a string to HubSpot), unknown property
+    taken = http.post("/crm/v3/objects/contacts", json={"properties": {"phone": 5}})
+    assert taken.status_code == 201
+    assert taken.json()["properties"]["phone"] == "5"
