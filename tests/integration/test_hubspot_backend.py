@@ -1104,3 +1104,10 @@ def test_the_sync_page_says_what_was_deleted_in_hubspot_and_recreated(
     assert f"{old_id} deleted" in listed
     assert "created again as" in listed
     assert new_id in listed
+
+
+def test_a_refused_create_names_the_missing_properties(hs: Harness) -> None:
+    """HubSpot names a create's missing required properties in ``context``; the error kept
+    for the dead letter names them too."""
+    with pytest.raises(CrmValidationError, match=r"properties: .*dealstage"):
+        hs.api.create("deals", {"dealname": "no stage", "pipeline": "default"})

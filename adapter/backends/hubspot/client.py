@@ -157,6 +157,14 @@ def _message(body: Any) -> str:
             extra = "; ".join(str(d.get("message", d)) for d in details if isinstance(d, dict))
             if extra and extra not in message:
                 message = f"{message} ({extra})"
+        context = data.get("context")
+        if isinstance(context, dict) and context:
+            # e.g. the required properties a create left out: {"properties": ["dealstage"]}
+            named = "; ".join(
+                f"{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}"
+                for key, value in context.items()
+            )
+            message = f"{message} [{named}]"
         return message
     return str(data)[:500]
 
