@@ -23,8 +23,8 @@ from adapter.booking import parse_booking
 from adapter.errors import (
     AdapterError,
     MappingError,
+    PausedError,
     PermanentError,
-    RateLimitedError,
     RetryableError,
 )
 from adapter.mapping import MappingConfig, plan_booking
@@ -202,25 +202,35 @@ class Worker:
             self.on_settled(job.event_id)
 
     def _fail(self, event_id: str, token: str, error: AdapterError) -> None:
-        """Quarantine, retry or dead-letter, chosen by the error's type alone."""
+        """Quarantine, postpone, retry or dead-letter, chosen by the error's type alone.
+
+        A ``PausedError`` (the CRM refuses everything until a time) puts the event
+        back for that time without counting the attempt: a pause of hours, met
+        again and again, never dead-letters an event.
+        """
+        result = None
         try:
             if isinstance(error, MappingError):
                 event = self.store.quarantine(event_id, token, str(error))
+            elif isinstance(error, PausedError):
+                event = self.store.postpone(
+                    event_id, token, error.until, f"{type(error).__name__}: {error}"
+                )
+                result = "postponed"
             else:
                 event = self.store.mark_failed(
                     event_id,
                     token,
                     f"{type(error).__name__}: {error}",
                     retryable=isinstance(error, RetryableError),
-                    retry_after=error.retry_after if isinstance(error, RateLimitedError) else None,
+                    retry_after=error.retry_after if isinstance(error, RetryableError) else None,
                 )
         except LeaseLost:
             log.warning("lease lost on event %s; another worker owns it now", event_id)
         else:
-            log.warning(
-                "event %s %s: %s", event_id, event.state, error, extra={"state": event.state}
-            )
+            result = result or event.state
+            log.warning("event %s %s: %s", event_id, result, error, extra={"state": event.state})
             if self.metrics is not None:
-                self.metrics.settled.labels(event.state).inc()
+                self.metrics.settled.labels(result).inc()
         if self.on_settled is not None:
             self.on_settled(event_id)

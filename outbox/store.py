@@ -447,6 +447,25 @@ class OutboxStore:
                 renewed += result.rowcount
         return renewed
 
+    def postpone(self, event_id: str, token: str, until: datetime, reason: str) -> Event:
+        """Put a claimed event back until ``until`` without counting the attempt.
+
+        For a remote system that refuses everything for a while (HubSpot's
+        account migration, its daily limit): the event is not at fault, so
+        however often it meets the pause it moves no closer to dead.
+        ``LeaseLost`` if ``token`` no longer holds it.
+        """
+        with self.transaction() as conn:
+            attempts = self._held_attempts(conn, event_id, token)
+            return self._set_state(
+                conn,
+                event_id,
+                RETRYING,
+                error=reason,
+                next_attempt_at=_utc(until),
+                attempts=max(attempts - 1, 0),
+            )
+
     def release(self, event_id: str, token: str) -> None:
         """Give a claimed event back unprocessed (shutdown); the attempt is not counted."""
         now = self.clock()
