@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
@@ -97,3 +98,25 @@ class CrmBackend(Protocol):
     def close(self) -> None:
         """Release connections and threads."""
         ...
+
+
+@dataclass(frozen=True)
+class Pause:
+    """The CRM refuses every call until ``until`` (aware, UTC), for ``reason``."""
+
+    until: datetime
+    reason: str
+
+
+@runtime_checkable
+class Pausable(Protocol):
+    """A backend whose CRM may pause the whole account (HubSpot's 477, a spent daily limit)."""
+
+    def paused(self) -> Pause | None:
+        """The pause in force, shared by every process on the database; ``None`` if none."""
+        ...
+
+
+def backend_pause(backend: CrmBackend) -> Pause | None:
+    """The pause ``backend``'s CRM is under, for ``/readyz``, ``/metrics`` and the dashboard."""
+    return backend.paused() if isinstance(backend, Pausable) else None

@@ -73,6 +73,7 @@ from adapter.backends.base import (
     CompanyRef,
     ContactRef,
     LeadRef,
+    Pause,
     Settle,
     SyncJob,
     SyncResult,
@@ -359,6 +360,10 @@ class HubSpotBackend:
 
     def ping(self) -> None:
         self.api.ping()
+
+    def paused(self) -> Pause | None:
+        """HubSpot's pause of the portal (477, daily limit), if one is in force."""
+        return self.api.paused()
 
     def close(self) -> None:
         self.api.close()

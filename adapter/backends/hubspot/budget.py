@@ -10,8 +10,15 @@ HubSpot's limit is per portal, whatever talks to it, so the budget must be too:
   stay under the portal's limit instead of each assuming it has all of it.
 
 Either way a 429 ``hold``s the budget, so everyone pauses, not only the one
-refused. Tables ``hubspot_rate_slots`` and ``hubspot_rate_holds`` are
-created by migration ``0006_hubspot_rate_budget``.
+refused. Longer than any hold, a ``pause`` (HubSpot's 477 "Migration in
+progress", a spent daily limit) makes ``acquire`` raise ``PausedError`` at once
+until it ends, so nobody sleeps for hours inside a call. ``observe`` follows
+HubSpot's ``X-HubSpot-RateLimit-Max``/``-Remaining`` headers: the portal's real
+limit replaces the configured one, and a nearly spent interval (other apps on
+the portal) holds the budget for the interval. Tables ``hubspot_rate_slots``
+and ``hubspot_rate_holds`` are created by migration ``0006_hubspot_rate_budget``;
+the pause and the limit seen are columns of the holds table
+(``0011_hubspot_pauses``).
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from sqlalchemy import (
     BigInteger,
@@ -35,6 +43,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    case,
     delete,
     func,
     insert,
@@ -42,7 +51,9 @@ from sqlalchemy import (
     text,
 )
 
+from adapter.backends.base import Pause
 from adapter.db import upsert_insert
+from adapter.errors import PausedError
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -54,6 +65,30 @@ class Budget(Protocol):
     def acquire(self) -> float: ...
 
     def hold(self, seconds: float) -> None: ...
+
+    def pause(self, until: datetime, reason: str) -> None: ...
+
+    def paused(self) -> Pause | None: ...
+
+    def observe(self, maximum: int, remaining: int, interval: float) -> None: ...
+
+
+def low_remaining(maximum: int) -> int:
+    """At or below this many requests left in HubSpot's interval, hold until it has passed.
+
+    A few in reserve: requests already on their way when the answer arrives
+    still count against the interval.
+    """
+    return max(1, maximum // 50)
+
+
+def _pause_error(until: float, reason: str) -> PausedError:
+    at = datetime.fromtimestamp(until, UTC)
+    return PausedError(
+        f"HubSpot paused until {at.isoformat(timespec='seconds')}: {reason}",
+        until=at,
+        reason=reason,
+    )
 
 
 def _slot_margin(window: float, margin: float | None) -> float:
@@ -73,6 +108,7 @@ class RollingWindow:
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
         margin: float | None = None,
+        wall: Clock = time.time,
     ) -> None:
         if limit < 1 or window <= 0:
             raise ValueError("a budget needs limit >= 1 and window > 0")
@@ -80,8 +116,10 @@ class RollingWindow:
         self.window = _slot_margin(window, margin)
         self._clock = clock
         self._sleep = sleep
+        self._wall = wall
         self._stamps: deque[float] = deque()
         self._held_until = 0.0
+        self._paused: tuple[float, str] | None = None
         self._lock = threading.Lock()
 
     def acquire(self) -> float:
@@ -89,6 +127,8 @@ class RollingWindow:
         waited = 0.0
         while True:
             with self._lock:
+                if self._paused is not None and self._paused[0] > self._wall():
+                    raise _pause_error(*self._paused)
                 now = self._clock()
                 while self._stamps and self._stamps[0] <= now - self.window:
                     self._stamps.popleft()
@@ -107,6 +147,26 @@ class RollingWindow:
         """Refuse every slot for ``seconds`` (HubSpot said 429)."""
         with self._lock:
             self._held_until = max(self._held_until, self._clock() + seconds)
+
+    def pause(self, until: datetime, reason: str) -> None:
+        """Refuse every slot until ``until``: ``acquire`` raises ``PausedError`` meanwhile."""
+        with self._lock:
+            if self._paused is None or until.timestamp() > self._paused[0]:
+                self._paused = (until.timestamp(), reason)
+
+    def paused(self) -> Pause | None:
+        with self._lock:
+            if self._paused is None or self._paused[0] <= self._wall():
+                return None
+            return Pause(datetime.fromtimestamp(self._paused[0], UTC), self._paused[1])
+
+    def observe(self, maximum: int, remaining: int, interval: float) -> None:
+        """Follow HubSpot's rate-limit headers: its ``maximum`` per interval, and a hold
+        for the ``interval`` when (nearly) none of it remains."""
+        if maximum >= 1:
+            self.limit = maximum
+        if remaining <= low_remaining(maximum):
+            self.hold(interval)
 
 
 _shared: dict[tuple[str, str, int, float], RollingWindow] = {}
@@ -143,6 +203,9 @@ rate_holds = Table(
     budget_metadata,
     Column("budget", String(200), primary_key=True),
     Column("held_until", Float(), nullable=False),
+    Column("paused_until", Float(), nullable=True),
+    Column("pause_reason", String(500), nullable=True),
+    Column("limit_seen", Integer(), nullable=True),
 )
 
 
@@ -187,6 +250,7 @@ class DatabaseWindow:
         self._postgres = engine.dialect.name == "postgresql"
         self._clock = clock
         self._sleep = sleep
+        self._limit_seen: int | None = None  # this process's last write of ``limit_seen``
 
     def _now(self, conn: Connection) -> float:
         if self._postgres:
@@ -209,17 +273,25 @@ class DatabaseWindow:
                     rate_slots.c.budget == self.name, rate_slots.c.taken_at <= now - self.window
                 )
             )
-            held_until = conn.execute(
-                select(rate_holds.c.held_until).where(rate_holds.c.budget == self.name)
-            ).scalar_one_or_none()
-            if held_until is not None and held_until > now:
-                return float(held_until - now)
+            hold = conn.execute(
+                select(
+                    rate_holds.c.held_until,
+                    rate_holds.c.paused_until,
+                    rate_holds.c.pause_reason,
+                    rate_holds.c.limit_seen,
+                ).where(rate_holds.c.budget == self.name)
+            ).one_or_none()
+            if hold is not None and hold.paused_until is not None and hold.paused_until > now:
+                raise _pause_error(hold.paused_until, hold.pause_reason or "paused")
+            if hold is not None and hold.held_until > now:
+                return float(hold.held_until - now)
+            limit = hold.limit_seen if hold is not None and hold.limit_seen else self.limit
             taken, oldest = conn.execute(
                 select(func.count(), func.min(rate_slots.c.taken_at)).where(
                     rate_slots.c.budget == self.name
                 )
             ).one()
-            if taken < self.limit:
+            if taken < limit:
                 conn.execute(insert(rate_slots).values(budget=self.name, taken_at=now))
                 return 0.0
             return float(oldest + self.window - now)
@@ -236,19 +308,69 @@ class DatabaseWindow:
             self._sleep(delay)
             waited += delay
 
+    def _later(self, column: Column[float], value: float) -> Any:
+        """``column`` or ``value``, whichever is later: never shorten what another process set."""
+        later = func.greatest if self._postgres else func.max
+        return later(func.coalesce(column, value), value)
+
+    def _upsert_hold(self, conn: Connection, **values: Any) -> None:
+        statement = upsert_insert(conn, rate_holds).values(
+            budget=self.name, **{"held_until": 0.0, **values}
+        )
+        update = {
+            name: self._later(rate_holds.c[name], value)
+            if name in ("held_until", "paused_until")
+            else value
+            for name, value in values.items()
+        }
+        if "pause_reason" in values:
+            # The reason goes with the pause that wins.
+            update["pause_reason"] = case(
+                (
+                    func.coalesce(rate_holds.c.paused_until, 0.0) <= values["paused_until"],
+                    values["pause_reason"],
+                ),
+                else_=rate_holds.c.pause_reason,
+            )
+        conn.execute(statement.on_conflict_do_update(index_elements=["budget"], set_=update))
+
     def hold(self, seconds: float) -> None:
         """Refuse every slot, in every process, for ``seconds`` (HubSpot said 429)."""
         with self._engine.begin() as conn:
-            until = self._now(conn) + seconds
-            statement = upsert_insert(conn, rate_holds).values(budget=self.name, held_until=until)
-            conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["budget"],
-                    # Never shorten a longer hold another process set.
-                    set_={
-                        "held_until": (func.greatest if self._postgres else func.max)(
-                            rate_holds.c.held_until, until
-                        )
-                    },
+            self._upsert_hold(conn, held_until=self._now(conn) + seconds)
+
+    def pause(self, until: datetime, reason: str) -> None:
+        """Refuse every slot, in every process, until ``until``: ``acquire`` raises
+        ``PausedError`` meanwhile (HubSpot's 477, a spent daily limit)."""
+        with self._engine.begin() as conn:
+            self._upsert_hold(conn, paused_until=until.timestamp(), pause_reason=reason[:500])
+
+    def paused(self) -> Pause | None:
+        """The pause in force for every process on the database, if any (one read)."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(rate_holds.c.paused_until, rate_holds.c.pause_reason).where(
+                    rate_holds.c.budget == self.name
                 )
-            )
+            ).one_or_none()
+        if row is None or row.paused_until is None or row.paused_until <= time.time():
+            return None
+        return Pause(datetime.fromtimestamp(row.paused_until, UTC), row.pause_reason or "paused")
+
+    def observe(self, maximum: int, remaining: int, interval: float) -> None:
+        """Follow HubSpot's rate-limit headers for every process: its ``maximum`` per
+        interval replaces the configured limit, and (nearly) nothing ``remaining``
+        holds the budget for the ``interval``. Writes only when something changes."""
+        changed = maximum >= 1 and maximum != self._limit_seen
+        low = remaining <= low_remaining(maximum)
+        if not (changed or low):
+            return
+        with self._engine.begin() as conn:
+            values: dict[str, Any] = {}
+            if changed:
+                values["limit_seen"] = maximum
+            if low:
+                values["held_until"] = self._now(conn) + interval
+            self._upsert_hold(conn, **values)
+        if changed:
+            self._limit_seen = maximum

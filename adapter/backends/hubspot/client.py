@@ -4,16 +4,22 @@ The SDK (``hubspot-api-client``) is used through its generated API classes,
 built once per client (each ``client.crm...`` access would otherwise open a new
 connection pool). Every call:
 
-1. takes a slot from the portal's request budget (search calls also from the
-   4-per-second search budget): the worker's ``DatabaseWindow``, shared by
-   every process on the database, or a process-wide ``RollingWindow``;
-2. runs with a timeout (the SDK sets none);
+1. takes a slot from the portal's request budget, or a search call from the
+   4-per-second search budget alone (HubSpot exempts search from the
+   ten-second limit): the worker's ``DatabaseWindow``, shared by every process
+   on the database, or a process-wide ``RollingWindow``. While the portal is
+   paused the budget raises ``PausedError`` at once and nothing is sent;
+2. runs with a timeout (the SDK sets none), and the answer's
+   ``X-HubSpot-RateLimit-Max``/``-Remaining`` headers are ``observe``d by the
+   budget (its real limit; a hold when other apps nearly spent the interval);
 3. has its failure translated by ``translate_error`` — the only place that
    looks at SDK or urllib3 exceptions — into the adapter's error tree::
 
-       RetryableError          5xx, 423, timeouts, dropped connections
+       RetryableError          5xx, 423 (2 s at least), timeouts, dropped connections
        ├── HubSpotUnreachable  no connection made: the request was certainly not applied
        ├── RateLimitedError    429 (``retry_after`` from Retry-After or the interval header)
+       ├── HubSpotPaused       477 until its Retry-After; a DAILY 429 until the next reset:
+       │                       the portal's budgets are paused, the worker waits uncounted
        └── HubSpotAuthError    401/403: the token; retried by the outbox, not here
        CrmValidationError      400/422: HubSpot's message kept; dead-letter
        PermanentError          other 4xx
@@ -42,7 +48,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import urllib3
 from hubspot import HubSpot
@@ -78,10 +87,12 @@ from hubspot.crm.properties.exceptions import ApiException as PropertiesApiExcep
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
+from adapter.backends.base import Pause
 from adapter.backends.hubspot.budget import Budget, Sleep, portal_budget_name, shared_budget
 from adapter.errors import (
     AdapterError,
     CrmValidationError,
+    PausedError,
     PermanentError,
     RateLimitedError,
     RetryableError,
@@ -93,7 +104,12 @@ MAX_BATCH = 100
 RATE_LIMIT_PAUSE = 1.0
 """Seconds every thread pauses after a 429 that carries no hint."""
 SEARCH_LIMIT = (4, 1.0)
-"""HubSpot's search endpoints allow 4 requests per second per portal."""
+"""HubSpot's search endpoints allow 5 requests per second per account, shared with other
+apps and exempt from the ten-second limit; we keep to 4."""
+LOCK_SECONDS = 2.0
+"""HubSpot's 423 locks last 2 seconds; wait at least that long before trying again."""
+MIGRATION_PAUSE = 600.0
+"""Seconds to pause after a 477 that names no Retry-After (HubSpot documents one)."""
 
 _API_EXCEPTIONS: tuple[type[Exception], ...] = (
     ObjectsApiException,
@@ -128,6 +144,10 @@ class HubSpotConflict(PermanentError):
 
 class HubSpotNotFound(PermanentError):
     """404: the object (or endpoint) does not exist."""
+
+
+class HubSpotPaused(PausedError):
+    """477 (account migration) or a spent daily limit: every call waits until ``until``."""
 
 
 def _header(headers: Any, name: str) -> str | None:
@@ -169,6 +189,41 @@ def _message(body: Any) -> str:
     return str(data)[:500]
 
 
+def _policy(body: Any) -> str | None:
+    """``policyName`` of a 429 body: ``DAILY``, ``SECONDLY`` or ``TEN_SECONDLY_ROLLING``."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    try:
+        data = json.loads(body) if body else None
+    except (TypeError, ValueError):
+        return None
+    policy = data.get("policyName") if isinstance(data, dict) else None
+    return str(policy).upper() if policy else None
+
+
+def _retry_at(headers: Any, now: datetime) -> datetime | None:
+    """``Retry-After`` as a moment: seconds (a 477's may be hours) or an HTTP-date."""
+    raw = _header(headers, "Retry-After")
+    if raw is None:
+        return None
+    try:
+        return now + timedelta(seconds=max(float(raw), 0.0))
+    except ValueError:
+        pass
+    try:
+        at = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def next_daily_reset(now: datetime, time_zone: tzinfo = UTC) -> datetime:
+    """The next midnight in the account's ``time_zone``, when HubSpot's daily limit resets (UTC)."""
+    local = now.astimezone(time_zone)
+    midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), time_zone)
+    return midnight.astimezone(UTC)
+
+
 def _retry_after(headers: Any) -> float | None:
     for name, scale in (
         ("Retry-After", 1.0),
@@ -184,20 +239,42 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
-def translate_error(exc: BaseException, action: str = "HubSpot call") -> AdapterError:
-    """The adapter error for an SDK or urllib3 failure: the one place that decides."""
+def translate_error(
+    exc: BaseException,
+    action: str = "HubSpot call",
+    *,
+    time_zone: tzinfo = UTC,
+    now: datetime | None = None,
+) -> AdapterError:
+    """The adapter error for an SDK or urllib3 failure: the one place that decides.
+
+    ``time_zone`` is the account's: its daily limit resets at midnight there.
+    """
     if isinstance(exc, AdapterError):
         return exc
     error: AdapterError
     if isinstance(exc, _API_EXCEPTIONS):
         status = int(getattr(exc, "status", 0) or 0)
         headers = getattr(exc, "headers", None)
-        message = _message(getattr(exc, "body", None)) or str(getattr(exc, "reason", "")) or ""
+        body = getattr(exc, "body", None)
+        message = _message(body) or str(getattr(exc, "reason", "")) or ""
         text = f"{action}: HubSpot answered {status}: {message}".rstrip(": ")
+        now = now or datetime.now(UTC)
+        retry_at = _retry_at(headers, now)
+        hinted = max((retry_at - now).total_seconds(), 0.0) if retry_at else None
         if status == 0:
             error = RetryableError(f"{action}: {getattr(exc, 'reason', exc)}")
+        elif status == 429 and _policy(body) == "DAILY":
+            until = next_daily_reset(now, time_zone)
+            error = HubSpotPaused(text, until=until, reason="daily API limit reached")
+        elif status == 429 and _policy(body) == "SECONDLY":
+            # The search limit: a second's window, whatever the ten-second interval header says.
+            error = RateLimitedError(text, retry_after=hinted or 1.0)
         elif status == 429:
             error = RateLimitedError(text, retry_after=_retry_after(headers))
+        elif status == 477:
+            until = retry_at or now + timedelta(seconds=MIGRATION_PAUSE)
+            error = HubSpotPaused(text, until=until, reason="HubSpot account migration in progress")
         elif status in (401, 403):
             error = HubSpotAuthError(text)
         elif status == 409:
@@ -209,8 +286,10 @@ def translate_error(exc: BaseException, action: str = "HubSpot call") -> Adapter
             error = HubSpotConflict(text, None)
         elif status in (400, 422):
             error = CrmValidationError(text)
-        elif status in (408, 423) or status >= 500:
-            error = RetryableError(text)
+        elif status == 423:
+            error = RetryableError(text, retry_after=max(hinted or 0.0, LOCK_SECONDS))
+        elif status == 408 or status >= 500:
+            error = RetryableError(text, retry_after=hinted)
         else:
             error = PermanentError(text)
     elif isinstance(exc, urllib3.exceptions.HTTPError | OSError):
@@ -230,12 +309,43 @@ def translate_error(exc: BaseException, action: str = "HubSpot call") -> Adapter
 
 
 def _retried_here(exc: BaseException) -> bool:
-    return isinstance(exc, RetryableError) and not isinstance(exc, HubSpotAuthError)
+    # A pause may last hours: the outbox waits it out, not a thread here.
+    return isinstance(exc, RetryableError) and not isinstance(exc, HubSpotAuthError | PausedError)
 
 
 def _not_applied(exc: BaseException) -> bool:
     """Retryable, and HubSpot certainly did not apply the request (safe to send again)."""
     return isinstance(exc, RateLimitedError | HubSpotUnreachable)
+
+
+def _send(
+    fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any], timeout: Any
+) -> tuple[Any, Any]:
+    """Call ``fn``; its result and the answer's headers, via the SDK's ``*_with_http_info``
+    twin (same request, but the headers are kept) when ``fn`` has one."""
+    owner = getattr(fn, "__self__", None)
+    with_info = getattr(owner, f"{getattr(fn, '__name__', '')}_with_http_info", None)
+    if with_info is None:
+        return fn(*args, _request_timeout=timeout, **kwargs), None
+    result, _status, headers = with_info(
+        *args, _request_timeout=timeout, _return_http_data_only=False, **kwargs
+    )
+    return result, headers
+
+
+def _observe(budget: Budget, headers: Any) -> None:
+    """Let ``budget`` follow HubSpot's ``X-HubSpot-RateLimit-*`` headers, when present."""
+    try:
+        maximum = int(_header(headers, "X-HubSpot-RateLimit-Max") or "")
+        remaining = int(_header(headers, "X-HubSpot-RateLimit-Remaining") or "")
+    except ValueError:
+        return
+    interval = _header(headers, "X-HubSpot-RateLimit-Interval-Milliseconds")
+    try:
+        seconds = float(interval) / 1000 if interval else 10.0
+    except ValueError:
+        seconds = 10.0
+    budget.observe(maximum, remaining, seconds)
 
 
 _T = TypeVar("_T")
@@ -321,13 +431,17 @@ class HubSpotApi:
         backoff_max: float = 30.0,
         sleep: Sleep = time.sleep,
         on_call: Callable[[str], None] | None = None,
+        time_zone: tzinfo | str = UTC,
     ) -> None:
         self._on_call = on_call
+        self.time_zone: tzinfo = ZoneInfo(time_zone) if isinstance(time_zone, str) else time_zone
+        """The account's time zone: its daily limit resets at midnight there."""
         self._budget = budget
         self._search_budget = search_budget
         self._timeout = (min(5.0, timeout), timeout)
         self._max_attempts = max_attempts
         self._backoff = wait_random_exponential(multiplier=0.5, max=backoff_max)
+        self._backoff_max = backoff_max
         self._sleep = sleep
         crm = sdk.crm
         self._basic = crm.objects.basic_api
@@ -350,6 +464,9 @@ class HubSpotApi:
             # The budget is held for HubSpot's hint (every thread waits on it);
             # only spread the retries out.
             return random.uniform(0, 0.25)
+        if isinstance(exc, RetryableError) and exc.retry_after:
+            # A longer hint (a 503's hour) is the outbox's to wait, not this thread's.
+            return max(backoff, min(exc.retry_after, self._backoff_max))
         return backoff
 
     def _call(
@@ -366,24 +483,30 @@ class HubSpotApi:
         HubSpot certainly did not apply it (429, no connection): after a timeout
         or a dropped answer it may have, and a second create would duplicate.
         """
-        budgets = (
-            [self._budget, self._search_budget] if name.startswith("search") else [self._budget]
-        )
+        # Search has a budget of its own and is exempt from the ten-second one.
+        search = name.startswith("search")
+        budget = self._search_budget if search else self._budget
 
         def attempt() -> Any:
-            for budget in budgets:
-                budget.acquire()
+            budget.acquire()  # while the portal is paused: PausedError, nothing sent
             with self._calls_lock:
                 self.calls[name] += 1
             try:
-                result = fn(*args, _request_timeout=self._timeout, **kwargs)
+                result, headers = _send(fn, args, kwargs, self._timeout)
             except Exception as exc:
-                error = translate_error(exc, name)
+                error = translate_error(exc, name, time_zone=self.time_zone)
                 self._report(str(getattr(exc, "status", None) or type(error).__name__))
-                if isinstance(error, RateLimitedError):
-                    self._budget.hold(error.retry_after or RATE_LIMIT_PAUSE)
+                if not search:
+                    _observe(budget, getattr(exc, "headers", None))
+                if isinstance(error, PausedError):
+                    for paused in (self._budget, self._search_budget):
+                        paused.pause(error.until, error.reason)
+                elif isinstance(error, RateLimitedError):
+                    budget.hold(error.retry_after or RATE_LIMIT_PAUSE)
                 raise error from exc
             self._report("ok")
+            if not search:
+                _observe(budget, headers)
             return result
 
         retrying = Retrying(
@@ -394,6 +517,10 @@ class HubSpotApi:
             reraise=True,
         )
         return retrying(attempt)
+
+    def paused(self) -> Pause | None:
+        """The portal's pause in force (477, daily limit), as every process sees it."""
+        return self._budget.paused()
 
     def _report(self, status: str) -> None:
         if self._on_call is not None:
