@@ -1,7 +1,8 @@
 """Prometheus metrics, on a registry of the service's own (tests build one each).
 
-Outbox depth and the oldest pending age are read from the database at scrape
-time, so every process reports the shared truth, not its own share of it.
+Outbox depth, the oldest pending age and a CRM pause are read from the
+database at scrape time, so every process reports the shared truth, not its own
+share of it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from adapter.backends.base import Pause
 from outbox.store import OutboxStore
 
 
@@ -33,6 +35,23 @@ class _OutboxCollector(Collector):
             "Seconds since the oldest queued or retrying event was received (0 when none).",
             value=age or 0.0,
         )
+
+
+class _PauseCollector(Collector):
+    def __init__(self, backend: str, pause: Callable[[], Pause | None]) -> None:
+        self._backend = backend
+        self._pause = pause
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "bookme_crm_paused_until_seconds",
+            "Unix time until which the CRM refuses every call (HubSpot's 477 or daily "
+            "limit); 0 when not paused.",
+            labels=["backend"],
+        )
+        pause = self._pause()
+        gauge.add_metric([self._backend], pause.until.timestamp() if pause else 0.0)
+        yield gauge
 
 
 class Metrics:
@@ -74,3 +93,7 @@ class Metrics:
         )
         if store is not None:
             self.registry.register(_OutboxCollector(store))
+
+    def watch_pause(self, backend: str, pause: Callable[[], Pause | None]) -> None:
+        """Report ``backend``'s pause, read at each scrape, as a gauge."""
+        self.registry.register(_PauseCollector(backend, pause))

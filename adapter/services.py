@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 
 from adapter import db
 from adapter.backends import CrmBackend, build_backend
+from adapter.backends.base import backend_pause
 from adapter.errors import MappingError
 from adapter.mapping import MappingConfig, load_mapping
 from adapter.metrics import Metrics
@@ -265,11 +266,13 @@ def build_services(
     )
     store = OutboxStore(engine, retry=retry)
     metrics = Metrics(lambda: store)
+    crm = backend or build_backend(settings, engine, lambda: mappings.current, metrics)
+    metrics.watch_pause(crm.name, lambda: backend_pause(crm))
     return Services(
         settings=settings,
         engine=engine,
         store=store,
-        backend=backend or build_backend(settings, engine, lambda: mappings.current, metrics),
+        backend=crm,
         mappings=mappings,
         waiter=SyncWaiter(),
         webhook_secret=webhook_secret,

@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapter.api.deps import ServicesDep
 from adapter.api.routes.crm import ReaderDep
+from adapter.backends.base import backend_pause
 from adapter.backends.hubspot import account as hubspot_account
 from adapter.backends.hubspot import store as hubspot_store
 from adapter.backends.local.reader import Activity, Task
@@ -374,6 +375,7 @@ def sync_health(request: Request, services: ServicesDep) -> Response:
                 bookings = hubspot_store.recent_bookings(conn, limit=EVENT_LIMIT)
                 deletions = hubspot_store.deletions(conn, limit=EVENT_LIMIT)
                 account = hubspot_account.load(conn)
+        pause = backend_pause(services.backend)
     except SQLAlchemyError as exc:
         return _unreadable(page, exc)
     # The setting wins; else the portal the token belongs to, as ``hubspot setup`` stored it.
@@ -396,6 +398,7 @@ def sync_health(request: Request, services: ServicesDep) -> Response:
         deletions=deletions,
         portal=portal,
         hubspot_link=hubspot_link,
+        pause=pause,
     )
 
 

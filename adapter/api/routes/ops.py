@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from adapter.api.deps import AdminDep, ServicesDep
 from adapter.api.schemas import EventStatus, RecordId, error_responses, event_status
+from adapter.backends.base import backend_pause
 from adapter.errors import MappingFileError
 from adapter.timeutil import iso_z
 from outbox.exceptions import EventNotFound
@@ -51,25 +52,41 @@ def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Database reachable, mapping loaded, backend reachable",
+    summary="Database reachable, mapping loaded, backend reachable (or paused by the CRM)",
     responses={503: {"description": "Not ready: a check failed (named in the body)"}},
 )
 def readyz(services: ServicesDep) -> JSONResponse:
+    """Ready while the CRM pauses us (HubSpot's 477 or daily limit): bookings are still
+    accepted and queued, and wait for the pause's end; the body says until when."""
+    body: dict[str, Any] = {}
     checks: dict[str, str] = {}
+    try:
+        pause = backend_pause(services.backend)
+    except Exception as exc:
+        log.warning("reading the CRM pause failed: %s", exc)
+        pause = None
+    if pause is not None:
+        checks["backend"] = "paused"
+        body[services.backend.name] = {
+            "pausedUntil": iso_z(pause.until),
+            "reason": pause.reason,
+        }
     for name, check in (
         ("database", services.store.ping),
         ("mapping", lambda: services.mappings.current),
         ("backend", services.backend.ping),
     ):
+        if name in checks:
+            continue
         try:
             check()
             checks[name] = "ok"
         except Exception as exc:
             log.warning("readiness check %s failed: %s", name, exc)
             checks[name] = f"failed: {type(exc).__name__}"
-    ready = all(value == "ok" for value in checks.values())
+    ready = all(value in ("ok", "paused") for value in checks.values())
     return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks},
+        {"status": "ready" if ready else "not ready", "checks": checks, **body},
         status_code=200 if ready else 503,
     )
 
