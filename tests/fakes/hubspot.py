@@ -114,6 +114,8 @@ Documented failures, on demand (each fires ``times`` times; ``None`` is forever)
   daily limit." with ``policyName`` DAILY and ``X-HubSpot-RateLimit-Daily`` /
   ``-Daily-Remaining: 0``;
 - ``locked(path_glob="*", times=1, method="*", retry_after=None)``: 423 LOCKED;
+- ``spend(n)``: other apps on the portal use ``n`` requests of the ten-second window
+  now (``X-HubSpot-RateLimit-Remaining`` drops, a 429 comes sooner);
 - ``slow(path_glob, seconds)``, ``drop(path_glob)``, ``crash_after_commit(path_glob)``
   (also ``times=``, ``method=``): a slow answer, a hang-up before doing anything,
   a hang-up after the write.
@@ -1198,6 +1200,13 @@ class FakeHubSpot:
                 record.versions = [
                     _Version(float("-inf"), latest.props, latest.updated_at, latest.archived)
                 ]
+
+    def spend(self, count: int) -> None:
+        """Other apps on the portal make ``count`` requests now: they fill the ten-second
+        window (and lower ``X-HubSpot-RateLimit-Remaining``) as ours do."""
+        with self._lock:
+            now = time.monotonic()
+            self._window.extend([now] * count)
 
     # --- faults -----------------------------------------------------------------------
 
