@@ -353,7 +353,7 @@ class DatabaseWindow:
                     rate_holds.c.budget == self.name
                 )
             ).one_or_none()
-        if row is None or row.paused_until is None or row.paused_until <= time.time():
+        if row is None or row.paused_until is None or row.paused_until <= self._clock():
             return None
         return Pause(datetime.fromtimestamp(row.paused_until, UTC), row.pause_reason or "paused")
 

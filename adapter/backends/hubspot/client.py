@@ -432,8 +432,10 @@ class HubSpotApi:
         sleep: Sleep = time.sleep,
         on_call: Callable[[str], None] | None = None,
         time_zone: tzinfo | str = UTC,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._on_call = on_call
+        self._wall = wall
         self.time_zone: tzinfo = ZoneInfo(time_zone) if isinstance(time_zone, str) else time_zone
         """The account's time zone: its daily limit resets at midnight there."""
         self._budget = budget
@@ -494,7 +496,7 @@ class HubSpotApi:
             try:
                 result, headers = _send(fn, args, kwargs, self._timeout)
             except Exception as exc:
-                error = translate_error(exc, name, time_zone=self.time_zone)
+                error = translate_error(exc, name, time_zone=self.time_zone, now=self._wall())
                 self._report(str(getattr(exc, "status", None) or type(error).__name__))
                 if not search:
                     _observe(budget, getattr(exc, "headers", None))
@@ -977,6 +979,7 @@ def build_api(
     budget: Budget | None = None,
     search_budget: Budget | None = None,
     on_call: Callable[[str], None] | None = None,
+    wall: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> HubSpotApi:
     """A ``HubSpotApi`` on the real SDK; without budgets given, the process-wide ones."""
     sdk = HubSpot(
@@ -995,4 +998,5 @@ def build_api(
         max_attempts=max_attempts,
         sleep=sleep,
         on_call=on_call,
+        wall=wall,
     )
