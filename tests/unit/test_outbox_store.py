@@ -199,6 +199,27 @@ def test_release_gives_the_event_back_uncounted(store: OutboxStore) -> None:
     assert again.event.attempts == 1
 
 
+def test_postpone_waits_until_the_time_given_and_never_counts_towards_dead(
+    store: OutboxStore, clock: Clock
+) -> None:
+    """Postponed ten times (max_attempts 3), the event waits each time and then claims as new."""
+    event_id, _ = put(store, new())
+    for _ in range(10):
+        (claim,) = store.claim("w", limit=1, lease_seconds=30)
+        until = clock() + timedelta(hours=2)
+        event = store.postpone(event_id, claim.token, until, "HubSpotPaused: migration")
+        assert (event.state, event.attempts, event.next_attempt_at) == ("retrying", 0, until)
+        assert event.last_error == "HubSpotPaused: migration"
+        clock.advance(7199)
+        assert store.claim("w", limit=1, lease_seconds=30) == []
+        clock.advance(1)
+    (claim,) = store.claim("w", limit=1, lease_seconds=30)
+    assert claim.event.attempts == 1
+    store.release(event_id, claim.token)
+    with pytest.raises(LeaseLost):
+        store.postpone(event_id, claim.token, clock(), "too late: released")
+
+
 def test_counts_and_oldest_pending_age(store: OutboxStore, clock: Clock) -> None:
     """Counts cover every state; the age is measured from receipt."""
     assert store.oldest_pending_age() is None

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
 from adapter.backends.base import (
     ActivityRef,
@@ -24,14 +24,17 @@ from adapter.errors import (
     AdapterError,
     CrmValidationError,
     MappingError,
+    PausedError,
     RateLimitedError,
     RetryableError,
 )
 from adapter.ingest import accept_booking
 from adapter.mapping import MappingConfig, load_mapping
+from adapter.metrics import Metrics
 from adapter.worker import Worker
 from outbox.exceptions import LeaseLost
 from outbox.retry import RetryPolicy
+from outbox.schema import events
 from outbox.store import OutboxStore
 from tests.conftest import DEFAULT_MAPPING, seed_booking
 
@@ -163,6 +166,40 @@ def test_rate_limit_hint_delays_the_retry(
     assert event.state == "retrying"
     wait = (event.next_attempt_at - event.received_at).total_seconds()
     assert wait >= 119
+
+
+def test_a_crm_pause_postpones_the_event_without_spending_attempts(
+    store: OutboxStore, backend: FakeBackend, mapping: MappingConfig
+) -> None:
+    """Paused five times (max_attempts 3): retrying, no attempt spent, due when the pause ends."""
+    state = enqueue(store, mapping)
+    metrics = Metrics()
+    worker, settled = worker_for(store, backend, mapping, metrics=metrics)
+    for _ in range(5):
+        until = datetime.now(UTC) + timedelta(hours=2)
+        backend.fail_with["test-123"] = PausedError("migrating", until=until, reason="migration")
+        with store.transaction() as conn:  # due again, as once the last pause has passed
+            conn.execute(update(events).values(next_attempt_at=NOW - timedelta(days=1)))
+        assert worker.run_once() == 1
+        event = store.list()[0]
+        assert (event.state, event.attempts) == ("retrying", 0)
+        assert event.next_attempt_at == until
+        assert worker.run_once() == 0
+    assert state() == "retrying"
+    assert metrics.settled.labels("postponed")._value.get() == 5
+    assert len(settled) == 5
+
+
+def test_a_503s_retry_after_delays_the_retry(
+    store: OutboxStore, backend: FakeBackend, mapping: MappingConfig
+) -> None:
+    """Any retryable error's hint (a 503's Retry-After) is honoured, not only a 429's."""
+    enqueue(store, mapping)
+    backend.fail_with["test-123"] = RetryableError("HubSpot answered 503", retry_after=600)
+    worker, _ = worker_for(store, backend, mapping)
+    worker.run_once()
+    event = store.list()[0]
+    assert (event.next_attempt_at - event.received_at).total_seconds() >= 599
 
 
 def test_permanent_error_dead_letters_at_once(
