@@ -381,6 +381,7 @@ def hubspot_setup() -> None:
         settings.hubspot_access_token.get_secret_value(),
         settings.hubspot_base_url,
         settings.rate_limit,
+        search_limit=settings.search_rate_limit,
     )
     try:
         report = run_setup(api, mapping)

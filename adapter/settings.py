@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     hubspot_access_token: SecretStr | None = None
     hubspot_base_url: str = "https://api.hubapi.com"
     hubspot_rate_limit: str = "100/10s"
+    # HubSpot allows 5 searches per second per account, shared with its other apps.
+    hubspot_search_rate_limit: str = "4/1s"
     mappings_path: Path = Path("mappings/default.yaml")
     admin_token: SecretStr | None = None
     sync_wait_ms: int = Field(default=2000, ge=0, le=60_000)
@@ -131,10 +133,11 @@ class Settings(BaseSettings):
     def _blank_portal(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("hubspot_rate_limit")
+    @field_validator("hubspot_rate_limit", "hubspot_search_rate_limit")
     @classmethod
     def _rate(cls, value: str) -> str:
-        if not _RATE.match(value):
+        match = _RATE.match(value)
+        if not match or int(match.group(1)) < 1 or float(match.group(2)) <= 0:
             raise ValueError("must look like '100/10s'")
         return value
 
@@ -153,6 +156,13 @@ class Settings(BaseSettings):
     def rate_limit(self) -> tuple[int, float]:
         """``HUBSPOT_RATE_LIMIT`` as (requests, seconds)."""
         match = _RATE.match(self.hubspot_rate_limit)
+        assert match is not None
+        return int(match.group(1)), float(match.group(2))
+
+    @property
+    def search_rate_limit(self) -> tuple[int, float]:
+        """``HUBSPOT_SEARCH_RATE_LIMIT`` as (searches, seconds)."""
+        match = _RATE.match(self.hubspot_search_rate_limit)
         assert match is not None
         return int(match.group(1)), float(match.group(2))
 

@@ -42,7 +42,6 @@ def _hubspot(
     read per batch, so ``/admin/mappings/reload`` and SIGHUP reach them too."""
     from adapter.backends.hubspot import HubSpotBackend, build_api
     from adapter.backends.hubspot.budget import DatabaseWindow, portal_budget_name
-    from adapter.backends.hubspot.client import SEARCH_LIMIT
 
     token = settings.hubspot_access_token
     assert token is not None  # Settings refuses CRM_BACKEND=hubspot without one
@@ -59,7 +58,7 @@ def _hubspot(
         settings.hubspot_base_url,
         settings.rate_limit,
         budget=budget("requests", *settings.rate_limit),
-        search_budget=budget("search", *SEARCH_LIMIT),
+        search_budget=budget("search", *settings.search_rate_limit),
         on_call=None if calls is None else lambda status: calls.labels("hubspot", status).inc(),
     )
     return HubSpotBackend(

@@ -980,6 +980,7 @@ def build_api(
     search_budget: Budget | None = None,
     on_call: Callable[[str], None] | None = None,
     wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    search_limit: tuple[int, float] = SEARCH_LIMIT,
 ) -> HubSpotApi:
     """A ``HubSpotApi`` on the real SDK; without budgets given, the process-wide ones."""
     sdk = HubSpot(
@@ -993,7 +994,7 @@ def build_api(
     return HubSpotApi(
         sdk,
         budget=budget or shared_budget(portal, "requests", *rate_limit),
-        search_budget=search_budget or shared_budget(portal, "search", *SEARCH_LIMIT),
+        search_budget=search_budget or shared_budget(portal, "search", *search_limit),
         timeout=timeout,
         max_attempts=max_attempts,
         sleep=sleep,
