@@ -18,7 +18,7 @@ from sqlalchemy import Engine, func, select
 
 from adapter import db
 from adapter.api.app import create_app
-from adapter.backends.hubspot import HubSpotApi, HubSpotBackend, build_api, run_setup
+from adapter.backends.hubspot import HubSpotApi, HubSpotBackend, account, build_api, run_setup
 from adapter.backends.hubspot.budget import DatabaseWindow, rate_holds, rate_slots
 from adapter.backends.hubspot.client import SEARCH_LIMIT, HubSpotPaused
 from adapter.booking import parse_booking
@@ -180,6 +180,20 @@ def test_daily_limit_pauses_until_midnight_in_the_accounts_time_zone(
     with pytest.raises(PausedError):
         api.ping()
     assert fake.total_calls == 1
+
+
+def test_the_daily_reset_follows_the_time_zone_in_the_accounts_info(
+    sqlite_file: str, fake: FakeHubSpot
+) -> None:
+    """Once the start-up refresh has read the portal's zone (US/Eastern), a DAILY 429 pauses
+    until midnight there, not in UTC."""
+    t = FakeTime()
+    api, engine = _process(sqlite_file, fake, t)
+    assert account.refresh(api, engine) is not None
+    fake.daily_limit()
+    with pytest.raises(HubSpotPaused) as caught:
+        api.ping()
+    assert caught.value.until == datetime(2027, 1, 16, 5, 0, tzinfo=UTC)
 
 
 def test_423_waits_out_the_lock_and_503_its_retry_after(

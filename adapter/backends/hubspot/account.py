@@ -83,6 +83,7 @@ def refresh(api: HubSpotApi, engine: Engine) -> StoredAccount | None:
     """Read the account info and store it; on any failure log why and return ``None``."""
     try:
         info = api.account_info()
+        api.use_time_zone(info.time_zone)
         save(engine, info)
     except Exception as exc:  # the links keep the stored (or default) domain
         log.warning("could not refresh the HubSpot account info: %s", exc)

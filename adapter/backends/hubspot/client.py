@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import urllib3
 from hubspot import HubSpot
@@ -523,6 +523,18 @@ class HubSpotApi:
     def paused(self) -> Pause | None:
         """The portal's pause in force (477, daily limit), as every process sees it."""
         return self._budget.paused()
+
+    def use_time_zone(self, name: str) -> None:
+        """Take the account's time zone (its account info's ``timeZone``), where its daily
+        limit resets; a name this machine does not know keeps the one in use."""
+        try:
+            self.time_zone = ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            log.warning(
+                "unknown HubSpot account time zone %r; daily resets stay in %s",
+                name,
+                self.time_zone,
+            )
 
     def _report(self, status: str) -> None:
         if self._on_call is not None:
