@@ -196,6 +196,20 @@ def test_the_daily_reset_follows_the_time_zone_in_the_accounts_info(
     assert caught.value.until == datetime(2027, 1, 16, 5, 0, tzinfo=UTC)
 
 
+def test_the_days_last_request_pauses_before_any_daily_429(sqlite_file: str) -> None:
+    """X-HubSpot-RateLimit-Daily-Remaining: 0 on an answer pauses the portal at once: the
+    next call is not sent, so HubSpot never has to answer 429."""
+    t = FakeTime()
+    with FakeHubSpot(rate_limit=None, search_rate_limit=None, daily_limit=3) as fake:
+        api, _ = _process(sqlite_file, fake, t)
+        for _ in range(3):
+            api.ping()
+        with pytest.raises(PausedError) as caught:
+            api.ping()
+        assert caught.value.until == datetime(2027, 1, 16, tzinfo=UTC)
+        assert (fake.total_calls, fake.rate_limited) == (3, 0)
+
+
 def test_423_waits_out_the_lock_and_503_its_retry_after(
     sqlite_file: str, fake: FakeHubSpot
 ) -> None:

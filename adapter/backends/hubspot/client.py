@@ -106,6 +106,7 @@ RATE_LIMIT_PAUSE = 1.0
 SEARCH_LIMIT = (4, 1.0)
 """HubSpot's search endpoints allow 5 requests per second per account, shared with other
 apps and exempt from the ten-second limit; we keep to 4."""
+DAILY_LIMIT_REASON = "daily API limit reached"
 LOCK_SECONDS = 2.0
 """HubSpot's 423 locks last 2 seconds; wait at least that long before trying again."""
 MIGRATION_PAUSE = 600.0
@@ -266,7 +267,7 @@ def translate_error(
             error = RetryableError(f"{action}: {getattr(exc, 'reason', exc)}")
         elif status == 429 and _policy(body) == "DAILY":
             until = next_daily_reset(now, time_zone)
-            error = HubSpotPaused(text, until=until, reason="daily API limit reached")
+            error = HubSpotPaused(text, until=until, reason=DAILY_LIMIT_REASON)
         elif status == 429 and _policy(body) == "SECONDLY":
             # The search limit: a second's window, whatever the ten-second interval header says.
             error = RateLimitedError(text, retry_after=hinted or 1.0)
@@ -509,6 +510,11 @@ class HubSpotApi:
             self._report("ok")
             if not search:
                 _observe(budget, headers)
+            if _header(headers, "X-HubSpot-RateLimit-Daily-Remaining") == "0":
+                # That was the day's last request: pause now rather than meet the 429.
+                until = next_daily_reset(self._wall(), self.time_zone)
+                for paused in (self._budget, self._search_budget):
+                    paused.pause(until, DAILY_LIMIT_REASON)
             return result
 
         retrying = Retrying(
