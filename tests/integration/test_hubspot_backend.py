@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -1111,3 +1112,25 @@ def test_a_refused_create_names_the_missing_properties(hs: Harness) -> None:
     for the dead letter names them too."""
     with pytest.raises(CrmValidationError, match=r"properties: .*dealstage"):
         hs.api.create("deals", {"dealname": "no stage", "pipeline": "default"})
+
+
+def test_a_create_refused_by_a_pause_leaves_no_intent_to_wait_out(
+    hs: Harness, engine: Engine
+) -> None:
+    """A 477 on a meeting create applied nothing: its intent is dropped, so once the
+    pause ends the meeting is created at once, not after the search-lag window."""
+    from adapter.backends.hubspot import store
+    from adapter.errors import PausedError
+
+    hs.fake.migration_in_progress("/crm/v3/objects/meetings", retry_after=1)
+    _, error = hs.sync()
+    assert isinstance(error, PausedError)
+    with engine.connect() as conn:
+        assert store.get(conn, "meeting", "test-123") is None
+    assert hs.fake.objects("meetings") == []
+    time.sleep(1.2)  # the pause HubSpot asked for
+    result, error = hs.sync()
+    assert error is None
+    assert result is not None
+    assert len(hs.fake.objects("meetings")) == 1
+    assert hs.api.calls["search meetings"] == 0

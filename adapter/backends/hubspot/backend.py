@@ -91,6 +91,7 @@ from adapter.errors import (
     AdapterError,
     CrmValidationError,
     MappingError,
+    PausedError,
     RateLimitedError,
     RetryableError,
 )
@@ -198,8 +199,15 @@ class _Known:
     outcomes: dict[str, dict[str, str]]
 
 
-_NOT_APPLIED = (CrmValidationError, RateLimitedError, HubSpotConflict, HubSpotUnreachable)
-"""Create failures after which HubSpot certainly holds nothing: the intents are void."""
+_NOT_APPLIED = (
+    CrmValidationError,
+    RateLimitedError,
+    PausedError,
+    HubSpotConflict,
+    HubSpotUnreachable,
+)
+"""Create failures after which HubSpot certainly holds nothing: the intents are void
+(a pause refuses before sending, or HubSpot answered 477 and applied nothing)."""
 
 
 class HubSpotBackend:
