@@ -5,20 +5,27 @@ What a booking becomes (contract §4 identity in brackets):
 - contact [email]: batch upsert with ``idProperty=email``;
 - company [name key]: batch upsert by the unique-value property ``bookme_company_key``;
   contact → company associated as primary (type 1);
-- deal [lead key]: created (with its stage and associations inline) or batch
-  upserted by the unique-value property ``bookme_lead_key``: ``dealname``,
-  ``amount``, ``pipeline``; deal → contact (3), deal → company (5, primary);
+- deal [lead key]: created with ``pipeline``, ``dealstage`` and its associations
+  inline, keyed by the unique-value property ``bookme_lead_key``, then updated by
+  id (``dealname``, ``amount``, tags); deal → contact (3), deal → company (5, primary);
 - meeting [booking id]: ``bookme_booking_id``; → contact (200), deal (212), company (188);
 - tasks [booking id | task key]: ``bookme_task_key``; → contact (204), deal (216).
 
 Meetings and tasks cannot be upserted by a property, so their create follows
 the intent protocol of ``store``: the intent is committed before the create,
 the id right after it. An intent without an id means an earlier attempt died
-between the two: HubSpot is searched for the object by its key property; if
-search does not show it and the intent is younger than ``search_lag_seconds``
-(HubSpot's search index trails writes by seconds), the job is retried later
-rather than risk a second object; an older intent means the create never
-landed, and it is made again.
+between the two. The object was created associated with its deal and contact,
+and association reads do not come from HubSpot's search index, so the deal's
+(then the contact's) associated objects are listed and their key property read
+(``_reconcile``); search is a second check. If neither shows it and the intent
+is younger than ``search_lag_seconds``, the job is retried later rather than
+risk a second object; an older intent means the create never landed, and it is
+made again (logged, and reported as ``recreated_after_lag``).
+
+Records someone deleted in HubSpot (an update answered 207 ``OBJECT_NOT_FOUND``,
+or an id an upsert no longer returns) are created again while the booking is
+live and left deleted for a cancelled or no-show one; either way the deletion
+is recorded (``store.mark_deleted``) for the dashboard.
 
 Lifecycle, as the local backend does it where HubSpot allows:
 
@@ -49,8 +56,10 @@ together with the ids and links it used.
 
 A deal we hold no id for is created with its contact and company associations
 inline (one call instead of an upsert and two association batches). Its lead key
-has unique values, so HubSpot refuses a second copy: a 409 (another worker won,
-or an earlier answer was lost) falls back to the upsert and association calls.
+has unique values, so HubSpot refuses a second copy (another worker won, or an
+earlier answer was lost), as a 409 with or without the existing id or a 400
+"already has that value": whichever, the deal is read by its key, updated by id
+and associated.
 
 Calls (measured against the fake): a first booking with a company costs 6
 (company and contact upserts, the deal create, the contact → company
