@@ -411,6 +411,18 @@ class BatchErrors:
 
 
 @dataclass(frozen=True)
+class PropertyDefinition:
+    """A CRM property as the portal defines it (what a mapping may write to it)."""
+
+    name: str
+    type: str  # string, number, date, datetime, enumeration, bool, phone_number
+    field_type: str  # text, select, checkbox (multi-select), booleancheckbox, ...
+    options: tuple[str, ...]  # an enumeration's allowed values
+    unique: bool
+    read_only: bool
+
+
+@dataclass(frozen=True)
 class Found:
     """An object as HubSpot returned it: its id and the properties asked for."""
 
@@ -909,10 +921,27 @@ class HubSpotApi:
 
     def property_names(self, object_type: str) -> dict[str, bool]:
         """Every property of ``object_type``: name -> has a unique value."""
+        return {name: d.unique for name, d in self.property_definitions(object_type).items()}
+
+    def property_definitions(self, object_type: str) -> dict[str, PropertyDefinition]:
+        """Every property of ``object_type`` as the portal defines it, by name."""
         response = self._call(
             f"list properties {object_type}", self._properties.get_all, object_type
         )
-        return {str(p.name): bool(p.has_unique_value) for p in response.results or []}
+        return {
+            str(p.name): PropertyDefinition(
+                name=str(p.name),
+                type=str(p.type or ""),
+                field_type=str(p.field_type or ""),
+                options=tuple(str(o.value) for o in p.options or [] if not o.hidden),
+                unique=bool(p.has_unique_value),
+                read_only=bool(
+                    getattr(p, "modification_metadata", None)
+                    and p.modification_metadata.read_only_value
+                ),
+            )
+            for p in response.results or []
+        }
 
     def create_property(self, object_type: str, spec: Mapping[str, Any]) -> bool:
         """Create a property; ``False`` when it exists already."""
