@@ -105,7 +105,15 @@ from adapter.errors import (
     RetryableError,
 )
 from adapter.mapping.models import HubSpotSettings
-from adapter.plan import BookingPlan, CompanyPlan, LeadPlan, MeetingPlan, TaskPlan
+from adapter.plan import (
+    BookingPlan,
+    CompanyPlan,
+    LeadPlan,
+    MeetingPlan,
+    PlannedProperty,
+    TaskPlan,
+)
+from adapter.properties import as_text, needs_current, resolve_all
 from adapter.timeutil import as_utc, iso_z, utcnow
 from outbox.exceptions import LeaseLost
 
@@ -408,12 +416,17 @@ class HubSpotBackend:
             key: _tags(group, "company", known.companies.get(key))
             for key, group in companies.items()
         }
+        company_mapped = self._mapped(
+            COMPANIES,
+            {key: _company(group).properties for key, group in companies.items()},
+            known.companies,
+        )
         company_ids = self._shared(
             COMPANIES,
             "company",
             COMPANY_KEY,
             {
-                key: {"name": _company(group).name, tags: company_tags[key]}
+                key: {"name": _company(group).name, tags: company_tags[key], **company_mapped[key]}
                 for key, group in companies.items()
             },
             companies,
@@ -425,12 +438,20 @@ class HubSpotBackend:
         contact_tags = {
             key: _tags(group, "contact", known.contacts.get(key)) for key, group in contacts.items()
         }
+        contact_mapped = self._mapped(
+            CONTACTS,
+            {key: _newest(group).contact.properties for key, group in contacts.items()},
+            known.contacts,
+        )
         contact_ids = self._shared(
             CONTACTS,
             "contact",
             "email",
             {
-                key: _contact_properties(group, tags, contact_tags[key])
+                key: {
+                    **_contact_properties(group, tags, contact_tags[key]),
+                    **contact_mapped[key],
+                }
                 for key, group in contacts.items()
             },
             contacts,
@@ -444,6 +465,11 @@ class HubSpotBackend:
         }
         deal_props: dict[str, Mapping[str, str]] = {}
         stages: dict[str, str] = {}
+        deal_mapped = self._mapped(
+            DEALS,
+            {key: _newest(group).lead.properties for key, group in deals.items()},
+            known.deals,
+        )
         for key, group in deals.items():
             lead = _newest(group).lead
             # The stage a deal is created (or recreated) with; ``_set_stages`` corrects it.
@@ -454,6 +480,7 @@ class HubSpotBackend:
                 "dealname": lead.title,
                 "amount": str(lead.estimated_value),
                 tags: deal_tags[key],
+                **deal_mapped[key],
             }
         deal_targets: dict[str, set[tuple[str, int]]] = {}
         for key, group in deals.items():
@@ -527,6 +554,31 @@ class HubSpotBackend:
             )
             results.append((result, books[index]))
         return results
+
+    def _mapped(
+        self,
+        object_type: str,
+        planned: Mapping[str, Mapping[str, PlannedProperty]],
+        rows: Mapping[str, store.Row | None],
+    ) -> dict[str, dict[str, str]]:
+        """Key -> the mapped properties to write, under their policies.
+
+        A policy other than ``always`` needs the value HubSpot holds now (a
+        salesperson may have set it since our last write): one batch read for the
+        object type, of the objects we hold ids for, and only of the properties
+        such policies name. An object we hold no id for has nothing to keep yet.
+        """
+        ids = {
+            key: row.hubspot_id
+            for key, row in rows.items()
+            if row is not None and row.hubspot_id and needs_current(planned.get(key, {}))
+        }
+        names = sorted({name for key in ids for name in needs_current(planned[key])})
+        found = self.api.batch_read(object_type, sorted(set(ids.values())), names) if ids else {}
+        return {
+            key: _written(props, found[ids[key]].properties if ids.get(key) in found else {})
+            for key, props in planned.items()
+        }
 
     def _shared(
         self,
@@ -820,9 +872,14 @@ class HubSpotBackend:
         targets: dict[int, list[tuple[str, int]]] = {}
         children: dict[tuple[str, str], dict[str, str]] = {}
         relink: set[int] = set()
+        mapped = self._mapped(
+            MEETINGS,
+            {plan.booking_id: plan.meeting.properties for plan in plans},
+            known.meetings,
+        )
         for index, plan in enumerate(plans):
             contact_id, company_id, deal_id = ids[index]
-            props = _meeting_properties(plan.meeting)
+            props = {**_meeting_properties(plan.meeting), **mapped[plan.booking_id]}
             targets[index] = [(contact_id, MEETING_TO_CONTACT), (deal_id, MEETING_TO_DEAL)]
             if company_id is not None:
                 targets[index].append((company_id, MEETING_TO_COMPANY))
@@ -893,7 +950,13 @@ class HubSpotBackend:
             for row in rows.values()
             if row.hubspot_id
         ]
-        current = self.api.batch_read(TASKS, every, ["hs_task_status"]) if every else {}
+        # The one batch read of tasks also brings the values their policies need.
+        policed = {
+            name for plan in plans for task in plan.tasks for name in needs_current(task.properties)
+        }
+        current = (
+            self.api.batch_read(TASKS, every, ["hs_task_status", *sorted(policed)]) if every else {}
+        )
 
         def state(row: store.Row) -> str:
             """``deleted`` in HubSpot, ``done`` by a salesperson, or ``ours`` to write."""
@@ -915,8 +978,12 @@ class HubSpotBackend:
             prefix = f"{plan.booking_id}|"
             for task in plan.tasks:
                 key = prefix + task.key
-                props = _task_properties(task)
                 row = rows.get(key)
+                held = current.get(row.hubspot_id or "") if row is not None else None
+                props = {
+                    **_task_properties(task),
+                    **_written(task.properties, held.properties if held is not None else {}),
+                }
                 task_id = row.hubspot_id if row else None
                 if row is not None and task_id is None:
                     parents = [(DEALS, deal_id), (CONTACTS, contact_id)]
@@ -1044,6 +1111,16 @@ def _task_properties(task: TaskPlan) -> dict[str, str]:
         "hs_task_priority": PRIORITIES[task.priority],
         "hs_task_status": COMPLETED if cancelled else "NOT_STARTED",
         "hs_task_type": "TODO",
+    }
+
+
+def _written(
+    planned: Mapping[str, PlannedProperty], current: Mapping[str, str | None]
+) -> dict[str, str]:
+    """The mapped properties that change over ``current``, as HubSpot takes them (text)."""
+    return {
+        name: as_text(value)
+        for name, value in resolve_all(planned, {n: current.get(n) for n in planned}).items()
     }
 
 
