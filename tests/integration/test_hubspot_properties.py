@@ -189,3 +189,35 @@ def _wait(client: TestClient, event_id: str, admin: dict[str, str], state: str) 
             assert status["status"] == state, status
             return status
         time.sleep(0.05)
+
+
+def test_meeting_and_task_properties_with_a_task_edit_kept(hs: Harness) -> None:
+    """Meeting and task properties land; a task's if_empty keeps a salesperson's change."""
+    text = MAPPING.read_text().replace(
+        "  contact:\n    tags: [bookme]\n",
+        "  task:\n    properties:\n      hs_task_type: {value: CALL, policy: if_empty}\n"
+        "  contact:\n    tags: [bookme]\n",
+        1,
+    )
+    text = text.replace(
+        "  meeting:\n    subject:",
+        '  meeting:\n    properties:\n      hs_internal_meeting_notes: "Budget {answers.budget}"\n'
+        "    subject:",
+        1,
+    )
+    define(hs.fake)
+    hs.mapping = load_mapping_text(text, "tasks.yaml")
+    _, error = hs.sync(answers={"budget": 25000})
+    assert error is None, error
+    [meeting] = hs.fake.objects("meetings")
+    assert meeting["properties"]["hs_internal_meeting_notes"] == "Budget 25000"
+    tasks = hs.fake.objects("tasks")
+    assert {task["properties"]["hs_task_type"] for task in tasks} == {"CALL"}
+    salesperson_sets(hs.fake, "tasks", tasks[0]["id"], hs_task_type="EMAIL")
+    _, error = hs.sync(answers={"budget": 30000}, updatedAt="2027-01-02T00:00:00Z")
+    assert error is None, error
+    kept = hs.fake.get("tasks", tasks[0]["id"])
+    assert kept is not None
+    assert kept["properties"]["hs_task_type"] == "EMAIL"
+    [meeting] = hs.fake.objects("meetings")
+    assert meeting["properties"]["hs_internal_meeting_notes"] == "Budget 30000"

@@ -426,7 +426,9 @@ class HubSpotBackend:
             "company",
             COMPANY_KEY,
             {
-                key: {"name": _company(group).name, tags: company_tags[key], **company_mapped[key]}
+                key: _over(
+                    {"name": _company(group).name, tags: company_tags[key]}, company_mapped[key]
+                )
                 for key, group in companies.items()
             },
             companies,
@@ -448,10 +450,7 @@ class HubSpotBackend:
             "contact",
             "email",
             {
-                key: {
-                    **_contact_properties(group, tags, contact_tags[key]),
-                    **contact_mapped[key],
-                }
+                key: _over(_contact_properties(group, tags, contact_tags[key]), contact_mapped[key])
                 for key, group in contacts.items()
             },
             contacts,
@@ -476,12 +475,10 @@ class HubSpotBackend:
             outcomes = {**known.outcomes.get(key, {})}
             outcomes.update({plan.booking_id: plan.meeting.outcome for plan in group})
             stages[key] = _stage_id(config, derive_stage(lead, outcomes.values()))
-            deal_props[key] = {
-                "dealname": lead.title,
-                "amount": str(lead.estimated_value),
-                tags: deal_tags[key],
-                **deal_mapped[key],
-            }
+            deal_props[key] = _over(
+                {"dealname": lead.title, "amount": str(lead.estimated_value), tags: deal_tags[key]},
+                deal_mapped[key],
+            )
         deal_targets: dict[str, set[tuple[str, int]]] = {}
         for key, group in deals.items():
             for plan in group:
@@ -560,8 +557,8 @@ class HubSpotBackend:
         object_type: str,
         planned: Mapping[str, Mapping[str, PlannedProperty]],
         rows: Mapping[str, store.Row | None],
-    ) -> dict[str, dict[str, str]]:
-        """Key -> the mapped properties to write, under their policies.
+    ) -> dict[str, dict[str, str | None]]:
+        """Key -> the mapped properties under their policies (``_written``).
 
         A policy other than ``always`` needs the value HubSpot holds now (a
         salesperson may have set it since our last write): one batch read for the
@@ -879,7 +876,7 @@ class HubSpotBackend:
         )
         for index, plan in enumerate(plans):
             contact_id, company_id, deal_id = ids[index]
-            props = {**_meeting_properties(plan.meeting), **mapped[plan.booking_id]}
+            props = _over(_meeting_properties(plan.meeting), mapped[plan.booking_id])
             targets[index] = [(contact_id, MEETING_TO_CONTACT), (deal_id, MEETING_TO_DEAL)]
             if company_id is not None:
                 targets[index].append((company_id, MEETING_TO_COMPANY))
@@ -980,10 +977,10 @@ class HubSpotBackend:
                 key = prefix + task.key
                 row = rows.get(key)
                 held = current.get(row.hubspot_id or "") if row is not None else None
-                props = {
-                    **_task_properties(task),
-                    **_written(task.properties, held.properties if held is not None else {}),
-                }
+                props = _over(
+                    _task_properties(task),
+                    _written(task.properties, held.properties if held is not None else {}),
+                )
                 task_id = row.hubspot_id if row else None
                 if row is not None and task_id is None:
                     parents = [(DEALS, deal_id), (CONTACTS, contact_id)]
@@ -1116,12 +1113,20 @@ def _task_properties(task: TaskPlan) -> dict[str, str]:
 
 def _written(
     planned: Mapping[str, PlannedProperty], current: Mapping[str, str | None]
-) -> dict[str, str]:
-    """The mapped properties that change over ``current``, as HubSpot takes them (text)."""
-    return {
-        name: as_text(value)
-        for name, value in resolve_all(planned, {n: current.get(n) for n in planned}).items()
-    }
+) -> dict[str, str | None]:
+    """Each mapped property as HubSpot takes it (text), or ``None`` where its policy
+    leaves the value HubSpot holds."""
+    writes = resolve_all(planned, {name: current.get(name) for name in planned})
+    return {name: as_text(writes[name]) if name in writes else None for name in planned}
+
+
+def _over(core: Mapping[str, str], mapped: Mapping[str, str | None]) -> dict[str, str]:
+    """``core`` with the mapped properties laid over it. A property the mapping names is
+    the mapping's: where its policy leaves HubSpot's value, our default is not written
+    either (a task type a salesperson changed stays changed)."""
+    props = {name: value for name, value in core.items() if name not in mapped}
+    props.update({name: value for name, value in mapped.items() if value is not None})
+    return props
 
 
 def _task_ref(task_id: str, task: TaskPlan) -> TaskRef:
