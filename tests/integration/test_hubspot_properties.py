@@ -221,3 +221,23 @@ def test_meeting_and_task_properties_with_a_task_edit_kept(hs: Harness) -> None:
     assert kept["properties"]["hs_task_type"] == "EMAIL"
     [meeting] = hs.fake.objects("meetings")
     assert meeting["properties"]["hs_internal_meeting_notes"] == "Budget 30000"
+
+
+def test_append_unions_bookings_of_one_contact_in_one_batch(portal: Harness) -> None:
+    """Two bookings of one contact written in one batch both add their options."""
+    from adapter.backends.base import SyncJob
+    from adapter.booking import parse_booking
+    from adapter.mapping import plan_booking
+    from tests.integration.test_hubspot_backend import NOW
+
+    jobs = []
+    for n, interests in ((1, ["crm"]), (2, ["ai"])):
+        body = seed_booking(
+            bookingId=f"bk-{n}",
+            updatedAt=f"2027-01-0{n}T00:00:00Z",
+            answers={"interests": interests},
+        )
+        plan = plan_booking(parse_booking(body), portal.mapping, now=NOW)
+        jobs.append(SyncJob(f"evt-{n}", plan.booking_id, "lease", plan))
+    assert portal.backend.apply(jobs, lambda _conn, _job, _result: None) == {}
+    assert contact(portal)["interests"] == "crm;ai"

@@ -418,7 +418,10 @@ class HubSpotBackend:
         }
         company_mapped = self._mapped(
             COMPANIES,
-            {key: _company(group).properties for key, group in companies.items()},
+            {
+                key: _group_properties([p.company.properties for p in _by_age(group) if p.company])
+                for key, group in companies.items()
+            },
             known.companies,
         )
         company_ids = self._shared(
@@ -442,7 +445,10 @@ class HubSpotBackend:
         }
         contact_mapped = self._mapped(
             CONTACTS,
-            {key: _newest(group).contact.properties for key, group in contacts.items()},
+            {
+                key: _group_properties([p.contact.properties for p in _by_age(group)])
+                for key, group in contacts.items()
+            },
             known.contacts,
         )
         contact_ids = self._shared(
@@ -466,7 +472,10 @@ class HubSpotBackend:
         stages: dict[str, str] = {}
         deal_mapped = self._mapped(
             DEALS,
-            {key: _newest(group).lead.properties for key, group in deals.items()},
+            {
+                key: _group_properties([p.lead.properties for p in _by_age(group)])
+                for key, group in deals.items()
+            },
             known.deals,
         )
         for key, group in deals.items():
@@ -1109,6 +1118,27 @@ def _task_properties(task: TaskPlan) -> dict[str, str]:
         "hs_task_status": COMPLETED if cancelled else "NOT_STARTED",
         "hs_task_type": "TODO",
     }
+
+
+def _by_age(group: Sequence[BookingPlan]) -> list[BookingPlan]:
+    return sorted(group, key=lambda plan: (as_utc(plan.snapshot_at), plan.booking_id))
+
+
+def _group_properties(
+    oldest_first: Sequence[Mapping[str, PlannedProperty]],
+) -> dict[str, PlannedProperty]:
+    """One shared record's properties from several bookings in a batch: the newest
+    snapshot's value, except ``append``, whose items are the union of all of them (as
+    applying the bookings one by one would leave)."""
+    merged: dict[str, PlannedProperty] = {}
+    for props in oldest_first:
+        for name, prop in props.items():
+            before = merged.get(name)
+            if prop.policy == "append" and before is not None and before.policy == "append":
+                items = [*as_text(before.value).split(";"), *as_text(prop.value).split(";")]
+                prop = prop.model_copy(update={"value": ";".join(dict.fromkeys(items))})
+            merged[name] = prop
+    return merged
 
 
 def _written(
