@@ -20,10 +20,16 @@ HOOK = {"X-Webhook-Secret": WEBHOOK_SECRET}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-@pytest.fixture
-def app(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
-    """The real app on a SQLite file, under a mapping with a property of every policy."""
-    services: Services = build_services(make_settings(mappings_path=MAPPING))
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def app(
+    request: pytest.FixtureRequest, make_settings: Callable[..., Settings]
+) -> Iterator[TestClient]:
+    """The real app on a SQLite file (and on PostgreSQL), under a mapping with a property
+    of every policy."""
+    overrides: dict[str, Any] = {"mappings_path": MAPPING}
+    if request.param == "postgres":
+        overrides["database_url"] = request.getfixturevalue("pg_url")
+    services: Services = build_services(make_settings(**overrides))
     try:
         with TestClient(
             create_app(services=services, embedded_workers=1), base_url="https://testserver"

@@ -163,3 +163,33 @@ def test_mappings_check_reports_bad_properties_with_file_and_line(
         load_mapping_text(text, "m.yaml")
     assert expected in str(caught.value)
     assert "m.yaml:8:" in str(caught.value)
+
+
+def test_mappings_check_sample_shows_each_property_with_its_policy() -> None:
+    """`mappings check --sample` prints every mapped property's value, policy and order."""
+    import json
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from adapter.cli import app
+
+    samples = Path(__file__).resolve().parents[1] / "samples"
+    result = CliRunner().invoke(
+        app,
+        [
+            "mappings",
+            "check",
+            str(samples / "mapping-properties.yaml"),
+            "--sample",
+            str(samples / "booking-with-answers.json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout[result.stdout.index("{") :])
+    contact = plan["contact"]["properties"]
+    assert contact["interests"] == {"value": "crm;ai", "policy": "append", "order": []}
+    assert contact["hs_lead_status"]["policy"] == "if_empty"
+    assert contact["lifecyclestage"]["order"][0] == "subscriber"
+    assert plan["lead"]["properties"]["budget"] == {"value": 25000, "policy": "always", "order": []}
+    assert plan["lead"]["properties"]["utm_campaign"]["value"] == "spring-27"
