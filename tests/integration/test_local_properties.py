@@ -102,3 +102,32 @@ def test_a_booking_without_extensions_keeps_the_seed_shapes(app: TestClient) -> 
     assert "properties" not in contact(app)
     [lead] = app.get("/api/leads", headers=ADMIN).json()
     assert "properties" not in lead
+
+
+def test_a_removed_tasks_properties_go_with_it(tmp_path: Path) -> None:
+    """A task the plan no longer names is deleted with its mapped properties."""
+    from sqlalchemy import select
+
+    from adapter import db
+    from adapter.backends.local import properties, write_plan
+    from adapter.plan import PlannedProperty
+    from tests.unit.test_local_backend import make_plan
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'crm.db'}")
+    db.upgrade(engine)
+    try:
+        plan = make_plan(company="Acme")
+        typed = {"hs_task_type": PlannedProperty(value="CALL")}
+        tasks = tuple(task.model_copy(update={"properties": typed}) for task in plan.tasks)
+        with engine.begin() as conn:
+            write_plan(conn, plan.model_copy(update={"tasks": tasks}))
+        with engine.connect() as conn:
+            held = conn.execute(select(properties.c.record_type)).scalars().all()
+        assert held == ["task"] * len(tasks)
+        assert tasks
+        with engine.begin() as conn:
+            write_plan(conn, plan.model_copy(update={"tasks": ()}))
+        with engine.connect() as conn:
+            assert conn.execute(select(properties)).all() == []
+    finally:
+        engine.dispose()

@@ -61,7 +61,7 @@ from adapter.backends.base import (
     TaskRef,
 )
 from adapter.backends.local.models import activities, companies, contacts, leads, tasks
-from adapter.backends.local.properties import write_properties
+from adapter.backends.local.properties import properties, write_properties
 from adapter.db import upsert_insert
 from adapter.errors import AdapterError, PermanentError, RetryableError
 from adapter.plan import BookingPlan, CompanyPlan, ContactPlan, TaskPlan
@@ -584,9 +584,21 @@ _DELETE_UNPLANNED_TASKS = delete(tasks).where(
 )
 
 
+_DELETE_UNPLANNED_TASK_PROPERTIES = delete(properties).where(
+    properties.c.record_type == "task",
+    properties.c.record_id.in_(
+        select(tasks.c.id).where(
+            tasks.c.booking_id == bindparam("p_booking_id", type_=tasks.c.booking_id.type),
+            tasks.c.key.not_in(bindparam("p_keys", type_=tasks.c.key.type, expanding=True)),
+            tasks.c.status != DONE,
+        )
+    ),
+)
+
+
 def _delete_unplanned_tasks(conn: Connection, plan: BookingPlan) -> None:
     """Remove the booking's tasks that the plan no longer names, unless they are done."""
-    conn.execute(
-        _DELETE_UNPLANNED_TASKS,
-        {"p_booking_id": plan.booking_id, "p_keys": [task.key for task in plan.tasks]},
-    )
+    params = {"p_booking_id": plan.booking_id, "p_keys": [task.key for task in plan.tasks]}
+    # Their mapped properties go first: the properties table has no foreign key to cascade.
+    conn.execute(_DELETE_UNPLANNED_TASK_PROPERTIES, params)
+    conn.execute(_DELETE_UNPLANNED_TASKS, params)
