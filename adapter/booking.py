@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import langcodes
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
     EmailStr,
     Field,
+    PlainValidator,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -35,6 +37,86 @@ def _aware(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("must be an ISO 8601 datetime with an offset or 'Z'")
     return value
+
+
+def _no_nul_in(value: Any) -> Any:
+    # PostgreSQL text cannot hold NUL: such a booking was stored, then died
+    # in the CRM write (or was a 500 as a bookingId). Found by fuzzing.
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+MAX_ANSWERS = 50
+MAX_ANSWER_CHARS = 2000
+MAX_ATTENDEES = 20
+
+AnswerValue = str | int | float | bool | list[str]
+"""One form answer as BookMe sends it: text, a number, a yes/no or a multiple choice."""
+
+
+def _answer(value: Any) -> AnswerValue:
+    # A plain validator, so that an error's location is ``answers.<key>`` alone
+    # rather than pydantic's per-union-member locations.
+    if isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("must be a finite number")
+        return value
+    if isinstance(value, str):
+        _no_nul_in(value)
+        if len(value) > MAX_ANSWER_CHARS:
+            raise ValueError(f"must be at most {MAX_ANSWER_CHARS} characters")
+        return value
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        for item in value:
+            _no_nul_in(item)
+        if sum(len(item) for item in value) + max(len(value) - 1, 0) > MAX_ANSWER_CHARS:
+            raise ValueError(f"must be at most {MAX_ANSWER_CHARS} characters in all")
+        return list(value)
+    raise ValueError("must be a string, a number, a boolean or a list of strings")
+
+
+Answer = Annotated[AnswerValue, PlainValidator(_answer, json_schema_input_type=AnswerValue)]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return _no_nul_in(value)
+
+
+class Utm(_Part):
+    """The campaign the booking came from (the booking page's UTM parameters)."""
+
+    source: StrictStr | None = Field(default=None, max_length=500)
+    medium: StrictStr | None = Field(default=None, max_length=500)
+    campaign: StrictStr | None = Field(default=None, max_length=500)
+    term: StrictStr | None = Field(default=None, max_length=500)
+    content: StrictStr | None = Field(default=None, max_length=500)
+
+    @field_validator("*")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+
+class Attendee(_Part):
+    """An extra guest of the booking."""
+
+    name: StrictStr = Field(min_length=1, max_length=200)
+    email: EmailStr
+
+    @field_validator("name")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
 
 
 class Booking(BaseModel):
@@ -60,15 +142,48 @@ class Booking(BaseModel):
     cancellation_reason: StrictStr | None = Field(
         default=None, alias="cancellationReason", max_length=2000
     )
+    answers: dict[Annotated[str, Field(min_length=1, max_length=100)], Answer] | None = Field(
+        default=None,
+        max_length=MAX_ANSWERS,
+        description="The booking form's answers: question key -> string, number, boolean "
+        f"or list of strings; at most {MAX_ANSWERS} keys, each value at most "
+        f"{MAX_ANSWER_CHARS} characters.",
+    )
+    utm: Utm | None = Field(
+        default=None, description="The campaign the booking came from (UTM parameters)."
+    )
+    locale: StrictStr | None = Field(
+        default=None, max_length=100, description="The booker's locale, a BCP 47 tag."
+    )
+    attendees: list[Attendee] | None = Field(
+        default=None,
+        max_length=MAX_ATTENDEES,
+        description=f"Extra guests (name and email), at most {MAX_ATTENDEES}.",
+    )
 
     @field_validator("*", mode="before")
     @classmethod
     def _no_nul(cls, value: Any) -> Any:
-        # PostgreSQL text cannot hold NUL: such a booking was stored, then died
-        # in the CRM write (or was a 500 as a bookingId). Found by fuzzing.
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("must not contain NUL characters")
+        return _no_nul_in(value)
+
+    @field_validator("answers", mode="before")
+    @classmethod
+    def _answer_keys(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for key in value:
+                _no_nul_in(key)
         return value
+
+    @field_validator("locale")
+    @classmethod
+    def _bcp47(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        # langcodes parses the whole BCP 47 grammar (scripts, regions, variants,
+        # extensions); its canonical form makes "sv_se" and "sv-SE" one locale.
+        if not langcodes.tag_is_valid(value.strip()):
+            raise ValueError("must be a BCP 47 language tag, e.g. 'sv-SE'")
+        return langcodes.standardize_tag(value.strip())
 
     @field_validator("booking_id", "event_type", "name")
     @classmethod

@@ -17,6 +17,28 @@ MeetingOutcome = Literal["SCHEDULED", "RESCHEDULED", "COMPLETED", "CANCELED", "N
 TaskStatus = Literal["todo", "done", "cancelled"]
 PlannedTaskStatus = Literal["todo", "cancelled"]
 Lifecycle = Literal["active", "cancelled", "no_show"]
+PropertyPolicy = Literal["always", "if_empty", "append", "forward_only"]
+PropertyValue = bool | int | float | str
+"""A CRM property's value: typed where the mapping's value was one placeholder."""
+
+
+class PlannedProperty(BaseModel):
+    """One mapped CRM property and how it may change what the CRM holds.
+
+    ``always`` writes ``value``; ``if_empty`` only where the record has no value
+    yet (a salesperson's own entry is kept); ``append`` adds ``value``'s
+    ``;``-separated items to those held; ``forward_only`` writes only a value
+    later in ``order`` than the one held (one outside ``order`` is never moved).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    value: PropertyValue
+    policy: PropertyPolicy = "always"
+    order: tuple[str, ...] = ()
+
+
+Properties = dict[str, PlannedProperty]
 
 
 class _Frozen(BaseModel):
@@ -32,6 +54,7 @@ class ContactPlan(_Frozen):
     last_name: str
     phone: str | None
     tags: tuple[str, ...]
+    properties: Properties = {}
 
 
 class CompanyPlan(_Frozen):
@@ -40,6 +63,7 @@ class CompanyPlan(_Frozen):
     name_key: str
     name: str
     tags: tuple[str, ...]
+    properties: Properties = {}
 
 
 class LeadPlan(_Frozen):
@@ -66,6 +90,7 @@ class LeadPlan(_Frozen):
     activity_at: datetime
     cancelled_stage: str | None = None
     no_show_stage: str | None = None
+    properties: Properties = {}
 
 
 class MeetingPlan(_Frozen):
@@ -80,6 +105,7 @@ class MeetingPlan(_Frozen):
     meeting_url: str | None
     outcome: MeetingOutcome
     source: str
+    properties: Properties = {}
 
 
 class TaskPlan(_Frozen):
@@ -95,6 +121,7 @@ class TaskPlan(_Frozen):
     due: datetime
     priority: Priority
     status: PlannedTaskStatus = "todo"
+    properties: Properties = {}
 
 
 class SkippedTask(_Frozen):

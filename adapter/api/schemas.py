@@ -91,9 +91,24 @@ def event_status(event: Event) -> EventStatus:
 
 def booking_request_schema() -> dict[str, Any]:
     """OpenAPI request body for the webhook; the route reads the raw bytes itself."""
+    schema = Booking.model_json_schema(by_alias=True)
+    # Nested models (utm, attendees) come as ``#/$defs/...`` refs, which would
+    # resolve against the OpenAPI document's root, not this schema: inline them.
+    defs = schema.pop("$defs", {})
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": Booking.model_json_schema(by_alias=True)}},
+            "content": {"application/json": {"schema": _inline(schema, defs)}},
         }
     }
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {key: _inline(value, defs) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline(item, defs) for item in node]
+    return node

@@ -49,7 +49,7 @@ __all__ = [
 MAX_BOOKING_ID = 200
 # Not part of "the same snapshot": they only order snapshots (or are not in the resource).
 _STAMPS = {"updated_at", "created_at"}
-_NOT_IN_RESOURCE = {"timezone", "cancellation_reason"}
+_NOT_IN_RESOURCE = {"timezone", "cancellation_reason", "answers", "utm", "locale", "attendees"}
 
 
 class InvalidBookingId(BookMeError):

@@ -34,8 +34,9 @@ STATUS_EVENTS: dict[str, BookingEvent] = {
 }
 _RENAMED = {"id": "bookingId", "scheduledStart": "scheduledDate"}
 _WIRE_TO_RESOURCE = {wire: name for name, wire in _RENAMED.items()}
-# Fields with the same name in both shapes; timezone and cancellationReason are
-# not in BookMe's documented resource, but are taken when it has them.
+# Fields with the same name in both shapes; timezone, cancellationReason and the
+# booking-form extensions (answers, utm, locale, attendees) are not in BookMe's
+# documented resource, but are taken when it has them.
 _SAME = (
     "eventType",
     "name",
@@ -49,6 +50,10 @@ _SAME = (
     "updatedAt",
     "timezone",
     "cancellationReason",
+    "answers",
+    "utm",
+    "locale",
+    "attendees",
 )
 
 

@@ -20,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -33,7 +34,7 @@ from pydantic_core import PydanticCustomError
 
 from adapter.errors import MappingError
 from adapter.mapping.dates import Offset, parse_offset
-from adapter.plan import Priority
+from adapter.plan import Priority, PropertyPolicy
 
 TEMPLATE_FIELDS: tuple[str, ...] = (
     "eventType",
@@ -51,8 +52,26 @@ TEMPLATE_FIELDS: tuple[str, ...] = (
     "meetingUrl",
     "timezone",
     "cancellationReason",
+    "locale",
+    "start",
+    "startLocal",
+    "startDate",
+    "end",
 )
-"""The placeholders a template may use: the booking's fields, plus derived ones."""
+"""The placeholders a template may use: the booking's fields, plus derived ones.
+
+Beside these, the booking-form extensions are reached by path (``_PATHS``):
+``answers.<key>``, ``utm.<source|medium|campaign|term|content>`` and
+``attendees.<n>.<name|email>``.
+"""
+
+UTM_FIELDS = ("source", "medium", "campaign", "term", "content")
+_PATHS = (
+    # Any answer key: the form's questions are the booking page's, not ours to list.
+    re.compile(r"^answers\.[^.{}\s][^{}]*$"),
+    re.compile(r"^utm\.(?:" + "|".join(UTM_FIELDS) + r")$"),
+    re.compile(r"^attendees\.(?:1?\d)\.(?:name|email)$"),
+)
 
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 
@@ -74,9 +93,11 @@ class _Candidate:
         out: list[str] = []
         for pieces in self.lines:
             names = [name for _, name in pieces if name is not None]
-            if multi_line and names and all(not values[name].strip() for name in names):
+            if multi_line and names and all(not values.get(name, "").strip() for name in names):
                 continue
-            out.append("".join(text + (values[name] if name else "") for text, name in pieces))
+            out.append(
+                "".join(text + (values.get(name, "") if name else "") for text, name in pieces)
+            )
         return "\n".join(out).rstrip("\n")
 
 
@@ -110,10 +131,25 @@ class Template:
         """Every placeholder any candidate uses."""
         return frozenset().union(*(candidate.fields for candidate in self.candidates))
 
+    @property
+    def placeholder(self) -> str | None:
+        """The placeholder when the template is exactly one (``"{answers.budget}"``), else ``None``.
+
+        Such a value keeps the booking field's type where a CRM property is typed.
+        """
+        if len(self.candidates) != 1 or len(self.candidates[0].lines) != 1:
+            return None
+        pieces = self.candidates[0].lines[0]
+        if len(pieces) == 1 and pieces[0][0] == "" and pieces[0][1] is not None:
+            return pieces[0][1]
+        if len(pieces) == 2 and pieces[0][0] == "" and pieces[1] == ("", None):
+            return pieces[0][1]
+        return None
+
     def render(self, values: Mapping[str, str]) -> str:
-        """Fill in ``values`` (every ``TEMPLATE_FIELDS`` name; empty string when absent)."""
+        """Fill in ``values``; a placeholder with no value (an absent field) renders empty."""
         for candidate in self.candidates[:-1]:
-            if all(values[name].strip() for name in candidate.fields):
+            if all(values.get(name, "").strip() for name in candidate.fields):
                 return candidate.render(values)
         return self.candidates[-1].render(values)
 
@@ -152,7 +188,7 @@ def _parse_candidate(text: str, candidate: int) -> _Candidate:
 def _check_placeholder(name: str, spec: str | None, conversion: str | None) -> None:
     written = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
     written += "}"
-    if name in TEMPLATE_FIELDS:
+    if name in TEMPLATE_FIELDS or any(path.match(name) for path in _PATHS):
         if spec or conversion:
             raise ValueError(
                 f"placeholder {written!r}: format specs and conversions are not supported"
@@ -161,7 +197,8 @@ def _check_placeholder(name: str, spec: str | None, conversion: str | None) -> N
     hint = ""
     if close := difflib.get_close_matches(name, TEMPLATE_FIELDS, n=1):
         hint = f"did you mean '{{{close[0]}}}'? "
-    raise ValueError(f"unknown placeholder {written!r} ({hint}known: {', '.join(TEMPLATE_FIELDS)})")
+    known = ", ".join((*TEMPLATE_FIELDS, "answers.<key>", "utm.<field>", "attendees.<n>.<field>"))
+    raise ValueError(f"unknown placeholder {written!r} ({hint}known: {known})")
 
 
 def _template(value: Any) -> Template:
@@ -249,6 +286,106 @@ class _Overrides(_Section):
         return value
 
 
+# --- properties: any booking field onto any CRM property ------------------------
+
+_PROPERTY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
+
+RESERVED_PROPERTIES: dict[str, frozenset[str]] = {
+    "contact": frozenset({"email"}),
+    "company": frozenset({"name"}),
+    "lead": frozenset({"pipeline", "dealstage"}),
+    "meeting": frozenset({"hs_meeting_outcome"}),
+    "task": frozenset({"hs_task_status"}),
+}
+"""Properties the backends write themselves for identity or lifecycle; a mapping
+that set them would fight the sync. ``bookme_*`` and the owner are reserved on
+every record."""
+
+
+def _property_value(value: Any) -> bool | int | float | Template:
+    # One validator rather than a union, so a bad template gets one error, not one per type.
+    if isinstance(value, bool | int | float):
+        return value
+    return _template(value)
+
+
+PropertyValueText = Annotated[
+    bool | int | float | Template,
+    PlainValidator(_property_value, json_schema_input_type=bool | int | float | str | list[str]),
+    PlainSerializer(lambda value: value.source if isinstance(value, Template) else value),
+]
+
+
+class PropertySpec(_Section):
+    """One CRM property: a value (a template, or a fixed number or boolean) and its policy.
+
+    In YAML either the value alone (``jobtitle: "{answers.role}"``) or
+    ``{value: ..., policy: ..., order: [...]}``; ``order`` goes with
+    ``forward_only`` and only with it.
+    """
+
+    value: PropertyValueText
+    policy: PropertyPolicy = "always"
+    order: list[Name] | None = None
+
+    @model_validator(mode="after")
+    def _policy_fits(self) -> PropertySpec:
+        if self.policy == "forward_only":
+            if not self.order:
+                raise ValueError("policy forward_only needs an 'order' (earliest first)")
+            if len(set(self.order)) != len(self.order):
+                raise ValueError("'order' must not repeat a value")
+            if isinstance(self.value, Template) and not self.value.fields:
+                fixed = self.value.render({})
+                if fixed not in self.order:
+                    raise ValueError(f"value {fixed!r} is not in 'order' ({', '.join(self.order)})")
+            elif not isinstance(self.value, Template):
+                raise ValueError("policy forward_only needs a text value, one of 'order'")
+        elif self.order is not None:
+            raise ValueError(f"'order' goes with policy forward_only, not {self.policy}")
+        if self.policy == "append" and not isinstance(self.value, Template):
+            raise ValueError("policy append needs a text value (';'-separated items)")
+        return self
+
+
+def _shorthand(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            name: spec if isinstance(spec, dict | PropertySpec) else {"value": spec}
+            for name, spec in value.items()
+        }
+    return value
+
+
+def _property_names(record: str) -> AfterValidator:
+    reserved = RESERVED_PROPERTIES[record]
+
+    def check(props: dict[str, PropertySpec]) -> dict[str, PropertySpec]:
+        for name in props:
+            problem = None
+            if not _PROPERTY_NAME.match(name):
+                problem = "is not a CRM property name (a-z, 0-9 and _, starting with a letter)"
+            elif name in reserved or name.startswith("bookme_") or name == "hubspot_owner_id":
+                problem = f"is written by the sync itself and cannot be mapped on a {record}"
+            if problem:
+                raise PydanticCustomError(
+                    "reserved_property",
+                    "property '{name}' {problem}",
+                    {"name": name, "problem": problem, "at": (name,)},
+                )
+        return props
+
+    return AfterValidator(check)
+
+
+_Specs = dict[str, PropertySpec]
+ContactProperties = Annotated[_Specs, BeforeValidator(_shorthand), _property_names("contact")]
+CompanyProperties = Annotated[_Specs, BeforeValidator(_shorthand), _property_names("company")]
+LeadProperties = Annotated[_Specs, BeforeValidator(_shorthand), _property_names("lead")]
+MeetingProperties = Annotated[_Specs, BeforeValidator(_shorthand), _property_names("meeting")]
+TaskProperties = Annotated[_Specs, BeforeValidator(_shorthand), _property_names("task")]
+
+
 class LeadSettings(_Section):
     """The lead (HubSpot: deal) one booking creates or touches."""
 
@@ -259,6 +396,7 @@ class LeadSettings(_Section):
     estimated_value: int = Field(default=0, ge=0)
     lead_score: int = Field(default=0, ge=0, le=100)
     tags: list[TemplateText] = []
+    properties: LeadProperties = {}
 
 
 class LeadOverrides(_Overrides):
@@ -271,6 +409,7 @@ class LeadOverrides(_Overrides):
     estimated_value: int | None = Field(default=None, ge=0)
     lead_score: int | None = Field(default=None, ge=0, le=100)
     tags: list[TemplateText] | None = None
+    properties: LeadProperties | None = None
 
 
 class MeetingSettings(_Section):
@@ -278,6 +417,7 @@ class MeetingSettings(_Section):
 
     subject: TemplateText
     description: TemplateText = Template.parse("")
+    properties: MeetingProperties = {}
 
 
 class MeetingOverrides(_Overrides):
@@ -285,18 +425,45 @@ class MeetingOverrides(_Overrides):
 
     subject: TemplateText | None = None
     description: TemplateText | None = None
+    properties: MeetingProperties | None = None
 
 
 class ContactSettings(_Section):
     """The contact, one per email."""
 
     tags: list[TemplateText] = []
+    properties: ContactProperties = {}
+
+
+class ContactOverrides(_Overrides):
+    """Contact keys an event type sets itself."""
+
+    properties: ContactProperties | None = None
 
 
 class CompanySettings(_Section):
     """The company, one per (case- and space-insensitive) name."""
 
     tags: list[TemplateText] = []
+    properties: CompanyProperties = {}
+
+
+class CompanyOverrides(_Overrides):
+    """Company keys an event type sets itself."""
+
+    properties: CompanyProperties | None = None
+
+
+class TaskSettings(_Section):
+    """What every follow-up task of a booking gets; a task's own ``properties`` add to it."""
+
+    properties: TaskProperties = {}
+
+
+class TaskOverrides(_Overrides):
+    """Task keys an event type sets itself."""
+
+    properties: TaskProperties | None = None
 
 
 class TaskConfig(_Section):
@@ -309,6 +476,7 @@ class TaskConfig(_Section):
     anchor: Literal["start", "end"] = "start"
     priority: Priority = "medium"
     skip_if_past: bool = False
+    properties: TaskProperties = {}
 
 
 def _unique_keys(tasks: list[TaskConfig]) -> list[TaskConfig]:
@@ -456,6 +624,7 @@ class Defaults(_Section):
     meeting: MeetingSettings
     contact: ContactSettings = ContactSettings()
     company: CompanySettings = CompanySettings()
+    task: TaskSettings = TaskSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     hubspot: HubSpotSettings = Field(default_factory=HubSpotSettings)
 
@@ -465,6 +634,9 @@ class EventTypeConfig(_Section):
 
     lead: LeadOverrides = LeadOverrides()
     meeting: MeetingOverrides = MeetingOverrides()
+    contact: ContactOverrides = ContactOverrides()
+    company: CompanyOverrides = CompanyOverrides()
+    task: TaskOverrides = TaskOverrides()
     lifecycle: LifecycleOverrides = LifecycleOverrides()
     tasks: TaskList = []
 
@@ -479,6 +651,7 @@ class ResolvedEventType(BaseModel):
     meeting: MeetingSettings
     contact: ContactSettings
     company: CompanySettings
+    task: TaskSettings
     lifecycle: LifecycleSettings
     tasks: tuple[TaskConfig, ...]
 
@@ -502,8 +675,9 @@ class MappingConfig(_Section):
                 name=name,
                 lead=_overlay(self.defaults.lead, config.lead),
                 meeting=_overlay(self.defaults.meeting, config.meeting),
-                contact=self.defaults.contact,
-                company=self.defaults.company,
+                contact=_overlay(self.defaults.contact, config.contact),
+                company=_overlay(self.defaults.company, config.company),
+                task=_overlay(self.defaults.task, config.task),
                 lifecycle=_overlay_lifecycle(self.defaults.lifecycle, config.lifecycle),
                 tasks=tuple(config.tasks),
             )
@@ -528,6 +702,10 @@ def _overlay(base: _S, overrides: _Overrides | None) -> _S:
     if overrides is None:
         return base
     update = {name: getattr(overrides, name) for name in overrides.model_fields_set}
+    if "properties" in update:
+        # Properties override by name: an event type adds its own to the defaults'.
+        # (``_S`` is any section; only those with properties get here.)
+        update["properties"] = {**getattr(base, "properties"), **update["properties"]}  # noqa: B009
     return base.model_copy(update=update)
 
 

@@ -30,7 +30,14 @@ from zoneinfo import ZoneInfo
 from adapter.booking import Booking
 from adapter.errors import MappingError
 from adapter.mapping.dates import apply_offset, format_swedish, format_time
-from adapter.mapping.models import MappingConfig, ResolvedEventType, TaskConfig, Template
+from adapter.mapping.models import (
+    UTM_FIELDS,
+    MappingConfig,
+    PropertySpec,
+    ResolvedEventType,
+    TaskConfig,
+    Template,
+)
 from adapter.plan import (
     BookingPlan,
     CompanyPlan,
@@ -39,7 +46,10 @@ from adapter.plan import (
     Lifecycle,
     MeetingOutcome,
     MeetingPlan,
+    PlannedProperty,
     PlannedTaskStatus,
+    Properties,
+    PropertyValue,
     SkippedTask,
     TaskPlan,
 )
@@ -78,6 +88,7 @@ def _plan(
     received = as_utc(received_at) if received_at is not None else None
     tz = ZoneInfo(booking.timezone) if booking.timezone else None
     values = template_values(booking, tz)
+    typed = typed_values(booking, values)
     lifecycle = settings.lifecycle
 
     company_name_key = company_key(booking.company)
@@ -88,6 +99,7 @@ def _plan(
         last_name=values["lastName"],
         phone=booking.phone,
         tags=_tags(settings.contact.tags, values),
+        properties=plan_properties(settings.contact.properties, values, typed),
     )
     company = None
     if company_name_key:
@@ -95,6 +107,7 @@ def _plan(
             name_key=company_name_key,
             name=values["company"],
             tags=_tags(settings.company.tags, values),
+            properties=plan_properties(settings.company.properties, values, typed),
         )
 
     lead_settings = settings.lead
@@ -111,6 +124,7 @@ def _plan(
         activity_at=as_utc(booking.updated_at or booking.created_at or received or now),
         cancelled_stage=lifecycle.on_cancel.lead_stage,
         no_show_stage=lifecycle.on_no_show.lead_stage,
+        properties=plan_properties(lead_settings.properties, values, typed),
     )
 
     state: Lifecycle
@@ -142,6 +156,7 @@ def _plan(
         meeting_url=values["meetingUrl"] or None,
         outcome=outcome,
         source=lead.source,
+        properties=plan_properties(settings.meeting.properties, values, typed),
     )
 
     tasks: list[TaskPlan] = []
@@ -164,6 +179,9 @@ def _plan(
                 due=due,
                 priority=task.priority,
                 status=status,
+                properties=plan_properties(
+                    {**settings.task.properties, **task.properties}, values, typed
+                ),
             )
         )
 
@@ -209,7 +227,65 @@ def template_values(booking: Booking, tz: ZoneInfo | None) -> dict[str, str]:
         "meetingUrl": str(booking.meeting_url) if booking.meeting_url is not None else "",
         "timezone": booking.timezone or "UTC",
         "cancellationReason": (booking.cancellation_reason or "") if cancelled else "",
+        "locale": booking.locale or "",
+        "start": _iso(booking.scheduled_date),
+        "startLocal": _local(booking.scheduled_date, tz).isoformat(timespec="seconds"),
+        "startDate": _local(booking.scheduled_date, tz).date().isoformat(),
+        "end": _iso(booking.scheduled_date + timedelta(minutes=booking.duration)),
+        **{f"answers.{key}": _text(value) for key, value in (booking.answers or {}).items()},
+        **{f"utm.{name}": getattr(booking.utm, name) or "" for name in UTM_FIELDS if booking.utm},
+        **{
+            f"attendees.{index}.{part}": getattr(attendee, part)
+            for index, attendee in enumerate(booking.attendees or ())
+            for part in ("name", "email")
+        },
     }
+
+
+def typed_values(booking: Booking, values: dict[str, str]) -> dict[str, PropertyValue]:
+    """Placeholder values that keep their type when a property's value is that placeholder
+    alone: numbers and booleans as such, a list ``;``-joined (a multi-select's format);
+    every other placeholder is its text."""
+    typed: dict[str, PropertyValue] = {**values, "duration": booking.duration}
+    for key, value in (booking.answers or {}).items():
+        typed[f"answers.{key}"] = ";".join(value) if isinstance(value, list) else value
+    return typed
+
+
+def plan_properties(
+    specs: dict[str, PropertySpec], values: dict[str, str], typed: dict[str, PropertyValue]
+) -> Properties:
+    """The CRM properties ``specs`` ask for, rendered; an empty value is left out, so a
+    booking that lacks a field never clears what the CRM holds for it."""
+    planned: Properties = {}
+    for name, spec in specs.items():
+        value: PropertyValue
+        if not isinstance(spec.value, Template):
+            value = spec.value
+        elif (placeholder := spec.value.placeholder) is not None:
+            value = typed.get(placeholder, "")
+        else:
+            value = spec.value.render(values)
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                continue
+        planned[name] = PlannedProperty(
+            value=value, policy=spec.policy, order=tuple(spec.order or ())
+        )
+    return planned
+
+
+def _text(value: bool | int | float | str | list[str]) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(value)
+    return str(value)
+
+
+def _local(moment: datetime, tz: ZoneInfo | None) -> datetime:
+    return moment.astimezone(tz or UTC)
 
 
 def company_key(name: str | None) -> str | None:

@@ -36,7 +36,11 @@ from outbox.exceptions import LeaseLost
 
 START = datetime(2027, 2, 15, 10, 0, tzinfo=UTC)
 VERSIONS = Path(__file__).resolve().parents[2] / "adapter/migrations/versions"
-MIGRATIONS = (VERSIONS / "0002_local_crm.py", VERSIONS / "0003_lifecycle.py")
+MIGRATIONS = (
+    VERSIONS / "0002_local_crm.py",
+    VERSIONS / "0003_lifecycle.py",
+    VERSIONS / "0012_crm_properties.py",  # the mapped properties beside the records
+)
 
 
 def make_plan(

@@ -521,6 +521,7 @@ def test_migration_0003_upgrades_a_populated_database(tmp_path: Path) -> None:
             for statement in LEGACY_ROWS:
                 conn.execute(text(statement), {"t": "2026-01-01 00:00:00"})
             run_migration(conn, "0003_lifecycle")
+            run_migration(conn, "0012_crm_properties")  # crm_metadata holds its table too
             assert compare_metadata(MigrationContext.configure(conn), crm_metadata) == []
         [lead] = rows(engine, leads)
         assert (lead.live_stage, lead.version) == ("CONTACTED", "")
@@ -549,6 +550,7 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
         with engine.begin() as conn:
             run_migration(conn, "0002_local_crm")
             run_migration(conn, "0003_lifecycle")
+            run_migration(conn, "0012_crm_properties")
         yield engine
     finally:
         engine.dispose()

@@ -105,7 +105,15 @@ from adapter.errors import (
     RetryableError,
 )
 from adapter.mapping.models import HubSpotSettings
-from adapter.plan import BookingPlan, CompanyPlan, LeadPlan, MeetingPlan, TaskPlan
+from adapter.plan import (
+    BookingPlan,
+    CompanyPlan,
+    LeadPlan,
+    MeetingPlan,
+    PlannedProperty,
+    TaskPlan,
+)
+from adapter.properties import as_text, needs_current, resolve_all
 from adapter.timeutil import as_utc, iso_z, utcnow
 from outbox.exceptions import LeaseLost
 
@@ -408,12 +416,22 @@ class HubSpotBackend:
             key: _tags(group, "company", known.companies.get(key))
             for key, group in companies.items()
         }
+        company_mapped = self._mapped(
+            COMPANIES,
+            {
+                key: _group_properties([p.company.properties for p in _by_age(group) if p.company])
+                for key, group in companies.items()
+            },
+            known.companies,
+        )
         company_ids = self._shared(
             COMPANIES,
             "company",
             COMPANY_KEY,
             {
-                key: {"name": _company(group).name, tags: company_tags[key]}
+                key: _over(
+                    {"name": _company(group).name, tags: company_tags[key]}, company_mapped[key]
+                )
                 for key, group in companies.items()
             },
             companies,
@@ -425,12 +443,20 @@ class HubSpotBackend:
         contact_tags = {
             key: _tags(group, "contact", known.contacts.get(key)) for key, group in contacts.items()
         }
+        contact_mapped = self._mapped(
+            CONTACTS,
+            {
+                key: _group_properties([p.contact.properties for p in _by_age(group)])
+                for key, group in contacts.items()
+            },
+            known.contacts,
+        )
         contact_ids = self._shared(
             CONTACTS,
             "contact",
             "email",
             {
-                key: _contact_properties(group, tags, contact_tags[key])
+                key: _over(_contact_properties(group, tags, contact_tags[key]), contact_mapped[key])
                 for key, group in contacts.items()
             },
             contacts,
@@ -444,17 +470,24 @@ class HubSpotBackend:
         }
         deal_props: dict[str, Mapping[str, str]] = {}
         stages: dict[str, str] = {}
+        deal_mapped = self._mapped(
+            DEALS,
+            {
+                key: _group_properties([p.lead.properties for p in _by_age(group)])
+                for key, group in deals.items()
+            },
+            known.deals,
+        )
         for key, group in deals.items():
             lead = _newest(group).lead
             # The stage a deal is created (or recreated) with; ``_set_stages`` corrects it.
             outcomes = {**known.outcomes.get(key, {})}
             outcomes.update({plan.booking_id: plan.meeting.outcome for plan in group})
             stages[key] = _stage_id(config, derive_stage(lead, outcomes.values()))
-            deal_props[key] = {
-                "dealname": lead.title,
-                "amount": str(lead.estimated_value),
-                tags: deal_tags[key],
-            }
+            deal_props[key] = _over(
+                {"dealname": lead.title, "amount": str(lead.estimated_value), tags: deal_tags[key]},
+                deal_mapped[key],
+            )
         deal_targets: dict[str, set[tuple[str, int]]] = {}
         for key, group in deals.items():
             for plan in group:
@@ -527,6 +560,31 @@ class HubSpotBackend:
             )
             results.append((result, books[index]))
         return results
+
+    def _mapped(
+        self,
+        object_type: str,
+        planned: Mapping[str, Mapping[str, PlannedProperty]],
+        rows: Mapping[str, store.Row | None],
+    ) -> dict[str, dict[str, str | None]]:
+        """Key -> the mapped properties under their policies (``_written``).
+
+        A policy other than ``always`` needs the value HubSpot holds now (a
+        salesperson may have set it since our last write): one batch read for the
+        object type, of the objects we hold ids for, and only of the properties
+        such policies name. An object we hold no id for has nothing to keep yet.
+        """
+        ids = {
+            key: row.hubspot_id
+            for key, row in rows.items()
+            if row is not None and row.hubspot_id and needs_current(planned.get(key, {}))
+        }
+        names = sorted({name for key in ids for name in needs_current(planned[key])})
+        found = self.api.batch_read(object_type, sorted(set(ids.values())), names) if ids else {}
+        return {
+            key: _written(props, found[ids[key]].properties if ids.get(key) in found else {})
+            for key, props in planned.items()
+        }
 
     def _shared(
         self,
@@ -820,9 +878,14 @@ class HubSpotBackend:
         targets: dict[int, list[tuple[str, int]]] = {}
         children: dict[tuple[str, str], dict[str, str]] = {}
         relink: set[int] = set()
+        mapped = self._mapped(
+            MEETINGS,
+            {plan.booking_id: plan.meeting.properties for plan in plans},
+            known.meetings,
+        )
         for index, plan in enumerate(plans):
             contact_id, company_id, deal_id = ids[index]
-            props = _meeting_properties(plan.meeting)
+            props = _over(_meeting_properties(plan.meeting), mapped[plan.booking_id])
             targets[index] = [(contact_id, MEETING_TO_CONTACT), (deal_id, MEETING_TO_DEAL)]
             if company_id is not None:
                 targets[index].append((company_id, MEETING_TO_COMPANY))
@@ -893,7 +956,13 @@ class HubSpotBackend:
             for row in rows.values()
             if row.hubspot_id
         ]
-        current = self.api.batch_read(TASKS, every, ["hs_task_status"]) if every else {}
+        # The one batch read of tasks also brings the values their policies need.
+        policed = {
+            name for plan in plans for task in plan.tasks for name in needs_current(task.properties)
+        }
+        current = (
+            self.api.batch_read(TASKS, every, ["hs_task_status", *sorted(policed)]) if every else {}
+        )
 
         def state(row: store.Row) -> str:
             """``deleted`` in HubSpot, ``done`` by a salesperson, or ``ours`` to write."""
@@ -915,8 +984,12 @@ class HubSpotBackend:
             prefix = f"{plan.booking_id}|"
             for task in plan.tasks:
                 key = prefix + task.key
-                props = _task_properties(task)
                 row = rows.get(key)
+                held = current.get(row.hubspot_id or "") if row is not None else None
+                props = _over(
+                    _task_properties(task),
+                    _written(task.properties, held.properties if held is not None else {}),
+                )
                 task_id = row.hubspot_id if row else None
                 if row is not None and task_id is None:
                     parents = [(DEALS, deal_id), (CONTACTS, contact_id)]
@@ -1045,6 +1118,45 @@ def _task_properties(task: TaskPlan) -> dict[str, str]:
         "hs_task_status": COMPLETED if cancelled else "NOT_STARTED",
         "hs_task_type": "TODO",
     }
+
+
+def _by_age(group: Sequence[BookingPlan]) -> list[BookingPlan]:
+    return sorted(group, key=lambda plan: (as_utc(plan.snapshot_at), plan.booking_id))
+
+
+def _group_properties(
+    oldest_first: Sequence[Mapping[str, PlannedProperty]],
+) -> dict[str, PlannedProperty]:
+    """One shared record's properties from several bookings in a batch: the newest
+    snapshot's value, except ``append``, whose items are the union of all of them (as
+    applying the bookings one by one would leave)."""
+    merged: dict[str, PlannedProperty] = {}
+    for props in oldest_first:
+        for name, prop in props.items():
+            before = merged.get(name)
+            if prop.policy == "append" and before is not None and before.policy == "append":
+                items = [*as_text(before.value).split(";"), *as_text(prop.value).split(";")]
+                prop = prop.model_copy(update={"value": ";".join(dict.fromkeys(items))})
+            merged[name] = prop
+    return merged
+
+
+def _written(
+    planned: Mapping[str, PlannedProperty], current: Mapping[str, str | None]
+) -> dict[str, str | None]:
+    """Each mapped property as HubSpot takes it (text), or ``None`` where its policy
+    leaves the value HubSpot holds."""
+    writes = resolve_all(planned, {name: current.get(name) for name in planned})
+    return {name: as_text(writes[name]) if name in writes else None for name in planned}
+
+
+def _over(core: Mapping[str, str], mapped: Mapping[str, str | None]) -> dict[str, str]:
+    """``core`` with the mapped properties laid over it. A property the mapping names is
+    the mapping's: where its policy leaves HubSpot's value, our default is not written
+    either (a task type a salesperson changed stays changed)."""
+    props = {name: value for name, value in core.items() if name not in mapped}
+    props.update({name: value for name, value in mapped.items() if value is not None})
+    return props
 
 
 def _task_ref(task_id: str, task: TaskPlan) -> TaskRef:

@@ -16,6 +16,7 @@ from adapter.backends.local.models import (
     leads,
     tasks,
 )
+from adapter.backends.local.properties import properties
 from adapter.backends.local.reader import LocalCrmReader
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "contacts",
     "crm_metadata",
     "leads",
+    "properties",
     "snapshot_version",
     "tasks",
     "translate_error",

@@ -61,6 +61,7 @@ from adapter.backends.base import (
     TaskRef,
 )
 from adapter.backends.local.models import activities, companies, contacts, leads, tasks
+from adapter.backends.local.properties import properties, write_properties
 from adapter.db import upsert_insert
 from adapter.errors import AdapterError, PermanentError, RetryableError
 from adapter.plan import BookingPlan, CompanyPlan, ContactPlan, TaskPlan
@@ -162,6 +163,9 @@ def write_plan(conn: Connection, plan: BookingPlan, now: datetime | None = None)
         _derive_stage(conn, previous_lead)
     task_refs = [_upsert_task(conn, plan, task, lead_id, now) for task in plan.tasks]
     _delete_unplanned_tasks(conn, plan)
+    _write_properties(
+        conn, plan, company, contact_id, lead_id, activity_id, task_refs, version, now
+    )
     return SyncResult(
         lead=LeadRef(id=lead_id, title=lead_title),
         contact=ContactRef(id=contact_id, email=contact_email),
@@ -169,6 +173,27 @@ def write_plan(conn: Connection, plan: BookingPlan, now: datetime | None = None)
         activity=ActivityRef(id=activity_id),
         tasks=task_refs,
     )
+
+
+def _write_properties(
+    conn: Connection,
+    plan: BookingPlan,
+    company: CompanyRef | None,
+    contact_id: str,
+    lead_id: str,
+    activity_id: str,
+    task_refs: Sequence[TaskRef],
+    version: str,
+    now: datetime,
+) -> None:
+    """The mapped properties of every record, each after its row was upserted (and locked)."""
+    if company is not None and plan.company is not None:
+        write_properties(conn, "company", company.id, plan.company.properties, version, now)
+    write_properties(conn, "contact", contact_id, plan.contact.properties, version, now)
+    write_properties(conn, "lead", lead_id, plan.lead.properties, version, now)
+    write_properties(conn, "meeting", activity_id, plan.meeting.properties, version, now)
+    for task, ref in zip(plan.tasks, task_refs, strict=True):
+        write_properties(conn, "task", ref.id, task.properties, version, now)
 
 
 def _greatest(dialect: str, left: Any, right: Any) -> Any:
@@ -559,9 +584,21 @@ _DELETE_UNPLANNED_TASKS = delete(tasks).where(
 )
 
 
+_DELETE_UNPLANNED_TASK_PROPERTIES = delete(properties).where(
+    properties.c.record_type == "task",
+    properties.c.record_id.in_(
+        select(tasks.c.id).where(
+            tasks.c.booking_id == bindparam("p_booking_id", type_=tasks.c.booking_id.type),
+            tasks.c.key.not_in(bindparam("p_keys", type_=tasks.c.key.type, expanding=True)),
+            tasks.c.status != DONE,
+        )
+    ),
+)
+
+
 def _delete_unplanned_tasks(conn: Connection, plan: BookingPlan) -> None:
     """Remove the booking's tasks that the plan no longer names, unless they are done."""
-    conn.execute(
-        _DELETE_UNPLANNED_TASKS,
-        {"p_booking_id": plan.booking_id, "p_keys": [task.key for task in plan.tasks]},
-    )
+    params = {"p_booking_id": plan.booking_id, "p_keys": [task.key for task in plan.tasks]}
+    # Their mapped properties go first: the properties table has no foreign key to cascade.
+    conn.execute(_DELETE_UNPLANNED_TASK_PROPERTIES, params)
+    conn.execute(_DELETE_UNPLANNED_TASKS, params)

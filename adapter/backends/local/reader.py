@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 from pydantic.alias_generators import to_camel
 from sqlalchemy import Engine, Row, Select, select, update
 
 from adapter.backends.local.models import activities, companies, contacts, leads, tasks
-from adapter.plan import TaskStatus
+from adapter.backends.local.properties import read_properties
+from adapter.plan import PropertyValue, TaskStatus
 from adapter.timeutil import iso_z, utcnow
 
 ZDateTime = Annotated[datetime, PlainSerializer(iso_z, return_type=str)]
@@ -28,7 +29,19 @@ class _Record(BaseModel):
     )
 
 
-class Contact(_Record):
+class _Entity(_Record):
+    """A CRM record: an id, and the mapping's properties."""
+
+    id: str
+    # The mapping's ``properties:``, by name (keys are CRM property names, not camelCased).
+    # Left out when empty, so the seed's shapes (contract §6) stand for a mapping without any.
+    properties: dict[str, PropertyValue] = Field(default_factory=dict, exclude_if=lambda v: not v)
+
+
+_R = TypeVar("_R", bound=_Entity)
+
+
+class Contact(_Entity):
     id: str
     first_name: str
     last_name: str
@@ -38,13 +51,13 @@ class Contact(_Record):
     tags: list[str]
 
 
-class Company(_Record):
+class Company(_Entity):
     id: str
     name: str
     tags: list[str]
 
 
-class Lead(_Record):
+class Lead(_Entity):
     id: str
     title: str
     stage: str
@@ -69,7 +82,7 @@ class LeadSummary(_Record):
     title: str
 
 
-class Activity(_Record):
+class Activity(_Entity):
     id: str
     lead_id: str
     contact_id: str
@@ -83,7 +96,7 @@ class Activity(_Record):
     lead: LeadSummary
 
 
-class Task(_Record):
+class Task(_Entity):
     id: str
     lead_id: str
     booking_id: str
@@ -112,30 +125,43 @@ class LocalCrmReader:
         with self._reads.connect() as conn:
             return list(conn.execute(query))
 
+    def _with_properties(self, record_type: str, records: list[_R]) -> list[_R]:
+        if not records:
+            return records
+        with self._reads.connect() as conn:
+            found = read_properties(conn, record_type, (record.id for record in records))
+        return [
+            record.model_copy(update={"properties": found[record.id]})
+            if record.id in found
+            else record
+            for record in records
+        ]
+
     def contacts(self, *, email: str | None = None, limit: int, offset: int) -> list[Contact]:
         """Contacts, oldest first; ``email`` matches trimmed and case-insensitively."""
         query = select(contacts).order_by(contacts.c.created_at, contacts.c.id)
         if email is not None:
             query = query.where(contacts.c.email_key == email.strip().lower())
         rows = self._all(query.limit(limit).offset(offset))
-        return [Contact(**_fields(row, Contact)) for row in rows]
+        return self._with_properties("contact", [Contact(**_fields(row, Contact)) for row in rows])
 
     def companies(self, *, limit: int, offset: int) -> list[Company]:
         """Companies, oldest first."""
         query = select(companies).order_by(companies.c.created_at, companies.c.id)
         rows = self._all(query.limit(limit).offset(offset))
-        return [Company(**_fields(row, Company)) for row in rows]
+        return self._with_properties("company", [Company(**_fields(row, Company)) for row in rows])
 
     def leads(self, *, limit: int, offset: int) -> list[Lead]:
         """Leads, oldest first."""
         query = select(leads).order_by(leads.c.created_at, leads.c.id)
         rows = self._all(query.limit(limit).offset(offset))
-        return [Lead(**_fields(row, Lead)) for row in rows]
+        return self._with_properties("lead", [Lead(**_fields(row, Lead)) for row in rows])
 
     def lead(self, lead_id: str) -> Lead | None:
         """One lead, or ``None``."""
         rows = self._all(select(leads).where(leads.c.id == lead_id))
-        return Lead(**_fields(rows[0], Lead)) if rows else None
+        found = self._with_properties("lead", [Lead(**_fields(row, Lead)) for row in rows])
+        return found[0] if found else None
 
     def activities(
         self,
@@ -159,7 +185,7 @@ class LocalCrmReader:
         if lead_id is not None:
             query = query.where(activities.c.lead_id == lead_id)
         rows = self._all(query.limit(limit).offset(offset))
-        return [_activity(row) for row in rows]
+        return self._with_properties("meeting", [_activity(row) for row in rows])
 
     def tasks(
         self,
@@ -179,7 +205,7 @@ class LocalCrmReader:
         if booking_id is not None:
             query = query.where(tasks.c.booking_id == booking_id)
         rows = self._all(query.limit(limit).offset(offset))
-        return [Task(**_fields(row, Task)) for row in rows]
+        return self._with_properties("task", [Task(**_fields(row, Task)) for row in rows])
 
     def set_task_status(self, task_id: str, status: TaskStatus) -> Task | None:
         """The read API's one write: set a task's status; ``None`` if there is no such task."""
@@ -192,7 +218,7 @@ class LocalCrmReader:
             if changed.rowcount == 0:
                 return None
             row = conn.execute(select(tasks).where(tasks.c.id == task_id)).one()
-        return Task(**_fields(row, Task))
+        return self._with_properties("task", [Task(**_fields(row, Task))])[0]
 
 
 def _activity(row: Row[Any]) -> Activity:
