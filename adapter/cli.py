@@ -23,7 +23,7 @@ from adapter import db
 from adapter.booking import parse_booking, validation_details
 from adapter.errors import MappingError
 from adapter.logs import configure_logging
-from adapter.mapping import load_mapping, plan_booking
+from adapter.mapping import MappingConfig, load_mapping, plan_booking
 from adapter.secrets import WEBHOOK_SECRET_FILE
 from adapter.services import Services, build_services
 from adapter.settings import Settings
@@ -251,6 +251,14 @@ def mappings_check(
     sample: Annotated[
         Path | None, typer.Option("--sample", help="A booking JSON file to dry-run.")
     ] = None,
+    hubspot: Annotated[
+        bool,
+        typer.Option(
+            "--hubspot",
+            help="Also check every mapped property and owner against the HubSpot portal "
+            "(HUBSPOT_ACCESS_TOKEN).",
+        ),
+    ] = False,
 ) -> None:
     """Validate a mapping file; with --sample, print the CRM writes it would make."""
     target = path or Settings().mappings_path
@@ -260,6 +268,8 @@ def mappings_check(
         typer.echo(f"invalid: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"{target}: valid; event types: {', '.join(sorted(mapping.event_types))}")
+    if hubspot:
+        _check_against_hubspot(mapping)
     if sample is None:
         return
     try:
@@ -277,6 +287,37 @@ def mappings_check(
         typer.echo(f"sample would be quarantined: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(json.dumps(plan.model_dump(mode="json"), indent=2, ensure_ascii=False))
+
+
+def _check_against_hubspot(mapping: MappingConfig) -> None:
+    """``mappings check --hubspot``: the portal's properties and owners against the mapping."""
+    from adapter.backends.hubspot import build_api
+    from adapter.backends.hubspot.portal_check import check_mapping
+    from adapter.errors import AdapterError
+
+    settings = _settings()
+    if settings.hubspot_access_token is None:
+        typer.echo("configuration error: HUBSPOT_ACCESS_TOKEN is not set", err=True)
+        raise typer.Exit(2)
+    api = build_api(
+        settings.hubspot_access_token.get_secret_value(),
+        settings.hubspot_base_url,
+        settings.rate_limit,
+        search_limit=settings.search_rate_limit,
+    )
+    try:
+        problems = check_mapping(api, mapping)
+    except AdapterError as exc:
+        typer.echo(f"cannot read the HubSpot portal: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        api.close()
+    for problem in problems:
+        typer.echo(f"PORTAL   {problem}")
+    if problems:
+        typer.echo(f"{len(problems)} problem(s) with the portal; fix the mapping", err=True)
+        raise typer.Exit(1)
+    typer.echo("HubSpot portal: every mapped property fits")
 
 
 def _store() -> OutboxStore:

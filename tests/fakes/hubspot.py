@@ -291,6 +291,7 @@ _SEED_PROPERTIES: dict[str, list[_SeedSpec]] = {
         ("email", "Email", "string", "text", []),
         ("firstname", "First Name", "string", "text", []),
         ("lastname", "Last Name", "string", "text", []),
+        ("jobtitle", "Job Title", "string", "text", []),
         ("phone", "Phone Number", "string", "phonenumber", []),
         ("company", "Company Name", "string", "text", []),
         (

@@ -26,6 +26,7 @@ from adapter.backends.hubspot.backend import (
     TASKS,
 )
 from adapter.backends.hubspot.client import AccountInfo, HubSpotApi, HubSpotAuthError
+from adapter.backends.hubspot.portal_check import check_mapping
 from adapter.errors import AdapterError
 from adapter.mapping.models import MappingConfig
 
@@ -116,6 +117,11 @@ def run_setup(api: HubSpotApi, mapping: MappingConfig) -> SetupReport:
             made = api.create_property(object_type, spec)
             unique = " (unique)" if spec["has_unique_value"] else ""
             report.lines.append(f"{object_type}.{name}{unique}: {'created' if made else 'exists'}")
+
+    mapped = check_mapping(api, mapping)
+    report.problems.extend(mapped)
+    if not mapped:
+        report.lines.append("mapping: every mapped property fits the portal")
 
     pipelines = api.pipelines(DEALS)
     stages = pipelines.get(config.pipeline)
