@@ -354,12 +354,20 @@ def _event_line(event: Any) -> str:
 
 @outbox_app.command("status")
 def outbox_status() -> None:
-    """Count events by state, and the age of the oldest pending one."""
+    """Count events by state, the age of the oldest pending one, and the worker processes
+    with a heartbeat (a stale one's claims are being taken over)."""
     store = _store()
     for state, count in store.counts().items():
         typer.echo(f"{state:<12}{count}")
     age = store.oldest_pending_age()
     typer.echo(f"oldest pending: {'none' if age is None else f'{age:.1f}s'}")
+    stale_after = _settings().worker_stale_seconds
+    workers = store.live_workers()
+    typer.echo(f"workers: {len(workers)} with a heartbeat")
+    for worker_id, beat in workers:
+        silent = (utcnow() - beat).total_seconds()
+        note = "  stale: its claims are taken over" if silent > stale_after else ""
+        typer.echo(f"  {worker_id}  last beat {silent:.1f}s ago{note}")
 
 
 @outbox_app.command("list")

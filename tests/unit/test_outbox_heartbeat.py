@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
+from typer.testing import CliRunner
 
+from adapter.cli import app
 from adapter.heartbeat import Heartbeat, process_worker_id
 from adapter.settings import Settings
 from adapter.worker import default_owner
@@ -39,6 +43,8 @@ def clock() -> Clock:
 def store(engine: Engine, clock: Clock) -> OutboxStore:
     return OutboxStore(engine, clock=clock)
 
+
+runner = CliRunner()
 
 DEAD = "host-a:11:aaaa1111"
 LIVE = "host-b:22:bbbb2222"
@@ -112,3 +118,27 @@ def test_stale_limit_must_span_several_beats() -> None:
     """A stale limit under two heartbeats is refused: a late beat would lose live claims."""
     with pytest.raises(ValueError, match="WORKER_STALE_SECONDS"):
         Settings(worker_heartbeat_seconds=5, worker_stale_seconds=6)
+
+
+def test_outbox_status_lists_worker_heartbeats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """outbox status shows each worker process's last beat, and flags a stale one."""
+    db_url = f"sqlite:///{tmp_path / 'status.db'}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    assert runner.invoke(app, ["migrate"]).exit_code == 0
+    engine = make_engine(db_url)
+    try:
+        past = Clock()
+        past.now = datetime.now(UTC) - timedelta(seconds=60)
+        OutboxStore(engine, clock=past).beat(DEAD)
+        OutboxStore(engine).beat(LIVE)
+    finally:
+        engine.dispose()
+    result = runner.invoke(app, ["outbox", "status"])
+    assert result.exit_code == 0, result.output
+    assert "workers: 2 with a heartbeat" in result.stdout
+    assert f"{DEAD}  last beat 60." in result.stdout
+    assert "stale: its claims are taken over" in result.stdout.split(DEAD)[1].split("\n")[0]
+    assert "stale" not in result.stdout.split(LIVE)[1]
