@@ -34,11 +34,6 @@ from outbox.store import REPLAYABLE, STATES, OutboxStore
 if TYPE_CHECKING:
     from adapter.backends.hubspot.setup import SetupReport
 
-# Plain help (click's own formatter): rich's panels showed every flag as "--sign <bool>"
-# and squeezed defaults into a narrow column.
-_PLAIN: dict[str, Any] = {"no_args_is_help": True, "rich_markup_mode": None}
-app = typer.Typer(help="BookMe → CRM integration service.", **_PLAIN)
-
 
 class _PlainCommand(TyperCommand):
     """A command whose arguments read ``BOOKING_ID  help``, without typer's ``<list[str]>``."""
@@ -61,6 +56,10 @@ class _PlainCommand(TyperCommand):
                     formatter.write_dl(rows)
 
 
+# Plain help (click's own formatter): rich's panels showed every flag as "--sign <bool>"
+# and squeezed defaults into a narrow column.
+_PLAIN: dict[str, Any] = {"no_args_is_help": True, "rich_markup_mode": None}
+app = typer.Typer(help="BookMe → CRM integration service.", **_PLAIN)
 mappings_app = typer.Typer(help="Validate and try out mapping files.", **_PLAIN)
 outbox_app = typer.Typer(help="Inspect and replay outbox events.", **_PLAIN)
 hubspot_app = typer.Typer(help="Prepare a HubSpot portal for the backend.", **_PLAIN)
