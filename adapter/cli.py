@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from typer.core import TyperCommand
 
 from adapter import db
 from adapter.booking import parse_booking, validation_details
@@ -33,10 +34,35 @@ from outbox.store import REPLAYABLE, STATES, OutboxStore
 if TYPE_CHECKING:
     from adapter.backends.hubspot.setup import SetupReport
 
-app = typer.Typer(help="BookMe → CRM integration service.", no_args_is_help=True)
-mappings_app = typer.Typer(help="Validate and try out mapping files.", no_args_is_help=True)
-outbox_app = typer.Typer(help="Inspect and replay outbox events.", no_args_is_help=True)
-hubspot_app = typer.Typer(help="Prepare a HubSpot portal for the backend.", no_args_is_help=True)
+
+class _PlainCommand(TyperCommand):
+    """A command whose arguments read ``BOOKING_ID  help``, without typer's ``<list[str]>``."""
+
+    # Typed Any: typer vendors its own click, whose classes are private.
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        args: list[tuple[str, str]] = []
+        opts: list[tuple[str, str]] = []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                args.append((record[0].split(" <", 1)[0], record[1]))
+            else:
+                opts.append(record)
+        for title, rows in (("Arguments", args), ("Options", opts)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+# Plain help (click's own formatter): rich's panels showed every flag as "--sign <bool>"
+# and squeezed defaults into a narrow column.
+_PLAIN: dict[str, Any] = {"no_args_is_help": True, "rich_markup_mode": None}
+app = typer.Typer(help="BookMe → CRM integration service.", **_PLAIN)
+mappings_app = typer.Typer(help="Validate and try out mapping files.", **_PLAIN)
+outbox_app = typer.Typer(help="Inspect and replay outbox events.", **_PLAIN)
+hubspot_app = typer.Typer(help="Prepare a HubSpot portal for the backend.", **_PLAIN)
 app.add_typer(mappings_app, name="mappings")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(hubspot_app, name="hubspot")
@@ -58,6 +84,7 @@ LogFormatOption = Annotated[
     str | None,
     typer.Option(
         "--log-format",
+        metavar="FORMAT",
         help="json or console (default LOG_FORMAT; else console on a terminal, json otherwise).",
     ),
 ]
@@ -68,6 +95,7 @@ ShutdownOption = Annotated[
     typer.Option(
         "--shutdown-seconds",
         min=0.0,
+        metavar="SECONDS",
         help="On SIGTERM, how long the batches in hand may take (default WORKER_SHUTDOWN_SECONDS).",
     ),
 ]
@@ -144,8 +172,10 @@ def _first_run_banner(services: Services, host: str, port: int) -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[
+        str, typer.Option(metavar="HOST", help="Interface to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 8000,
     no_worker: Annotated[
         bool, typer.Option("--no-worker", help="Run no embedded worker (scale-out).")
     ] = False,
@@ -155,7 +185,7 @@ def serve(
     """Serve the HTTP API with an embedded worker; migrates the database on start.
 
     SIGHUP reloads the mapping file (an invalid one is refused and logged).
-    SIGTERM stops the server, then the embedded workers as ``worker`` does.
+    SIGTERM stops the server, then the embedded workers as `worker` does.
     """
     import uvicorn
 
@@ -187,17 +217,19 @@ def serve(
 
 @app.command()
 def worker(
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Worker threads.")] = 1,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=64, metavar="N", help="Worker threads.")
+    ] = 1,
     drain: Annotated[
         bool, typer.Option("--drain", help="Exit once nothing is due instead of running on.")
     ] = False,
     shutdown_seconds: ShutdownOption = None,
     log_format: LogFormatOption = None,
 ) -> None:
-    """Run workers alone, beside ``serve --no-worker``.
+    """Run workers alone, beside `serve --no-worker`.
 
     SIGTERM (or SIGINT) stops claiming at once, lets the batches in hand finish
-    within ``--shutdown-seconds`` and releases claims not yet started; SIGHUP
+    within --shutdown-seconds and releases claims not yet started; SIGHUP
     reloads the mapping file.
     """
     settings = _settings()
@@ -243,13 +275,14 @@ def migrate() -> None:
     engine.dispose()
 
 
-@mappings_app.command("check")
+@mappings_app.command("check", cls=_PlainCommand)
 def mappings_check(
     path: Annotated[
-        Path | None, typer.Argument(help="Mapping file (default MAPPINGS_PATH).")
+        Path | None, typer.Argument(metavar="PATH", help="Mapping file (default MAPPINGS_PATH).")
     ] = None,
     sample: Annotated[
-        Path | None, typer.Option("--sample", help="A booking JSON file to dry-run.")
+        Path | None,
+        typer.Option("--sample", metavar="FILE", help="A booking JSON file to dry-run."),
     ] = None,
     hubspot: Annotated[
         bool,
@@ -321,8 +354,32 @@ def _check_against_hubspot(mapping: MappingConfig) -> None:
 
 
 def _store() -> OutboxStore:
-    """The outbox alone: inspecting it needs neither the mapping nor the CRM."""
-    engine = db.make_engine(_settings().database_url)
+    """The outbox alone: inspecting it needs neither the mapping nor the CRM.
+
+    Says on stderr which database it reads, and refuses a SQLite file that does
+    not exist: run from another folder, the default relative path used to
+    create a new empty database and report zeros.
+    """
+    from sqlalchemy.engine import make_url
+
+    raw = _settings().database_url
+    url = make_url(raw)
+    shown = url.render_as_string(hide_password=True)
+    database = url.database or ""
+    if url.get_backend_name() == "sqlite" and database not in ("", ":memory:"):
+        path = Path(database).resolve()
+        if not database.startswith("file:") and not path.is_file():
+            typer.echo(
+                f"no database at {path} (DATABASE_URL={shown}, read from {Path.cwd()}).\n"
+                "Run this command in the folder `serve` runs in, or point DATABASE_URL at its "
+                "file (sqlite:////absolute/path/bookme_crm.db); `bookme-crm migrate` creates "
+                "an empty one.",
+                err=True,
+            )
+            raise typer.Exit(2)
+        shown = f"sqlite:///{path}"
+    typer.echo(f"database: {shown}", err=True)
+    engine = db.make_engine(raw)
     db.upgrade(engine)
     return OutboxStore(engine)
 
@@ -337,18 +394,28 @@ def _event_line(event: Any) -> str:
 
 @outbox_app.command("status")
 def outbox_status() -> None:
-    """Count events by state, and the age of the oldest pending one."""
+    """Count events by state, the age of the oldest pending one, and the worker processes
+    with a heartbeat (a stale one's claims are being taken over)."""
     store = _store()
     for state, count in store.counts().items():
         typer.echo(f"{state:<12}{count}")
     age = store.oldest_pending_age()
     typer.echo(f"oldest pending: {'none' if age is None else f'{age:.1f}s'}")
+    stale_after = _settings().worker_stale_seconds
+    workers = store.live_workers()
+    typer.echo(f"workers: {len(workers)} with a heartbeat")
+    for worker_id, beat in workers:
+        silent = (utcnow() - beat).total_seconds()
+        note = "  stale: its claims are taken over" if silent > stale_after else ""
+        typer.echo(f"  {worker_id}  last beat {silent:.1f}s ago{note}")
 
 
 @outbox_app.command("list")
 def outbox_list(
-    state: Annotated[str | None, typer.Option(help=f"One of {', '.join(STATES)}.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    state: Annotated[
+        str | None, typer.Option(metavar="STATE", help=f"One of {', '.join(STATES)}.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, metavar="N")] = 100,
 ) -> None:
     """List events, newest first."""
     if state is not None and state not in STATES:
@@ -368,17 +435,21 @@ def _cli_actor() -> str:
     return f"cli:{user}"
 
 
-@outbox_app.command("replay")
+@outbox_app.command("replay", cls=_PlainCommand)
 def outbox_replay(
     event_ids: Annotated[
-        list[str] | None, typer.Argument(help="Event ids to queue again.", show_default=False)
+        list[str] | None,
+        typer.Argument(metavar="EVENT_ID", help="Event ids to queue again.", show_default=False),
     ] = None,
     state: Annotated[
         str | None,
-        typer.Option(help=f"Replay every event in this state ({' or '.join(REPLAYABLE)})."),
+        typer.Option(
+            metavar="STATE",
+            help=f"Replay every event in this state ({' or '.join(REPLAYABLE)}).",
+        ),
     ] = None,
 ) -> None:
-    """Queue dead or quarantined events again (idempotent, audited as ``cli:<user>``)."""
+    """Queue dead or quarantined events again (idempotent, audited as cli:<user>)."""
     from outbox.exceptions import EventNotFound
 
     if bool(event_ids) == (state is not None):
@@ -450,6 +521,7 @@ def hubspot_verify(
             "--search-wait",
             min=0.0,
             max=600.0,
+            metavar="SECONDS",
             help="How long to wait for search to find a new meeting.",
         ),
     ] = 30.0,
@@ -551,15 +623,19 @@ class SendTestEvent(StrEnum):
     no_show = "no_show"
 
 
-@app.command("import")
+@app.command("import", cls=_PlainCommand)
 def import_command(
     booking_ids: Annotated[
-        list[str] | None, typer.Argument(help="BookMe booking ids to import.", show_default=False)
+        list[str] | None,
+        typer.Argument(
+            metavar="BOOKING_ID", help="BookMe booking ids to import.", show_default=False
+        ),
     ] = None,
     since: Annotated[
         str | None,
         typer.Option(
             "--since",
+            metavar="DATE",
             help="Backfill every booking from this date (YYYY-MM-DD or ISO datetime); resumable.",
         ),
     ] = None,
@@ -567,7 +643,7 @@ def import_command(
     """Fetch bookings from BookMe's API and accept them like webhook deliveries.
 
     Idempotent: a booking the outbox already holds stores nothing. A running
-    ``serve`` or ``worker`` syncs what is stored. With --since, an interrupted
+    `serve` or `worker` syncs what is stored. With --since, an interrupted
     backfill continues where it stopped when run again with the same date.
     """
     from adapter.bookme import BookMeError, import_booking
@@ -694,10 +770,14 @@ def _send_test_body(event: SendTestEvent, booking_id: str | None) -> dict[str, A
 @app.command("send-test")
 def send_test(
     url: Annotated[
-        str, typer.Option(help="The webhook to post to.")
+        str,
+        typer.Option(
+            metavar="URL",
+            help="The service's base URL, or the full webhook URL to post to.",
+        ),
     ] = "http://127.0.0.1:8000/api/bookings/incoming",
     event: Annotated[
-        SendTestEvent, typer.Option(help="Which lifecycle event to send.")
+        SendTestEvent, typer.Option(metavar="EVENT", help="Which lifecycle event to send.")
     ] = SendTestEvent.created,
     sign: Annotated[
         bool,
@@ -709,12 +789,14 @@ def send_test(
     ] = False,
     booking_id: Annotated[
         str | None,
-        typer.Option(help="Booking id to send (e.g. to cancel an earlier test); default: new."),
+        typer.Option(
+            metavar="ID", help="Booking id to send (e.g. to cancel an earlier test); default: new."
+        ),
     ] = None,
 ) -> None:
     """Post a realistic test booking the way BookMe does, and print the answer.
 
-    Uses the secret ``serve`` uses: CRM_WEBHOOK_SECRET, else the one generated
+    Uses the secret `serve` uses: CRM_WEBHOOK_SECRET, else the one generated
     in the data folder on the first start. The booking lands in the CRM like
     any other (contact send-test@example.com).
     """
@@ -722,6 +804,7 @@ def send_test(
     from standardwebhooks.webhooks import Webhook
 
     settings = _settings()
+    target = _webhook_url(url)
     body = _send_test_body(event, booking_id)
     payload = json.dumps(body).encode()
     headers = {"Content-Type": "application/json"}
@@ -736,40 +819,97 @@ def send_test(
         headers["webhook-signature"] = Webhook(settings.signing_secrets[0]).sign(
             msg_id, now, payload.decode()
         )
+        source = _setting_source("CRM_WEBHOOK_SIGNING_SECRETS")
         scheme = "Standard Webhooks signature"
     else:
-        secret = _shared_secret(settings)
-        if secret is None:
+        found = _shared_secret(settings)
+        if found is None:
             typer.echo(
                 "configuration error: no webhook secret; set CRM_WEBHOOK_SECRET, start `serve` "
-                f"once (it keeps a generated one in {settings.data_dir}), or use --sign",
+                f"once (it keeps a generated one in {settings.data_dir.resolve()}, a folder "
+                "relative to where it runs: run send-test from there or set DATA_DIR), "
+                "or use --sign",
                 err=True,
             )
             raise typer.Exit(2)
-        headers["X-Webhook-Secret"] = secret
+        headers["X-Webhook-Secret"], source = found
         scheme = "X-Webhook-Secret"
-    typer.echo(f"POST {url}  {body['event']}  booking {body['bookingId']}  ({scheme})")
+    typer.echo(
+        f"POST {target}  {body['event']}  booking {body['bookingId']}  ({scheme})  "
+        f"secret from {source}"
+    )
     try:
-        response = httpx.post(url, content=payload, headers=headers, timeout=30.0)
+        response = httpx.post(target, content=payload, headers=headers, timeout=30.0)
     except httpx.HTTPError as exc:
-        typer.echo(f"cannot reach {url}: {exc or type(exc).__name__}", err=True)
+        typer.echo(f"cannot reach {target}: {exc or type(exc).__name__}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"HTTP {response.status_code}")
     try:
         typer.echo(json.dumps(response.json(), indent=2, ensure_ascii=False))
     except ValueError:
         typer.echo(response.text)
+    if response.status_code == 401:
+        typer.echo(
+            f"the service refused the secret from {source}; it must match the one the service "
+            "uses (its CRM_WEBHOOK_SECRET / CRM_WEBHOOK_SIGNING_SECRETS, or its data folder's)",
+            err=True,
+        )
+    elif response.status_code in (404, 405):
+        typer.echo(
+            f"nothing takes a booking at {target}: the webhook is POST {WEBHOOK_PATH} on the "
+            "service; give --url the service's base URL (http://host:8000) or that full URL",
+            err=True,
+        )
     if not response.is_success:
         raise typer.Exit(1)
 
 
-def _shared_secret(settings: Settings) -> str | None:
-    """The ``X-Webhook-Secret`` value ``serve`` accepts: the setting, else the stored one."""
+WEBHOOK_PATH = "/api/bookings/incoming"
+
+
+def _webhook_url(url: str) -> str:
+    """The URL to post to: a base URL (BookMe's CRM_WEBHOOK_URL often is one) gets the
+    webhook's path; a URL with a path is used as given."""
+    import httpx
+
+    try:
+        parsed = httpx.URL(url.strip())
+    except httpx.InvalidURL as exc:
+        typer.echo(f"--url: not a URL ({exc})", err=True)
+        raise typer.Exit(2) from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        typer.echo(f"--url: {url!r} is not an http(s) URL such as http://127.0.0.1:8000", err=True)
+        raise typer.Exit(2)
+    if parsed.path in ("", "/"):
+        parsed = parsed.copy_with(path=WEBHOOK_PATH)
+    return str(parsed)
+
+
+def _setting_source(name: str) -> str:
+    """Where ``Settings`` read ``name`` from: the environment, else the ``.env`` file."""
+    from dotenv import dotenv_values
+
+    # pydantic-settings matches variable names case-insensitively, the environment first.
+    if any(key.upper() == name for key in os.environ):
+        return f"the {name} variable"
+    dotenv = Path(".env")
+    if dotenv.is_file() and any(key.upper() == name for key in dotenv_values(dotenv)):
+        return f"{name} in {dotenv.resolve()}"
+    return name
+
+
+def _shared_secret(settings: Settings) -> tuple[str, str] | None:
+    """The ``X-Webhook-Secret`` value ``serve`` accepts (the setting, else the stored one),
+    and where it was read from."""
     if settings.crm_webhook_secret is not None:
-        return settings.crm_webhook_secret.get_secret_value()
+        return (
+            settings.crm_webhook_secret.get_secret_value(),
+            _setting_source("CRM_WEBHOOK_SECRET"),
+        )
     stored = settings.data_dir / WEBHOOK_SECRET_FILE
     if stored.exists():
-        return stored.read_text().strip() or None
+        value = stored.read_text().strip()
+        return (value, f"the data folder's {stored.resolve()}") if value else None
     return None
 
 

@@ -20,6 +20,7 @@ from adapter import db
 from adapter.backends import CrmBackend, build_backend
 from adapter.backends.base import backend_pause
 from adapter.errors import MappingError
+from adapter.heartbeat import Heartbeat, process_worker_id
 from adapter.mapping import MappingConfig, load_mapping
 from adapter.metrics import Metrics
 from adapter.secrets import ADMIN_TOKEN_FILE, WEBHOOK_SECRET_FILE, StoredSecret, stored_secret
@@ -92,6 +93,7 @@ class Services:
     metrics: Metrics
     generated: list[StoredSecret] = field(default_factory=list)  # made by this start
     workers: list[Worker] = field(default_factory=list)
+    heartbeat: Heartbeat | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -112,7 +114,18 @@ class Services:
         return worker
 
     def start_workers(self, count: int) -> None:
-        """Run ``count`` worker loops in daemon threads until ``close``."""
+        """Run ``count`` worker loops in daemon threads until ``close``, with the
+        process's heartbeat (which also takes over dead processes' claims)."""
+        if self.heartbeat is None:
+            s = self.settings
+            self.heartbeat = Heartbeat(
+                self.store,
+                process_worker_id(),
+                interval=s.worker_heartbeat_seconds,
+                stale_after=s.worker_stale_seconds,
+                on_take_over=self.wake_workers,
+            )
+            self.heartbeat.start()
         for index in range(count):
             worker = self.new_worker()
             thread = threading.Thread(
@@ -216,6 +229,9 @@ class Services:
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0.0))
         busy = [thread.name for thread in self._threads if thread.is_alive()]
+        if self.heartbeat is not None:
+            self.heartbeat.stop(forget=not busy)
+            self.heartbeat = None
         if busy:
             log.warning(
                 "workers still busy after %.1fs; their leases expire and other workers take over",

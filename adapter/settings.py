@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     worker_batch_size: int | None = Field(default=None, ge=1, le=100)  # see ``batch_size``
     worker_poll_seconds: float = Field(default=0.5, gt=0, le=60)
     outbox_lease_seconds: float = Field(default=60.0, gt=0)
+    # A worker process's heartbeat, and how long one may be silent before its claims are
+    # taken over (several beats: one slow write must not make a live process look dead).
+    worker_heartbeat_seconds: float = Field(default=2.0, gt=0, le=60)
+    worker_stale_seconds: float = Field(default=8.0, gt=0, le=3600)
     outbox_max_attempts: int = Field(default=20, ge=1)
     outbox_retry_base_seconds: float = Field(default=5.0, gt=0)
     outbox_retry_cap_seconds: float = Field(default=3 * 3600.0, gt=0)
@@ -140,6 +144,15 @@ class Settings(BaseSettings):
         if not match or int(match.group(1)) < 1 or float(match.group(2)) <= 0:
             raise ValueError("must look like '100/10s'")
         return value
+
+    @model_validator(mode="after")
+    def _stale_after_beats(self) -> Settings:
+        if self.worker_stale_seconds < 2 * self.worker_heartbeat_seconds:
+            raise ValueError(
+                "WORKER_STALE_SECONDS must be at least twice WORKER_HEARTBEAT_SECONDS, "
+                "or a live worker whose beat is a little late loses its claims"
+            )
+        return self
 
     @model_validator(mode="after")
     def _hubspot_needs_token(self) -> Settings:

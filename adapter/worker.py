@@ -7,8 +7,6 @@ alone (see ``adapter.errors``); it never builds SQL (``outbox.store`` does).
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,6 +25,7 @@ from adapter.errors import (
     PermanentError,
     RetryableError,
 )
+from adapter.heartbeat import process_worker_id
 from adapter.mapping import MappingConfig, plan_booking
 from adapter.metrics import Metrics
 from adapter.timeutil import utcnow
@@ -37,7 +36,8 @@ log = logging.getLogger(__name__)
 
 
 def default_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    """``host:pid:nonce:thread``: the process's heartbeat id, then the worker thread."""
+    return f"{process_worker_id()}:{threading.get_ident()}"
 
 
 class Worker:

@@ -68,3 +68,16 @@ replays = Table(
     Column("from_state", String(16), nullable=False),
     Index("ix_outbox_replays_event", "event_id", "id"),
 )
+
+# One row per worker process, its heartbeat refreshed every few seconds. A row
+# whose heartbeat is stale names a dead (or paused) process: its claims are taken
+# over without waiting for their leases (``OutboxStore.take_over_stale``).
+workers = Table(
+    "outbox_workers",
+    outbox_metadata,
+    # host:pid:nonce, the prefix of every ``lease_owner`` the process writes.
+    Column("worker_id", String(200), primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+    Index("ix_outbox_workers_heartbeat", "heartbeat_at"),
+)

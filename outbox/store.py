@@ -13,6 +13,11 @@ A claim is a lease: a random token and an expiry written on the row. Only the
 token's holder may settle the event (fencing); once the lease expires another
 worker may claim it, which changes the token. Events of one ``key`` are handed
 out strictly one at a time, oldest first.
+
+Worker processes also keep a heartbeat row (``beat``). The claims of a process
+whose heartbeat is stale are freed at once (``take_over_stale``), so a crashed
+process's events wait a few heartbeats rather than a whole lease; freeing
+clears the token, so a process that was only paused is fenced out all the same.
 """
 
 from __future__ import annotations
@@ -27,12 +32,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from outbox.exceptions import EventNotFound, LeaseLost
 from outbox.retry import RetryPolicy
-from outbox.schema import events, replays
+from outbox.schema import events, replays, workers
 
 QUEUED = "queued"
 RETRYING = "retrying"
@@ -238,11 +243,11 @@ class OutboxStore:
         for pending, result in zip(group, results, strict=True):
             pending.result, pending.done = result, True
 
-    def _insert(self) -> Any:
+    def _insert(self, table: Table = events) -> Any:
         if self._dialect == "postgresql":
-            return postgresql.insert(events)
+            return postgresql.insert(table)
         if self._dialect == "sqlite":
-            return sqlite.insert(events)
+            return sqlite.insert(table)
         raise NotImplementedError(f"outbox does not support {self._dialect}")
 
     # -- claiming ---------------------------------------------------------------
@@ -483,6 +488,72 @@ class OutboxStore:
                     updated_at=now,
                 )
             )
+
+    # -- worker heartbeats ---------------------------------------------------------
+
+    def beat(self, worker_id: str) -> None:
+        """Record that the worker process ``worker_id`` is alive now (its row made if need be).
+
+        ``worker_id`` must be the prefix, up to a ``:``, of every ``owner`` the
+        process claims with: that is how its claims are found once it is stale.
+        """
+        now = self.clock()
+        stmt = (
+            self._insert(workers)
+            .values(worker_id=worker_id, started_at=now, heartbeat_at=now)
+            .on_conflict_do_update(index_elements=[workers.c.worker_id], set_={"heartbeat_at": now})
+        )
+        with self.transaction() as conn:
+            conn.execute(stmt)
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Drop the process's heartbeat row (a clean stop, its claims released already)."""
+        with self.transaction() as conn:
+            conn.execute(delete(workers).where(workers.c.worker_id == worker_id))
+
+    def take_over_stale(self, stale_seconds: float) -> dict[str, int]:
+        """Free the claims of every worker process silent for ``stale_seconds``.
+
+        Each stale row is deleted and its pending claims lose their lease (token,
+        owner, expiry), so any worker may claim them now; the attempt already
+        counted stays counted, as after an expired lease. Returns how many claims
+        each stale worker lost. A process that was only paused finds, when it
+        comes back, that its token no longer holds (``LeaseLost``), and its next
+        beat registers it again as a new, live process.
+        """
+        now = self.clock()
+        cutoff = now - timedelta(seconds=stale_seconds)
+        freed: dict[str, int] = {}
+        with self.transaction() as conn:
+            # Deleted first, with RETURNING: of two processes reaping at once on
+            # PostgreSQL only one gets each row, and a row beaten since is left alone.
+            stale = conn.execute(
+                delete(workers)
+                .where(workers.c.heartbeat_at < cutoff)
+                .returning(workers.c.worker_id)
+            ).scalars()
+            for worker_id in list(stale):
+                prefix = f"{worker_id}:"
+                # An exact prefix test, not LIKE: a host name may hold ``_``, a LIKE wildcard.
+                owned = func.substr(events.c.lease_owner, 1, len(prefix)) == prefix
+                result = conn.execute(
+                    update(events)
+                    .where(events.c.state.in_(PENDING), events.c.lease_token.is_not(None), owned)
+                    .values(
+                        lease_token=None,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        updated_at=now,
+                    )
+                )
+                freed[worker_id] = result.rowcount
+        return freed
+
+    def live_workers(self) -> list[tuple[str, datetime]]:
+        """Worker processes with a heartbeat row: (id, last heartbeat), oldest beat first."""
+        query = select(workers.c.worker_id, workers.c.heartbeat_at).order_by(workers.c.heartbeat_at)
+        with self._reader.connect() as conn:
+            return [(row.worker_id, _utc(row.heartbeat_at)) for row in conn.execute(query)]  # type: ignore[misc]
 
     def replay(self, event_ids: Sequence[str], *, actor: str = "unknown") -> list[Event]:
         """Queue dead or quarantined events again with a fresh attempt count.

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.pool import NullPool
 
 from tests.conftest import ADMIN_TOKEN, DEFAULT_MAPPING, WEBHOOK_SECRET, free_port, seed_booking
 
@@ -229,3 +231,77 @@ def test_several_processes_share_one_sqlite_file(spawn: Any, tmp_path: Path) -> 
     logs = worker_log.read_text() + "".join(server.output() for server in servers)
     assert "database is locked" not in logs
     assert "Traceback" not in logs
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_sigkilled_serve_claims_taken_over_in_seconds(
+    database: str, spawn: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """With the default 60 s lease, a SIGKILLed serve's claims are synced once within 15 s."""
+    from sqlalchemy import create_engine
+
+    url = (
+        f"sqlite:///{tmp_path / 'takeover.db'}"
+        if database == "sqlite"
+        else str(request.getfixturevalue("pg_url"))
+    )
+    env = {
+        "CRM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "SYNC_WAIT_MS": "0",
+        "DATABASE_URL": url,
+    }
+    server = spawn(**env)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for n in range(50):
+            answer = http.post(
+                "/api/bookings/incoming",
+                json=seed_booking(bookingId=f"takeover-{n}", email=f"p{n % 10}@example.com"),
+                headers={"X-Webhook-Secret": WEBHOOK_SECRET},
+            )
+            assert answer.status_code == 202, answer.text
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        # Kill it while it holds claims, so their leases have most of a minute to run.
+        deadline = time.monotonic() + 10
+        while not _leased(engine):
+            assert time.monotonic() < deadline, "serve never held a claim"
+            time.sleep(0.005)
+        server.kill()
+        killed = time.monotonic()
+        held = _leased(engine)
+    finally:
+        engine.dispose()
+    restarted = spawn(**env)
+    ready = time.monotonic()
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with httpx.Client(base_url=restarted.url, headers=admin, timeout=30) as http:
+        while (counts := http.get("/admin/outbox").json()["counts"])["synced"] < 50:
+            assert time.monotonic() - ready < 15, (counts, held)
+            time.sleep(0.2)
+        synced = time.monotonic()
+        assert counts == {**counts, "synced": 50, "queued": 0, "retrying": 0, "dead": 0}
+        activities = http.get("/api/activities", params={"limit": 1000}).json()
+        assert sorted(a["metadata"]["bookingId"] for a in activities) == sorted(
+            f"takeover-{n}" for n in range(50)
+        )
+    assert "took over its" in restarted.output()
+    print(
+        f"\nTAKEOVER {database}: claims_held_at_kill={held} restart_ready={ready - killed:.1f}s "
+        f"all_synced_after_ready={synced - ready:.1f}s after_kill={synced - killed:.1f}s"
+    )
+
+
+def _leased(engine: Engine) -> int:
+    """How many pending events of the outbox hold a lease."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM outbox_events "
+                    "WHERE state IN ('queued', 'retrying') AND lease_token IS NOT NULL"
+                )
+            ).scalar_one()
+        )
