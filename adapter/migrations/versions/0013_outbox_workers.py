@@ -1,7 +1,7 @@
 """Worker heartbeats: one row per worker process (``outbox.schema.workers``).
 
-Revision ID: 0012_outbox_workers
-Revises: 0011_hubspot_pauses
+Revision ID: 0013_outbox_workers
+Revises: 0012_crm_properties
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012_outbox_workers"
-down_revision = "0011_hubspot_pauses"
+revision = "0013_outbox_workers"
+down_revision = "0012_crm_properties"
 branch_labels = None
 depends_on = None
 
