@@ -392,3 +392,37 @@ def test_nul_values_are_400s_on_postgresql(
             assert stored(pg_services) == 0
     finally:
         pg_services.close()
+
+
+# Issue 13: bodies that json.loads accepts (or nearly) but the service could not hold.
+HOSTILE = {
+    "deep-nesting": (b'{"extra": ' + b"[" * 1500 + b"]" * 1500 + b"}", "body"),
+    "huge-integer": (b'{"duration": ' + b"9" * 5000 + b"}", "duration"),
+    "lone-surrogate": (b'{"name": "\\udfff"}', "name"),
+    "huge-timezone": (json.dumps({"timezone": "E" * 60_000}).encode(), "timezone"),
+}
+
+
+def hostile_body(case: str) -> bytes:
+    """A seed booking with the hostile part spliced in as one of its fields."""
+    fragment, _field = HOSTILE[case]
+    seed = json.dumps(seed_booking()).encode()
+    return seed[:-1] + b", " + fragment[1:]
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_bodies_are_400_naming_the_field_and_logged_without_the_value(
+    client: TestClient, services: Services, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deep nesting, a 5,000-digit int, a lone surrogate, a 60,000-char timezone: 400, not 500."""
+    caplog.set_level("INFO", logger="adapter")
+    body = hostile_body(case)
+    headers = {**SECRET, "content-type": "application/json"}
+    response = client.post(URL, content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    field = HOSTILE[case][1]
+    assert any(d["field"].startswith(field) for d in response.json()["details"]), response.text
+    assert stored(services) == 0
+    refused = [r for r in caplog.records if "webhook refused" in r.getMessage()]
+    assert len(refused) == 1
+    assert len(refused[0].getMessage()) < 1000  # the oversized value is not in it

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Annotated, Any
 
@@ -13,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from adapter.api.auth import Unauthorized, authenticate
 from adapter.api.deps import AdminDep, ServicesDep, get_services
+from adapter.api.jsonbody import BodyRejected, decode_json_body
 from adapter.api.schemas import (
     EventAnswer,
     EventStatus,
@@ -75,6 +75,15 @@ def _invalid(details: list[dict[str, str]]) -> JSONResponse:
     return JSONResponse({"error": "Invalid payload", "details": details}, status_code=400)
 
 
+def _refused(details: list[dict[str, str]]) -> JSONResponse:
+    """The webhook's 400, logged in one line of fields and reasons (never the values)."""
+    log.info(
+        "webhook refused (400): %s",
+        "; ".join(f"{d['field'][:200]}: {d['message'][:200]}" for d in details),
+    )
+    return _invalid(details)
+
+
 def event_answer(event: Event) -> JSONResponse:
     """200 with the CRM records once synced, else 202 pointing at the status."""
     if event.state == SYNCED and event.result is not None:
@@ -123,15 +132,17 @@ def _incoming(request: Request, body: bytes, services: Services) -> tuple[str, J
             {"error": "Content-Type must be application/json"}, status_code=415
         )
     try:
-        raw: Any = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return "unsupported", JSONResponse({"error": "Body is not valid JSON"}, status_code=415)
+        raw: Any = decode_json_body(body)
+    except BodyRejected as exc:
+        if exc.status == 415:
+            return "unsupported", JSONResponse({"error": exc.error}, status_code=415)
+        return "invalid", _refused([{"field": f, "message": m} for f, m in exc.details])
     if not isinstance(raw, dict):
-        return "invalid", _invalid([{"field": "body", "message": "must be a JSON object"}])
+        return "invalid", _refused([{"field": "body", "message": "must be a JSON object"}])
     try:
         booking = parse_booking(raw)
     except ValidationError as exc:
-        return "invalid", _invalid([d.model_dump() for d in validation_details(exc)])
+        return "invalid", _refused([d.model_dump() for d in validation_details(exc)])
 
     event, created = accept_booking(
         services.store, booking, raw, services.mappings.current, webhook_id=auth.webhook_id
