@@ -30,6 +30,14 @@ def unplaceable_reason(booking: Booking, mapping: MappingConfig) -> str | None:
     return None
 
 
+class WebhookIdReused(Exception):
+    """A ``webhook-id`` already names a message with a different body; nothing is stored."""
+
+    def __init__(self, webhook_id: str) -> None:
+        super().__init__(f"webhook-id {webhook_id!r} was already used for a different body")
+        self.webhook_id = webhook_id
+
+
 def accept_booking(
     store: OutboxStore,
     booking: Booking,
@@ -41,7 +49,9 @@ def accept_booking(
     """Commit the booking as an outbox event; returns (event, whether it is new).
 
     An authentic booking the mapping cannot place is stored quarantined, never
-    dropped. A repeat delivery stores nothing and returns the first event.
+    dropped. A repeat delivery stores nothing and returns the first event; a
+    reused ``webhook_id`` with a different body raises ``WebhookIdReused``
+    (answering it with the first booking's ids would silently drop the second).
     """
     reason = unplaceable_reason(booking, mapping)
     new = NewEvent(
@@ -54,4 +64,12 @@ def accept_booking(
         state=QUARANTINED if reason else QUEUED,
         last_error=reason,
     )
-    return store.enqueue_committed(new)
+    event, created = store.enqueue_committed(new)
+    if (
+        not created
+        and webhook_id is not None
+        and event.webhook_id == webhook_id
+        and event.body_hash != new.body_hash
+    ):
+        raise WebhookIdReused(webhook_id)
+    return event, created

@@ -62,7 +62,7 @@ class Metrics:
         self.webhooks = Counter(
             "bookme_webhook_requests",
             "Webhook deliveries by outcome (synced, queued, quarantined, repeat, invalid, "
-            "unauthorized, too_large, unsupported).",
+            "unauthorized, too_large, unsupported, conflict, throttled).",
             ["outcome"],
             registry=self.registry,
         )

@@ -426,3 +426,38 @@ def test_hostile_bodies_are_400_naming_the_field_and_logged_without_the_value(
     refused = [r for r in caplog.records if "webhook refused" in r.getMessage()]
     assert len(refused) == 1
     assert len(refused[0].getMessage()) < 1000  # the oversized value is not in it
+
+
+def test_reused_webhook_id_with_another_body_is_409_and_stores_nothing(
+    client: TestClient, services: Services
+) -> None:
+    """One webhook-id, two bodies: the second is a 409 naming the id, not the first's answer."""
+    first = _raw(seed_booking())
+    headers = sign(first, msg_id="msg_reused")
+    assert client.post(URL, content=first, headers=headers).status_code == 200
+    second = _raw(seed_booking(bookingId="test-456", name="Other Person"))
+    response = client.post(URL, content=second, headers=sign(second, msg_id="msg_reused"))
+    assert response.status_code == 409, response.text
+    detail = response.json()["details"][0]
+    assert detail["field"] == "webhook-id"
+    assert "msg_reused" in detail["message"]
+    assert "different body" in detail["message"]
+    assert stored(services) == 1
+    metrics = client.get("/metrics").text
+    assert 'bookme_webhook_requests_total{outcome="conflict"} 1.0' in metrics
+    # The same id with the same body stays a harmless repeat.
+    again = client.post(URL, content=first, headers=sign(first, msg_id="msg_reused"))
+    assert again.status_code == 200
+
+
+def test_shared_secret_with_a_relay_webhook_id_is_accepted_and_dedupes(
+    client: TestClient, services: Services
+) -> None:
+    """X-Webhook-Secret plus a relay's webhook-id (no signature) is accepted; the id dedupes."""
+    headers = {**SECRET, "webhook-id": "relay-0001"}
+    first = post(client, seed_booking(), headers=headers)
+    assert first.status_code == 200, first.text
+    assert post(client, seed_booking(), headers=headers).json() == first.json()
+    other = post(client, seed_booking(bookingId="test-789"), headers=headers)
+    assert other.status_code == 409
+    assert stored(services) == 1

@@ -29,7 +29,7 @@ from adapter.bookme import (
     InvalidBookingId,
     import_booking,
 )
-from adapter.ingest import accept_booking
+from adapter.ingest import WebhookIdReused, accept_booking
 from adapter.services import Services
 from outbox.store import PENDING, SYNCED, Event
 
@@ -37,6 +37,13 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 _JSON_TYPES = ("application/json", "application/*+json")
+
+
+class WebhookConflict(BaseModel):
+    """A 409: the ``webhook-id`` names another message; nothing is stored."""
+
+    error: str
+    details: list[FieldError]
 
 
 class PayloadTooLarge(HTTPException):
@@ -106,6 +113,10 @@ def event_answer(event: Event) -> JSONResponse:
         200: {"model": EventAnswer, "description": "Synced to the CRM, with the CRM's ids"},
         202: {"model": EventAnswer, "description": "Stored; queued or quarantined"},
         **error_responses(400, 401, 413, 415, s400="Invalid payload"),
+        409: {
+            "model": WebhookConflict,
+            "description": "The webhook-id was already used for a different body",
+        },
     },
 )
 def incoming(request: Request, body: RawBody, services: ServicesDep) -> JSONResponse:
@@ -144,9 +155,25 @@ def _incoming(request: Request, body: bytes, services: Services) -> tuple[str, J
     except ValidationError as exc:
         return "invalid", _refused([d.model_dump() for d in validation_details(exc)])
 
-    event, created = accept_booking(
-        services.store, booking, raw, services.mappings.current, webhook_id=auth.webhook_id
-    )
+    try:
+        event, created = accept_booking(
+            services.store, booking, raw, services.mappings.current, webhook_id=auth.webhook_id
+        )
+    except WebhookIdReused as exc:
+        log.warning("webhook refused (409): %s", exc)
+        return "conflict", JSONResponse(
+            {
+                "error": "Conflict",
+                "details": [
+                    {
+                        "field": "webhook-id",
+                        "message": f"{exc.webhook_id[:200]!r} was already used for a "
+                        "different body; a webhook id names one message",
+                    }
+                ],
+            },
+            status_code=409,
+        )
     log.info(
         "booking %s accepted as event %s (%s, %s)",
         booking.booking_id,
