@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
 
 from adapter.booking import Booking
 from adapter.mapping import MappingConfig
-from adapter.timeutil import utcnow
+from adapter.timeutil import SENDER_CLOCK_TOLERANCE, as_utc, iso_z, trusted_stamp
 from outbox.store import QUARANTINED, QUEUED, Event, NewEvent, OutboxStore
+
+log = logging.getLogger(__name__)
 
 
 def body_hash(raw: Any) -> str:
@@ -54,12 +57,23 @@ def accept_booking(
     (answering it with the first booking's ids would silently drop the second).
     """
     reason = unplaceable_reason(booking, mapping)
+    received = store.clock()  # the receipt time the outbox records for the event
+    snapshot_at = trusted_stamp(booking.updated_at, received) or received
+    if booking.updated_at is not None and snapshot_at != as_utc(booking.updated_at):
+        log.warning(
+            "booking %s: updatedAt %s is more than %s ahead of its receipt; ordered by "
+            "its receipt time instead",
+            booking.booking_id,
+            iso_z(booking.updated_at),
+            SENDER_CLOCK_TOLERANCE,
+            extra={"booking_id": booking.booking_id},
+        )
     new = NewEvent(
         key=booking.booking_id,
         kind=booking.event,
         payload=booking.model_dump(mode="json", by_alias=True, exclude_none=True),
         body_hash=body_hash(raw),
-        snapshot_at=booking.updated_at or utcnow(),
+        snapshot_at=snapshot_at,
         webhook_id=webhook_id,
         state=QUARANTINED if reason else QUEUED,
         last_error=reason,
