@@ -33,7 +33,7 @@ from adapter.backends.local.reader import Activity, Task
 from adapter.bookme import BookMeError, import_booking
 from adapter.timeutil import utcnow
 from adapter.ui import display
-from adapter.ui.session import Session, SessionCodec, clear, token_matches
+from adapter.ui.session import Session, SessionCodec, SessionStore, clear, token_matches
 from outbox.exceptions import EventNotFound
 from outbox.store import DEAD, QUARANTINED, QUEUED, REPLAYABLE, STATES
 
@@ -154,9 +154,12 @@ class Page:
 
 
 def _logged_in(request: Request, services: Services) -> Session | None:
+    """The request's session if it logged in and the server has not ended it (logout)."""
     codec = _codec(services)
     session = codec.read(request) if codec else None
-    return session if session and session.authenticated else None
+    if session is None or not session.authenticated:
+        return None
+    return session if SessionStore(services.engine).is_live(session.sid) else None
 
 
 def _to_login(request: Request) -> Response:
@@ -247,7 +250,8 @@ def login(request: Request, services: ServicesDep, form: FormDep) -> Response:
         )
     log.info("dashboard login")
     response = _redirect(_safe_next(form.get("next")))
-    codec.write(response, Session.fresh(authenticated=True))
+    sid = SessionStore(services.engine).open()
+    codec.write(response, Session.fresh(authenticated=True, sid=sid))
     return response
 
 
@@ -256,6 +260,7 @@ def logout(request: Request, services: ServicesDep, form: FormDep) -> Response:
     checked = _checked_post(request, services, form)
     if isinstance(checked, Response):
         return checked
+    SessionStore(services.engine).end(checked.sid)  # a copied cookie dies with it
     response = _redirect("/ui/login")
     clear(response)
     return response

@@ -39,3 +39,20 @@ def test_sqlite_file_and_data_folder_are_created_owner_only(
         assert _mode(folder / "webhook-secret") == 0o600
     finally:
         services.close()
+
+
+def test_a_copied_session_cookie_is_refused_after_logout(services: Any) -> None:
+    """Logout ends the session on the server: the same cookie, replayed, gets the login form."""
+    from tests.integration.test_dashboard import COOKIE, _client, log_in, page_csrf
+
+    with _client(services) as browser, _client(services) as thief:
+        assert log_in(browser).status_code == 303
+        copied = browser.cookies.get(COOKIE, path="/ui")
+        assert copied
+        thief.cookies.set(COOKIE, copied, domain="testserver.local", path="/ui")
+        assert thief.get("/ui", follow_redirects=False).status_code == 200  # the copy works...
+        logout = browser.post("/ui/logout", data={"csrf": page_csrf(browser)})
+        assert logout.status_code == 200  # followed to the login form
+        refused = thief.get("/ui", follow_redirects=False)  # ...until its owner logs out
+        assert refused.status_code == 303
+        assert refused.headers["location"].startswith("/ui/login")
