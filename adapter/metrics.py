@@ -91,6 +91,18 @@ class Metrics:
             ["how"],
             registry=self.registry,
         )
+        self.auth_failures = Counter(
+            "bookme_auth_failures",
+            "Wrong credentials presented, by surface (webhook, admin, login).",
+            ["surface"],
+            registry=self.registry,
+        )
+        self.auth_throttled = Counter(
+            "bookme_auth_throttled",
+            "Requests refused with 429 because their address failed too often, by surface.",
+            ["surface"],
+            registry=self.registry,
+        )
         if store is not None:
             self.registry.register(_OutboxCollector(store))
 

@@ -21,6 +21,15 @@ class Authenticated:
     webhook_id: str | None
 
 
+def is_signed(headers: Mapping[str, str]) -> bool:
+    """Whether the request is judged by a Standard Webhooks signature (which needs the
+    body) rather than the shared secret (which the headers alone settle)."""
+    lowered = {key.lower() for key in headers}
+    if "webhook-signature" in lowered or "webhook-timestamp" in lowered:
+        return True
+    return "webhook-id" in lowered and "x-webhook-secret" not in lowered
+
+
 def authenticate(
     headers: Mapping[str, str],
     body: bytes,
@@ -36,8 +45,7 @@ def authenticate(
     that names its deliveries: the secret decides, and the id dedupes.
     """
     lowered = {key.lower(): value for key, value in headers.items()}
-    signed = "webhook-signature" in lowered or "webhook-timestamp" in lowered
-    if signed or ("webhook-id" in lowered and "x-webhook-secret" not in lowered):
+    if is_signed(lowered):
         if not signing_secrets:
             raise Unauthorized("signature headers sent but no signing secret is configured")
         for secret in signing_secrets:

@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapter.api.deps import ServicesDep
 from adapter.api.routes.crm import ReaderDep
+from adapter.api.throttle import client_address
 from adapter.backends.base import backend_pause
 from adapter.backends.hubspot import account as hubspot_account
 from adapter.backends.hubspot import store as hubspot_store
@@ -240,8 +241,20 @@ def login(request: Request, services: ServicesDep, form: FormDep) -> Response:
             "Login form expired",
             "The login form has expired or cookies are blocked. Reload the login page.",
         )
+    address = client_address(request)
+    wait = services.throttle.retry_after(address, "login")
+    if wait is not None:
+        log.warning("dashboard login throttled: too many wrong tokens from this address")
+        refused = page.error(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "Too many attempts",
+            f"Too many wrong tokens from this address. Try again in {wait} seconds.",
+        )
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     if not token_matches(form.get("token", "").strip(), services.admin_token):
         log.warning("dashboard login refused: wrong admin token")
+        services.throttle.failed(address, "login")
         return page.render(
             "login.html",
             status.HTTP_401_UNAUTHORIZED,

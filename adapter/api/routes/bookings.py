@@ -10,8 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
-from adapter.api.auth import Unauthorized, authenticate
-from adapter.api.deps import AdminDep, ServicesDep, get_services
+from adapter.api.auth import Unauthorized, authenticate, is_signed
+from adapter.api.deps import AdminDep, ServicesDep, get_services, refuse_if_throttled
 from adapter.api.jsonbody import BodyRejected, decode_json_body
 from adapter.api.schemas import (
     EventAnswer,
@@ -21,6 +21,7 @@ from adapter.api.schemas import (
     error_responses,
     event_status,
 )
+from adapter.api.throttle import client_address
 from adapter.booking import FieldError, parse_booking, validation_details
 from adapter.bookme import (
     BookMeError,
@@ -51,9 +52,36 @@ class PayloadTooLarge(HTTPException):
         super().__init__(status.HTTP_413_CONTENT_TOO_LARGE, "Payload too large")
 
 
+def _refuse_before_body(request: Request, services: Services) -> None:
+    """429 for a throttled address, and the shared-secret check, from the headers alone:
+    a sender without the secret cannot make us read (or wait for) its body."""
+    try:
+        refuse_if_throttled(request, "webhook")
+    except HTTPException:
+        services.metrics.webhooks.labels("throttled").inc()
+        raise
+    if is_signed(request.headers):
+        return  # a signature covers the body: checked once it is read
+    try:
+        authenticate(
+            request.headers,
+            b"",
+            shared_secret=services.webhook_secret,
+            signing_secrets=services.signing_secrets,
+        )
+    except Unauthorized as exc:
+        log.info("webhook refused before its body: %s", exc)
+        if "x-webhook-secret" in request.headers:
+            services.throttle.failed(client_address(request), "webhook")
+        services.metrics.webhooks.labels("unauthorized").inc()
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Unauthorized") from None
+
+
 async def read_limited_body(request: Request) -> bytes:
-    """The raw body, refused with 413 past ``max_body_bytes`` without reading it all."""
+    """The raw body, refused with 413 past ``max_body_bytes`` without reading it all
+    (and not read at all when the headers already fail the shared secret)."""
     services = get_services(request)
+    _refuse_before_body(request, services)
     limit = services.settings.max_body_bytes
     declared = request.headers.get("content-length", "")
     body = bytearray()
@@ -112,7 +140,7 @@ def event_answer(event: Event) -> JSONResponse:
     responses={
         200: {"model": EventAnswer, "description": "Synced to the CRM, with the CRM's ids"},
         202: {"model": EventAnswer, "description": "Stored; queued or quarantined"},
-        **error_responses(400, 401, 413, 415, s400="Invalid payload"),
+        **error_responses(400, 401, 413, 415, 429, s400="Invalid payload"),
         409: {
             "model": WebhookConflict,
             "description": "The webhook-id was already used for a different body",
@@ -136,6 +164,7 @@ def _incoming(request: Request, body: bytes, services: Services) -> tuple[str, J
         )
     except Unauthorized as exc:
         log.info("webhook refused: %s", exc)
+        services.throttle.failed(client_address(request), "webhook")  # a wrong signature
         return "unauthorized", JSONResponse({"error": "Unauthorized"}, status_code=401)
 
     if not _is_json(request.headers.get("content-type", "")):
