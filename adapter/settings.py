@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     outbox_retry_base_seconds: float = Field(default=5.0, gt=0)
     outbox_retry_cap_seconds: float = Field(default=3 * 3600.0, gt=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # The HTTP server (``serve``): idle time between requests, and how long a client
+    # may take to send a request's head and then its body (``adapter.api.server``).
+    http_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     # Wrong credentials allowed per client address before 429s (``adapter.api.throttle``).
     auth_failure_limits: str = "5/minute;30/hour;100/day"
     # How long a HubSpot create that may have landed is trusted to HubSpot's search

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from starlette.requests import ClientDisconnect
 
 from adapter.api.auth import Unauthorized, authenticate, is_signed
 from adapter.api.deps import AdminDep, ServicesDep, get_services, refuse_if_throttled
@@ -86,10 +87,14 @@ async def read_limited_body(request: Request) -> bytes:
     declared = request.headers.get("content-length", "")
     body = bytearray()
     if not (declared.isdigit() and int(declared) > limit):
-        async for chunk in request.stream():
-            body.extend(chunk)
-            if len(body) > limit:
-                break
+        try:
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > limit:
+                    break
+        except ClientDisconnect:
+            # Gone (or cut off by the server's body timeout): nobody reads an answer.
+            raise HTTPException(status.HTTP_408_REQUEST_TIMEOUT, "Body not received") from None
     if len(body) > limit or (declared.isdigit() and int(declared) > limit):
         services.metrics.webhooks.labels("too_large").inc()
         raise PayloadTooLarge()
