@@ -39,7 +39,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
 
 def _connect(server: Serve) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    sock.settimeout(0.05)
+    sock.setblocking(False)  # polled: recv raises BlockingIOError while nothing came
     return sock
 
 
@@ -93,7 +93,8 @@ def test_slow_and_idle_clients_are_cut_off_and_never_hold_request_threads(serve:
             timeout=5,
         )
         assert answer.status_code in (200, 202), answer.text
-        assert time.monotonic() - started < 1.0
+        answered = time.monotonic() - started
+        assert answered < 1.0
 
         closed: dict[int, tuple[float, bytes]] = {}
         everyone = slow_bodies + slow_heads + idle
@@ -109,7 +110,7 @@ def test_slow_and_idle_clients_are_cut_off_and_never_hold_request_threads(serve:
             "head": max(closed[i][0] for i in range(SLOW_BODIES, SLOW_BODIES + SLOW_HEADS)),
             "idle": max(closed[i][0] for i in range(SLOW_BODIES + SLOW_HEADS, len(everyone))),
         }
-        print("closed after (s):", {k: round(v, 2) for k, v in waits.items()})
+        print(f"webhook answered in {answered:.3f} s; closed after (s):", waits)
         assert waits["body"] < 1.5 + 1.0  # body timeout, plus polling slack
         assert waits["head"] < 1.0 + 1.0
         assert waits["idle"] < 1.0 + 1.0
