@@ -138,7 +138,8 @@ class Booking(BaseModel):
     created_at: datetime | None = Field(default=None, alias="createdAt")
     event: BookingEvent = "booking.created"
     updated_at: datetime | None = Field(default=None, alias="updatedAt")
-    timezone: StrictStr | None = None
+    # IANA names are at most ~30 characters; an unbounded one made ZoneInfo raise OSError.
+    timezone: StrictStr | None = Field(default=None, max_length=64)
     cancellation_reason: StrictStr | None = Field(
         default=None, alias="cancellationReason", max_length=2000
     )
@@ -230,7 +231,8 @@ class Booking(BaseModel):
             return None
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+            # OSError: a name the file system refuses (too long for a path component).
             raise ValueError("must be an IANA time zone name, e.g. 'Europe/Stockholm'") from exc
         return value
 

@@ -190,6 +190,7 @@ def serve(
     import uvicorn
 
     from adapter.api.app import create_app
+    from adapter.api.server import server_options
 
     settings = _settings()
     _configure_logging(log_format or settings.log_format)
@@ -210,7 +211,15 @@ def serve(
         daemon=True,
     ).start()
     try:
-        uvicorn.run(api, host=host, port=port, log_level="info", access_log=False, log_config=None)
+        uvicorn.run(
+            api,
+            host=host,
+            port=port,
+            log_level="info",
+            access_log=False,
+            log_config=None,
+            **server_options(settings),  # timeouts for slow and idle clients
+        )
     finally:
         services.close(timeout=deadline)
 

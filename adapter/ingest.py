@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
 
 from adapter.booking import Booking
 from adapter.mapping import MappingConfig
-from adapter.timeutil import utcnow
+from adapter.timeutil import SENDER_CLOCK_TOLERANCE, as_utc, iso_z, trusted_stamp
 from outbox.store import QUARANTINED, QUEUED, Event, NewEvent, OutboxStore
+
+log = logging.getLogger(__name__)
 
 
 def body_hash(raw: Any) -> str:
@@ -30,6 +33,14 @@ def unplaceable_reason(booking: Booking, mapping: MappingConfig) -> str | None:
     return None
 
 
+class WebhookIdReused(Exception):
+    """A ``webhook-id`` already names a message with a different body; nothing is stored."""
+
+    def __init__(self, webhook_id: str) -> None:
+        super().__init__(f"webhook-id {webhook_id!r} was already used for a different body")
+        self.webhook_id = webhook_id
+
+
 def accept_booking(
     store: OutboxStore,
     booking: Booking,
@@ -41,17 +52,38 @@ def accept_booking(
     """Commit the booking as an outbox event; returns (event, whether it is new).
 
     An authentic booking the mapping cannot place is stored quarantined, never
-    dropped. A repeat delivery stores nothing and returns the first event.
+    dropped. A repeat delivery stores nothing and returns the first event; a
+    reused ``webhook_id`` with a different body raises ``WebhookIdReused``
+    (answering it with the first booking's ids would silently drop the second).
     """
     reason = unplaceable_reason(booking, mapping)
+    received = store.clock()  # the receipt time the outbox records for the event
+    snapshot_at = trusted_stamp(booking.updated_at, received) or received
+    if booking.updated_at is not None and snapshot_at != as_utc(booking.updated_at):
+        log.warning(
+            "booking %s: updatedAt %s is more than %s ahead of its receipt; ordered by "
+            "its receipt time instead",
+            booking.booking_id,
+            iso_z(booking.updated_at),
+            SENDER_CLOCK_TOLERANCE,
+            extra={"booking_id": booking.booking_id},
+        )
     new = NewEvent(
         key=booking.booking_id,
         kind=booking.event,
         payload=booking.model_dump(mode="json", by_alias=True, exclude_none=True),
         body_hash=body_hash(raw),
-        snapshot_at=booking.updated_at or utcnow(),
+        snapshot_at=snapshot_at,
         webhook_id=webhook_id,
         state=QUARANTINED if reason else QUEUED,
         last_error=reason,
     )
-    return store.enqueue_committed(new)
+    event, created = store.enqueue_committed(new)
+    if (
+        not created
+        and webhook_id is not None
+        and event.webhook_id == webhook_id
+        and event.body_hash != new.body_hash
+    ):
+        raise WebhookIdReused(webhook_id)
+    return event, created

@@ -62,7 +62,7 @@ class Metrics:
         self.webhooks = Counter(
             "bookme_webhook_requests",
             "Webhook deliveries by outcome (synced, queued, quarantined, repeat, invalid, "
-            "unauthorized, too_large, unsupported).",
+            "unauthorized, too_large, unsupported, conflict, throttled).",
             ["outcome"],
             registry=self.registry,
         )
@@ -89,6 +89,18 @@ class Metrics:
             "Interrupted HubSpot creates settled, by how: found through associations, "
             "found through search, or recreated_after_lag (the last resort).",
             ["how"],
+            registry=self.registry,
+        )
+        self.auth_failures = Counter(
+            "bookme_auth_failures",
+            "Wrong credentials presented, by surface (webhook, admin, login).",
+            ["surface"],
+            registry=self.registry,
+        )
+        self.auth_throttled = Counter(
+            "bookme_auth_throttled",
+            "Requests refused with 429 because their address failed too often, by surface.",
+            ["surface"],
             registry=self.registry,
         )
         if store is not None:

@@ -23,7 +23,7 @@ def stored_secret(data_dir: Path, name: str) -> StoredSecret:
     path = data_dir / name
     if path.exists():
         return StoredSecret(path.read_text().strip(), generated=False, path=path)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # beside the secrets: owner-only
     value = secrets.token_urlsafe(32)
     tmp = data_dir / f".{name}.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

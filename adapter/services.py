@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from adapter import db
+from adapter.api.throttle import FailureThrottle
 from adapter.backends import CrmBackend, build_backend
 from adapter.backends.base import backend_pause
 from adapter.errors import MappingError
@@ -91,6 +92,7 @@ class Services:
     signing_secrets: list[str]
     admin_token: str | None
     metrics: Metrics
+    throttle: FailureThrottle
     generated: list[StoredSecret] = field(default_factory=list)  # made by this start
     workers: list[Worker] = field(default_factory=list)
     heartbeat: Heartbeat | None = None
@@ -295,5 +297,10 @@ def build_services(
         signing_secrets=settings.signing_secrets,
         admin_token=admin_token,
         metrics=metrics,
+        throttle=FailureThrottle(
+            settings.auth_failure_limits,
+            failures=metrics.auth_failures,
+            throttled=metrics.auth_throttled,
+        ),
         generated=generated,
     )

@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     outbox_retry_base_seconds: float = Field(default=5.0, gt=0)
     outbox_retry_cap_seconds: float = Field(default=3 * 3600.0, gt=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # The HTTP server (``serve``): idle time between requests, and how long a client
+    # may take to send a request's head and then its body (``adapter.api.server``).
+    http_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # Wrong credentials allowed per client address before 429s (``adapter.api.throttle``).
+    auth_failure_limits: str = "5/minute;30/hour;100/day"
     # How long a HubSpot create that may have landed is trusted to HubSpot's search
     # index before it is made again (HubSpot documents "a few seconds"; 60 s is safe).
     hubspot_search_lag_seconds: float = Field(default=60.0, ge=0, le=3600)
@@ -143,6 +150,17 @@ class Settings(BaseSettings):
         match = _RATE.match(value)
         if not match or int(match.group(1)) < 1 or float(match.group(2)) <= 0:
             raise ValueError("must look like '100/10s'")
+        return value
+
+    @field_validator("auth_failure_limits")
+    @classmethod
+    def _failure_limits(cls, value: str) -> str:
+        from adapter.api.throttle import parse_limits
+
+        try:
+            parse_limits(value)
+        except ValueError as exc:
+            raise ValueError("must look like '5/minute;30/hour;100/day'") from exc
         return value
 
     @model_validator(mode="after")

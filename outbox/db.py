@@ -14,6 +14,8 @@ timeout.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,15 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 BUSY_TIMEOUT_MS = 30_000
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file (0600) and any missing folders (0700): it holds customer
+    data. SQLite gives its -wal and -shm files the database file's mode. An existing
+    file or folder is left as its owner set it."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -33,7 +44,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        _create_private(Path(database))
     connect_args = kwargs.pop("connect_args", {})
     connect_args.setdefault("timeout", BUSY_TIMEOUT_MS / 1000)
     connect_args.setdefault("check_same_thread", False)

@@ -78,6 +78,8 @@ class Event:
     received_at: datetime
     synced_at: datetime | None
     next_attempt_at: datetime
+    # What a repeated ``webhook_id`` is compared with: one id names one message.
+    body_hash: str = ""
 
     @classmethod
     def from_row(cls, row: Any) -> Event:
@@ -97,6 +99,7 @@ class Event:
             received_at=_utc(m["received_at"]),  # type: ignore[arg-type]
             synced_at=_utc(m["synced_at"]),
             next_attempt_at=_utc(m["next_attempt_at"]),  # type: ignore[arg-type]
+            body_hash=m["body_hash"],
         )
 
 

@@ -82,6 +82,8 @@ def make_settings(tmp_path: Path, sqlite_url: str) -> Callable[..., Settings]:
             "data_dir": tmp_path / "var",
             "sync_wait_ms": 5000,
             "worker_poll_seconds": 0.05,
+            # Tests present wrong credentials on purpose; throttling tests set their own.
+            "auth_failure_limits": "10000/minute",
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

@@ -6,13 +6,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapter import __version__
+from adapter.api.deps import require_admin
 from adapter.api.routes import bookings, crm, ops
+from adapter.api.schemas import error_responses
 from adapter.services import Services, build_services
 from adapter.settings import Settings
 from adapter.ui import router as ui_router
@@ -51,6 +54,7 @@ def create_app(
         description="BookMe bookings mapped onto a CRM through a transactional outbox.",
         lifespan=lifespan,
     )
+    _document_throttling(bookings.router, crm.router, ops.router)
     app.include_router(bookings.router)
     app.include_router(crm.router)
     app.include_router(ops.router)
@@ -58,6 +62,15 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_error)
     return app
+
+
+def _document_throttling(*routers: APIRouter) -> None:
+    """Every route behind the admin token may answer 429 (``adapter.api.throttle``)."""
+    for route in (route for router in routers for route in router.routes):
+        if isinstance(route, APIRoute) and any(
+            dep.call is require_admin for dep in route.dependant.dependencies
+        ):
+            route.responses.setdefault(429, error_responses(429)[429])
 
 
 async def _http_error(_request: Request, exc: Any) -> JSONResponse:

@@ -21,6 +21,15 @@ class Authenticated:
     webhook_id: str | None
 
 
+def is_signed(headers: Mapping[str, str]) -> bool:
+    """Whether the request is judged by a Standard Webhooks signature (which needs the
+    body) rather than the shared secret (which the headers alone settle)."""
+    lowered = {key.lower() for key in headers}
+    if "webhook-signature" in lowered or "webhook-timestamp" in lowered:
+        return True
+    return "webhook-id" in lowered and "x-webhook-secret" not in lowered
+
+
 def authenticate(
     headers: Mapping[str, str],
     body: bytes,
@@ -30,11 +39,13 @@ def authenticate(
 ) -> Authenticated:
     """Accept a valid Standard Webhooks signature or a matching ``X-Webhook-Secret``.
 
-    A request that carries signature headers is judged by them alone, so a
-    bad signature cannot fall back to a leaked shared secret.
+    A request that carries a signature (or its timestamp) is judged by it
+    alone, so a bad signature cannot fall back to a leaked shared secret. A
+    ``webhook-id`` beside ``X-Webhook-Secret`` and no signature is a relay
+    that names its deliveries: the secret decides, and the id dedupes.
     """
     lowered = {key.lower(): value for key, value in headers.items()}
-    if any(name in lowered for name in SIGNATURE_HEADERS):
+    if is_signed(lowered):
         if not signing_secrets:
             raise Unauthorized("signature headers sent but no signing secret is configured")
         for secret in signing_secrets:

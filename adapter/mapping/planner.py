@@ -53,7 +53,7 @@ from adapter.plan import (
     SkippedTask,
     TaskPlan,
 )
-from adapter.timeutil import as_utc
+from adapter.timeutil import as_utc, trusted_stamp
 
 
 def plan_booking(
@@ -121,7 +121,11 @@ def _plan(
         estimated_value=lead_settings.estimated_value,
         lead_score=lead_settings.lead_score,
         tags=_tags(lead_settings.tags, values),
-        activity_at=as_utc(booking.updated_at or booking.created_at or received or now),
+        activity_at=as_utc(
+            trusted_stamp(booking.updated_at or booking.created_at, received or now)
+            or received
+            or now
+        ),
         cancelled_stage=lifecycle.on_cancel.lead_stage,
         no_show_stage=lifecycle.on_no_show.lead_stage,
         properties=plan_properties(lead_settings.properties, values, typed),
@@ -190,7 +194,8 @@ def _plan(
         event_type=booking.event_type,
         event=booking.event,
         lifecycle=state,
-        snapshot_at=as_utc(booking.updated_at or received or now),
+        # Ordered as the outbox orders it (``ingest``): a far-future stamp cannot win.
+        snapshot_at=as_utc(trusted_stamp(booking.updated_at, received or now) or received or now),
         contact=contact,
         company=company,
         lead=lead,

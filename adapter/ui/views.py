@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapter.api.deps import ServicesDep
 from adapter.api.routes.crm import ReaderDep
+from adapter.api.throttle import client_address
 from adapter.backends.base import backend_pause
 from adapter.backends.hubspot import account as hubspot_account
 from adapter.backends.hubspot import store as hubspot_store
@@ -33,7 +34,7 @@ from adapter.backends.local.reader import Activity, Task
 from adapter.bookme import BookMeError, import_booking
 from adapter.timeutil import utcnow
 from adapter.ui import display
-from adapter.ui.session import Session, SessionCodec, clear, token_matches
+from adapter.ui.session import Session, SessionCodec, SessionStore, clear, token_matches
 from outbox.exceptions import EventNotFound
 from outbox.store import DEAD, QUARANTINED, QUEUED, REPLAYABLE, STATES
 
@@ -154,9 +155,12 @@ class Page:
 
 
 def _logged_in(request: Request, services: Services) -> Session | None:
+    """The request's session if it logged in and the server has not ended it (logout)."""
     codec = _codec(services)
     session = codec.read(request) if codec else None
-    return session if session and session.authenticated else None
+    if session is None or not session.authenticated:
+        return None
+    return session if SessionStore(services.engine).is_live(session.sid) else None
 
 
 def _to_login(request: Request) -> Response:
@@ -237,8 +241,20 @@ def login(request: Request, services: ServicesDep, form: FormDep) -> Response:
             "Login form expired",
             "The login form has expired or cookies are blocked. Reload the login page.",
         )
+    address = client_address(request)
+    wait = services.throttle.retry_after(address, "login")
+    if wait is not None:
+        log.warning("dashboard login throttled: too many wrong tokens from this address")
+        refused = page.error(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "Too many attempts",
+            f"Too many wrong tokens from this address. Try again in {wait} seconds.",
+        )
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     if not token_matches(form.get("token", "").strip(), services.admin_token):
         log.warning("dashboard login refused: wrong admin token")
+        services.throttle.failed(address, "login")
         return page.render(
             "login.html",
             status.HTTP_401_UNAUTHORIZED,
@@ -247,7 +263,8 @@ def login(request: Request, services: ServicesDep, form: FormDep) -> Response:
         )
     log.info("dashboard login")
     response = _redirect(_safe_next(form.get("next")))
-    codec.write(response, Session.fresh(authenticated=True))
+    sid = SessionStore(services.engine).open()
+    codec.write(response, Session.fresh(authenticated=True, sid=sid))
     return response
 
 
@@ -256,6 +273,7 @@ def logout(request: Request, services: ServicesDep, form: FormDep) -> Response:
     checked = _checked_post(request, services, form)
     if isinstance(checked, Response):
         return checked
+    SessionStore(services.engine).end(checked.sid)  # a copied cookie dies with it
     response = _redirect("/ui/login")
     clear(response)
     return response

@@ -254,3 +254,19 @@ def test_fuzz_unauthenticated_api_answers_401_never_5xx(served: Served) -> None:
                 credentials=WRONG_CREDENTIALS,
                 test_settings=UNAUTHENTICATED,
             )
+
+
+@pytest.mark.parametrize("served", DATABASES, indirect=True)
+def test_hostile_json_bodies_answer_400_never_5xx(served: Served) -> None:
+    """The four JSON shapes that were 500s (issue 13) stay 400s over real HTTP, on each database."""
+    from tests.integration.test_webhook import HOSTILE, hostile_body
+
+    for case in sorted(HOSTILE):
+        response = requests.post(
+            f"{served.server.url}{WEBHOOK}",
+            data=hostile_body(case),
+            headers={"X-Webhook-Secret": WEBHOOK_SECRET, "content-type": "application/json"},
+            timeout=10,
+        )
+        assert response.status_code == 400, (case, response.text)
+        assert response.json()["error"] == "Invalid payload"

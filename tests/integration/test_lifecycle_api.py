@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -167,3 +168,34 @@ def test_reschedule_past_the_prep_threshold_removes_the_open_prep_task(crm: Crm)
     local = soon.astimezone(ZoneInfo("Europe/Stockholm"))  # days are calendar days there
     expected = (local + timedelta(days=1)).astimezone(UTC).isoformat(timespec="milliseconds")
     assert tasks["follow-up"]["dueDate"] == expected.replace("+00:00", "Z")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_far_future_updated_at_cannot_freeze_the_booking_or_its_contact(crm: Crm) -> None:
+    """A 9999 updatedAt is ordered by its receipt: a later cancellation and contact edit land."""
+    frozen = crm.deliver(CREATED, updatedAt="9999-12-31T23:59:59Z")
+    assert frozen.status_code == 200, frozen.text
+    cancel = crm.deliver(
+        CANCELLED, updatedAt=_iso(datetime.now(UTC)), name="Erik Holm-Lind", phone="+46 70 1"
+    )
+    assert cancel.status_code == 200, cancel.text
+    assert cancel.json()["status"] == "synced"
+    assert crm.meeting()["outcome"] == "CANCELED"
+    (contact,) = crm.get("/api/contacts", email="erik@holmdesign.se")
+    assert (contact["lastName"], contact["phone"]) == ("Holm-Lind", "+46 70 1")
+
+
+def test_a_few_seconds_of_sender_clock_skew_keeps_the_senders_order(crm: Crm) -> None:
+    """Stamps a few seconds ahead are trusted as sent: an older one is superseded."""
+    start = datetime.now(UTC)
+    ahead = crm.deliver(CREATED, updatedAt=_iso(start + timedelta(seconds=3)))
+    assert ahead.status_code == 200, ahead.text
+    # Sent later but stamped earlier than the first (both within the 5-minute tolerance).
+    older = crm.deliver(RESCHEDULED, updatedAt=_iso(start + timedelta(seconds=1)))
+    assert older.json()["status"] == "superseded", older.text
+    newer = crm.deliver(CANCELLED, updatedAt=_iso(start + timedelta(seconds=4)))
+    assert newer.json()["status"] == "synced", newer.text
+    assert crm.meeting()["outcome"] == "CANCELED"

@@ -27,6 +27,9 @@ from outbox.store import OutboxStore
 from tests.conftest import DEFAULT_MAPPING, SAMPLES
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+# When the outbox receives the events: after every sample's ``updatedAt`` (up to
+# 2027-01-10), which a receipt before it would distrust as a sender's future clock.
+RECEIVED = datetime(2027, 1, 11, tzinfo=UTC)
 MAPPING = load_mapping(DEFAULT_MAPPING)
 EMAILS = ["erik@holmdesign.se", "ERIK@holmdesign.se ", "anna@nordkap.se"]
 COMPANIES = [None, "Holm Design", "holm  DESIGN", "Nordkap AB"]
@@ -74,7 +77,7 @@ def run(events: list[dict[str, Any]], drain_after: list[bool], workdir: Path) ->
     """Deliver ``events`` in order, draining the outbox where told and at the end."""
     engine = make_engine(f"sqlite:///{workdir / 'crm.db'}")
     upgrade(engine)
-    store = OutboxStore(engine)
+    store = OutboxStore(engine, clock=lambda: RECEIVED)
     worker = Worker(store, LocalBackend(engine), lambda: MAPPING, clock=lambda: NOW)
     for body, drain in zip(events, drain_after, strict=True):
         accept_booking(store, parse_booking(body), body, MAPPING)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from adapter.api.routes.crm import router
+from adapter.api.throttle import FailureThrottle
 from adapter.backends.base import SyncJob, SyncResult
 from adapter.backends.local import LocalBackend, crm_metadata
+from adapter.metrics import Metrics
 from adapter.plan import BookingPlan, CompanyPlan, ContactPlan, LeadPlan, MeetingPlan, TaskPlan
 from outbox.db import make_engine
 
@@ -130,10 +132,15 @@ def _settle(conn: Any, job: SyncJob, result: SyncResult) -> None:
 
 @dataclass
 class FakeServices:
-    """The two attributes of ``Services`` the read API uses."""
+    """The attributes of ``Services`` the read API uses."""
 
     engine: Engine
     admin_token: str | None
+    throttle: FailureThrottle = field(
+        default_factory=lambda: FailureThrottle(
+            "10000/minute", failures=Metrics().auth_failures, throttled=Metrics().auth_throttled
+        )
+    )
 
 
 @pytest.fixture

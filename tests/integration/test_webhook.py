@@ -392,3 +392,72 @@ def test_nul_values_are_400s_on_postgresql(
             assert stored(pg_services) == 0
     finally:
         pg_services.close()
+
+
+# Issue 13: bodies that json.loads accepts (or nearly) but the service could not hold.
+HOSTILE = {
+    "deep-nesting": (b'{"extra": ' + b"[" * 1500 + b"]" * 1500 + b"}", "body"),
+    "huge-integer": (b'{"duration": ' + b"9" * 5000 + b"}", "duration"),
+    "lone-surrogate": (b'{"name": "\\udfff"}', "name"),
+    "huge-timezone": (json.dumps({"timezone": "E" * 60_000}).encode(), "timezone"),
+}
+
+
+def hostile_body(case: str) -> bytes:
+    """A seed booking with the hostile part spliced in as one of its fields."""
+    fragment, _field = HOSTILE[case]
+    seed = json.dumps(seed_booking()).encode()
+    return seed[:-1] + b", " + fragment[1:]
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_bodies_are_400_naming_the_field_and_logged_without_the_value(
+    client: TestClient, services: Services, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deep nesting, a 5,000-digit int, a lone surrogate, a 60,000-char timezone: 400, not 500."""
+    caplog.set_level("INFO", logger="adapter")
+    body = hostile_body(case)
+    headers = {**SECRET, "content-type": "application/json"}
+    response = client.post(URL, content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    field = HOSTILE[case][1]
+    assert any(d["field"].startswith(field) for d in response.json()["details"]), response.text
+    assert stored(services) == 0
+    refused = [r for r in caplog.records if "webhook refused" in r.getMessage()]
+    assert len(refused) == 1
+    assert len(refused[0].getMessage()) < 1000  # the oversized value is not in it
+
+
+def test_reused_webhook_id_with_another_body_is_409_and_stores_nothing(
+    client: TestClient, services: Services
+) -> None:
+    """One webhook-id, two bodies: the second is a 409 naming the id, not the first's answer."""
+    first = _raw(seed_booking())
+    headers = sign(first, msg_id="msg_reused")
+    assert client.post(URL, content=first, headers=headers).status_code == 200
+    second = _raw(seed_booking(bookingId="test-456", name="Other Person"))
+    response = client.post(URL, content=second, headers=sign(second, msg_id="msg_reused"))
+    assert response.status_code == 409, response.text
+    detail = response.json()["details"][0]
+    assert detail["field"] == "webhook-id"
+    assert "msg_reused" in detail["message"]
+    assert "different body" in detail["message"]
+    assert stored(services) == 1
+    metrics = client.get("/metrics").text
+    assert 'bookme_webhook_requests_total{outcome="conflict"} 1.0' in metrics
+    # The same id with the same body stays a harmless repeat.
+    again = client.post(URL, content=first, headers=sign(first, msg_id="msg_reused"))
+    assert again.status_code == 200
+
+
+def test_shared_secret_with_a_relay_webhook_id_is_accepted_and_dedupes(
+    client: TestClient, services: Services
+) -> None:
+    """X-Webhook-Secret plus a relay's webhook-id (no signature) is accepted; the id dedupes."""
+    headers = {**SECRET, "webhook-id": "relay-0001"}
+    first = post(client, seed_booking(), headers=headers)
+    assert first.status_code == 200, first.text
+    assert post(client, seed_booking(), headers=headers).json() == first.json()
+    other = post(client, seed_booking(bookingId="test-789"), headers=headers)
+    assert other.status_code == 409
+    assert stored(services) == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Annotated, Any
 
@@ -10,9 +9,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from starlette.requests import ClientDisconnect
 
-from adapter.api.auth import Unauthorized, authenticate
-from adapter.api.deps import AdminDep, ServicesDep, get_services
+from adapter.api.auth import Unauthorized, authenticate, is_signed
+from adapter.api.deps import AdminDep, ServicesDep, get_services, refuse_if_throttled
+from adapter.api.jsonbody import BodyRejected, decode_json_body
 from adapter.api.schemas import (
     EventAnswer,
     EventStatus,
@@ -21,6 +22,7 @@ from adapter.api.schemas import (
     error_responses,
     event_status,
 )
+from adapter.api.throttle import client_address
 from adapter.booking import FieldError, parse_booking, validation_details
 from adapter.bookme import (
     BookMeError,
@@ -29,7 +31,7 @@ from adapter.bookme import (
     InvalidBookingId,
     import_booking,
 )
-from adapter.ingest import accept_booking
+from adapter.ingest import WebhookIdReused, accept_booking
 from adapter.services import Services
 from outbox.store import PENDING, SYNCED, Event
 
@@ -39,22 +41,60 @@ router = APIRouter()
 _JSON_TYPES = ("application/json", "application/*+json")
 
 
+class WebhookConflict(BaseModel):
+    """A 409: the ``webhook-id`` names another message; nothing is stored."""
+
+    error: str
+    details: list[FieldError]
+
+
 class PayloadTooLarge(HTTPException):
     def __init__(self) -> None:
         super().__init__(status.HTTP_413_CONTENT_TOO_LARGE, "Payload too large")
 
 
+def _refuse_before_body(request: Request, services: Services) -> None:
+    """429 for a throttled address, and the shared-secret check, from the headers alone:
+    a sender without the secret cannot make us read (or wait for) its body."""
+    try:
+        refuse_if_throttled(request, "webhook")
+    except HTTPException:
+        services.metrics.webhooks.labels("throttled").inc()
+        raise
+    if is_signed(request.headers):
+        return  # a signature covers the body: checked once it is read
+    try:
+        authenticate(
+            request.headers,
+            b"",
+            shared_secret=services.webhook_secret,
+            signing_secrets=services.signing_secrets,
+        )
+    except Unauthorized as exc:
+        log.info("webhook refused before its body: %s", exc)
+        if "x-webhook-secret" in request.headers:
+            services.throttle.failed(client_address(request), "webhook")
+        services.metrics.webhooks.labels("unauthorized").inc()
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Unauthorized") from None
+
+
 async def read_limited_body(request: Request) -> bytes:
-    """The raw body, refused with 413 past ``max_body_bytes`` without reading it all."""
+    """The raw body, refused with 413 past ``max_body_bytes`` without reading it all
+    (and not read at all when the headers already fail the shared secret)."""
     services = get_services(request)
+    _refuse_before_body(request, services)
     limit = services.settings.max_body_bytes
     declared = request.headers.get("content-length", "")
     body = bytearray()
     if not (declared.isdigit() and int(declared) > limit):
-        async for chunk in request.stream():
-            body.extend(chunk)
-            if len(body) > limit:
-                break
+        try:
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > limit:
+                    break
+        except ClientDisconnect:
+            # Gone (or cut off by the server's body timeout): nobody reads an answer.
+            raise HTTPException(status.HTTP_408_REQUEST_TIMEOUT, "Body not received") from None
     if len(body) > limit or (declared.isdigit() and int(declared) > limit):
         services.metrics.webhooks.labels("too_large").inc()
         raise PayloadTooLarge()
@@ -73,6 +113,15 @@ def _is_json(content_type: str) -> bool:
 
 def _invalid(details: list[dict[str, str]]) -> JSONResponse:
     return JSONResponse({"error": "Invalid payload", "details": details}, status_code=400)
+
+
+def _refused(details: list[dict[str, str]]) -> JSONResponse:
+    """The webhook's 400, logged in one line of fields and reasons (never the values)."""
+    log.info(
+        "webhook refused (400): %s",
+        "; ".join(f"{d['field'][:200]}: {d['message'][:200]}" for d in details),
+    )
+    return _invalid(details)
 
 
 def event_answer(event: Event) -> JSONResponse:
@@ -96,7 +145,11 @@ def event_answer(event: Event) -> JSONResponse:
     responses={
         200: {"model": EventAnswer, "description": "Synced to the CRM, with the CRM's ids"},
         202: {"model": EventAnswer, "description": "Stored; queued or quarantined"},
-        **error_responses(400, 401, 413, 415, s400="Invalid payload"),
+        **error_responses(400, 401, 413, 415, 429, s400="Invalid payload"),
+        409: {
+            "model": WebhookConflict,
+            "description": "The webhook-id was already used for a different body",
+        },
     },
 )
 def incoming(request: Request, body: RawBody, services: ServicesDep) -> JSONResponse:
@@ -116,6 +169,7 @@ def _incoming(request: Request, body: bytes, services: Services) -> tuple[str, J
         )
     except Unauthorized as exc:
         log.info("webhook refused: %s", exc)
+        services.throttle.failed(client_address(request), "webhook")  # a wrong signature
         return "unauthorized", JSONResponse({"error": "Unauthorized"}, status_code=401)
 
     if not _is_json(request.headers.get("content-type", "")):
@@ -123,19 +177,37 @@ def _incoming(request: Request, body: bytes, services: Services) -> tuple[str, J
             {"error": "Content-Type must be application/json"}, status_code=415
         )
     try:
-        raw: Any = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return "unsupported", JSONResponse({"error": "Body is not valid JSON"}, status_code=415)
+        raw: Any = decode_json_body(body)
+    except BodyRejected as exc:
+        if exc.status == 415:
+            return "unsupported", JSONResponse({"error": exc.error}, status_code=415)
+        return "invalid", _refused([{"field": f, "message": m} for f, m in exc.details])
     if not isinstance(raw, dict):
-        return "invalid", _invalid([{"field": "body", "message": "must be a JSON object"}])
+        return "invalid", _refused([{"field": "body", "message": "must be a JSON object"}])
     try:
         booking = parse_booking(raw)
     except ValidationError as exc:
-        return "invalid", _invalid([d.model_dump() for d in validation_details(exc)])
+        return "invalid", _refused([d.model_dump() for d in validation_details(exc)])
 
-    event, created = accept_booking(
-        services.store, booking, raw, services.mappings.current, webhook_id=auth.webhook_id
-    )
+    try:
+        event, created = accept_booking(
+            services.store, booking, raw, services.mappings.current, webhook_id=auth.webhook_id
+        )
+    except WebhookIdReused as exc:
+        log.warning("webhook refused (409): %s", exc)
+        return "conflict", JSONResponse(
+            {
+                "error": "Conflict",
+                "details": [
+                    {
+                        "field": "webhook-id",
+                        "message": f"{exc.webhook_id[:200]!r} was already used for a "
+                        "different body; a webhook id names one message",
+                    }
+                ],
+            },
+            status_code=409,
+        )
     log.info(
         "booking %s accepted as event %s (%s, %s)",
         booking.booking_id,
