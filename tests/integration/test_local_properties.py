@@ -40,7 +40,7 @@ def app(
 
 
 def book(client: TestClient, n: int, answers: dict[str, Any], **fields: Any) -> None:
-    body = seed_booking(bookingId=f"bk-{n}", updatedAt=f"2027-01-0{n}T00:00:00Z", **fields)
+    body = seed_booking(bookingId=f"bk-{n}", updatedAt=f"2026-01-0{n}T00:00:00Z", **fields)
     response = client.post(
         "/api/bookings/incoming", json={**body, "answers": answers}, headers=HOOK
     )
