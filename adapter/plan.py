@@ -124,6 +124,21 @@ class TaskPlan(_Frozen):
     properties: Properties = {}
 
 
+class OwnerPlan(_Frozen):
+    """Who owns the booking's records (lower-cased emails).
+
+    The planner copies the mapping: ``email`` for a fixed owner, or
+    ``round_robin`` for a rotation. The worker turns a rotation into the
+    booking's assigned ``email`` (``adapter.owners``) before a backend sees
+    the plan, so backends only read ``email`` and ``keep_existing``: with
+    ``keep_existing`` a contact's existing owner wins over ``email``.
+    """
+
+    email: str | None = None
+    round_robin: tuple[str, ...] = ()
+    keep_existing: bool = False
+
+
 class SkippedTask(_Frozen):
     """A task the mapping names but does not create for this booking, and why."""
 
@@ -153,3 +168,4 @@ class BookingPlan(_Frozen):
     meeting: MeetingPlan
     tasks: tuple[TaskPlan, ...]
     skipped_tasks: tuple[SkippedTask, ...] = ()
+    owner: OwnerPlan | None = None

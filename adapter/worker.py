@@ -14,6 +14,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from structlog.contextvars import bound_contextvars
 
 from adapter.backends.base import CrmBackend, SyncJob, SyncResult
@@ -28,6 +29,8 @@ from adapter.errors import (
 from adapter.heartbeat import process_worker_id
 from adapter.mapping import MappingConfig, plan_booking
 from adapter.metrics import Metrics
+from adapter.owners import OwnerRotations
+from adapter.plan import BookingPlan
 from adapter.timeutil import utcnow
 from outbox.exceptions import LeaseLost
 from outbox.store import Claim, OutboxStore
@@ -56,6 +59,7 @@ class Worker:
         clock: Callable[[], datetime] = utcnow,
         owner: str | None = None,
         metrics: Metrics | None = None,
+        owners: OwnerRotations | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
@@ -67,6 +71,7 @@ class Worker:
         self.clock = clock
         self.owner = owner or default_owner()
         self.metrics = metrics
+        self.owners = owners or OwnerRotations(store.engine)
         self._wake = threading.Event()
 
     def wake(self) -> None:
@@ -121,12 +126,16 @@ class Worker:
                     plan = plan_booking(
                         booking, self.mapping(), now=self.clock(), received_at=event.received_at
                     )
+                    plan = self._assign_owner(plan)
                 except MappingError as exc:
                     self._fail(event.id, claim.token, exc)
                     continue
                 except ValidationError as exc:  # stored payloads were valid; a schema change
                     invalid = PermanentError(f"payload invalid now: {exc}")
                     self._fail(event.id, claim.token, invalid)
+                    continue
+                except SQLAlchemyError as exc:  # the owner assignment's database
+                    self._fail(event.id, claim.token, RetryableError(f"assigning owner: {exc}"))
                     continue
             jobs.append(SyncJob(event.id, event.key, claim.token, plan))
         if not jobs:
@@ -164,6 +173,20 @@ class Worker:
                     self._synced(job, received[job.event_id])
                 else:  # the backend dropped it: settle raised LeaseLost
                     log.warning("lease lost; another worker owns this event now")
+
+    def _assign_owner(self, plan: BookingPlan) -> BookingPlan:
+        """Turn the plan's round robin into the booking's assigned owner.
+
+        Here rather than in the planner (which stays pure) or in each backend
+        (HubSpot's writes are not in a database transaction): the assignment
+        commits before any CRM write, so a retry, a replay or a reschedule of
+        the booking finds it and every backend only ever sees an email.
+        """
+        owner = plan.owner
+        if owner is None or not owner.round_robin:
+            return plan
+        email = self.owners.assign(plan.booking_id, owner.round_robin)
+        return plan.model_copy(update={"owner": owner.model_copy(update={"email": email})})
 
     @contextmanager
     def _renewing(self, jobs: Sequence[SyncJob]) -> Iterator[None]:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -617,6 +618,58 @@ class HubSpotSettings(_Section):
     )
 
 
+def _owner_email(value: str) -> str:
+    # email-validator (as the webhook's ``email``) rather than a hand-written pattern;
+    # no deliverability check: loading a mapping must not touch DNS.
+    try:
+        return validate_email(value, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValueError(f"{value!r} is not a valid email address: {exc}") from None
+
+
+OwnerEmail = Annotated[str, AfterValidator(_owner_email)]
+
+
+def _distinct_owners(emails: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for index, email in enumerate(emails):
+        if email in seen:
+            raise PydanticCustomError(
+                "duplicate_owner",
+                "owner {email} is listed twice",
+                {"email": email, "at": (index,)},
+            )
+        seen.add(email)
+    return emails
+
+
+OwnerList = Annotated[list[OwnerEmail], Field(min_length=1), AfterValidator(_distinct_owners)]
+
+
+class OwnerSettings(_Section):
+    """Who owns what a booking creates: the contact (if it has no owner), deal, meeting, tasks.
+
+    ``email`` is one fixed owner; ``round_robin`` spreads bookings evenly over
+    a list (each booking assigned once, kept through retries, replays and
+    reschedules); ``keep_existing`` lets a contact that already has an owner
+    keep it, and gives that owner the new deal, meeting and tasks. At most one
+    of ``email`` and ``round_robin``; ``keep_existing`` combines with either
+    (alone it only follows the contact's owner).
+    """
+
+    email: OwnerEmail | None = None
+    round_robin: OwnerList | None = None
+    keep_existing: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> OwnerSettings:
+        if self.email is not None and self.round_robin is not None:
+            raise ValueError("give either email or round_robin, not both")
+        if self.email is None and self.round_robin is None and not self.keep_existing:
+            raise ValueError("give email, round_robin or keep_existing: true")
+        return self
+
+
 class Defaults(_Section):
     """Settings every event type starts from."""
 
@@ -627,6 +680,7 @@ class Defaults(_Section):
     task: TaskSettings = TaskSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     hubspot: HubSpotSettings = Field(default_factory=HubSpotSettings)
+    owner: OwnerSettings | None = None
 
 
 class EventTypeConfig(_Section):
@@ -639,6 +693,9 @@ class EventTypeConfig(_Section):
     task: TaskOverrides = TaskOverrides()
     lifecycle: LifecycleOverrides = LifecycleOverrides()
     tasks: TaskList = []
+    # A whole owner section replaces the default's: "email" and "round_robin"
+    # exclude each other, so merging them key by key could build an invalid one.
+    owner: OwnerSettings | None = None
 
 
 class ResolvedEventType(BaseModel):
@@ -654,6 +711,7 @@ class ResolvedEventType(BaseModel):
     task: TaskSettings
     lifecycle: LifecycleSettings
     tasks: tuple[TaskConfig, ...]
+    owner: OwnerSettings | None = None
 
 
 class MappingConfig(_Section):
@@ -680,6 +738,7 @@ class MappingConfig(_Section):
                 task=_overlay(self.defaults.task, config.task),
                 lifecycle=_overlay_lifecycle(self.defaults.lifecycle, config.lifecycle),
                 tasks=tuple(config.tasks),
+                owner=config.owner if config.owner is not None else self.defaults.owner,
             )
         self._resolved = resolved
         return self

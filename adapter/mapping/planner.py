@@ -46,6 +46,7 @@ from adapter.plan import (
     Lifecycle,
     MeetingOutcome,
     MeetingPlan,
+    OwnerPlan,
     PlannedProperty,
     PlannedTaskStatus,
     Properties,
@@ -202,6 +203,18 @@ def _plan(
         meeting=meeting,
         tasks=tuple(tasks),
         skipped_tasks=tuple(skipped),
+        owner=_owner(settings),
+    )
+
+
+def _owner(settings: ResolvedEventType) -> OwnerPlan | None:
+    owner = settings.owner
+    if owner is None:
+        return None
+    return OwnerPlan(
+        email=owner.email,
+        round_robin=tuple(owner.round_robin or ()),
+        keep_existing=owner.keep_existing,
     )
 
 

@@ -28,7 +28,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 Z_DATETIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 NOW = datetime.now(UTC).replace(microsecond=0)
 
-CONTACT_KEYS = {"id", "firstName", "lastName", "email", "phone", "companyId", "tags"}
+CONTACT_KEYS = {"id", "firstName", "lastName", "email", "phone", "companyId", "tags", "ownerEmail"}
 LEAD_KEYS = {
     "id",
     "title",
@@ -41,6 +41,7 @@ LEAD_KEYS = {
     "contactId",
     "tags",
     "lastActivityDate",
+    "ownerEmail",
 }
 ACTIVITY_KEYS = {
     "id",
@@ -54,6 +55,7 @@ ACTIVITY_KEYS = {
     "outcome",
     "metadata",
     "lead",
+    "ownerEmail",
 }
 TASK_KEYS = {
     "id",
@@ -65,6 +67,7 @@ TASK_KEYS = {
     "dueDate",
     "priority",
     "status",
+    "ownerEmail",
 }
 
 

@@ -30,6 +30,7 @@ from adapter.backends.local import (
     translate_error,
 )
 from adapter.errors import PermanentError, RetryableError
+from adapter.owners import owners_metadata
 from adapter.plan import BookingPlan, CompanyPlan, ContactPlan, LeadPlan, MeetingPlan, TaskPlan
 from outbox.db import make_engine
 from outbox.exceptions import LeaseLost
@@ -40,6 +41,7 @@ MIGRATIONS = (
     VERSIONS / "0002_local_crm.py",
     VERSIONS / "0003_lifecycle.py",
     VERSIONS / "0012_crm_properties.py",  # the mapped properties beside the records
+    VERSIONS / "0013_owner_rotations.py",
 )
 
 
@@ -489,12 +491,15 @@ def migrate(conn: Connection, migrations: tuple[Path, ...] = MIGRATIONS) -> None
 
 
 def test_migration_mirrors_the_tables(tmp_path: Path) -> None:
-    """Migrations 0002 and 0003 create exactly the tables, constraints and indexes of the CRM."""
+    """Migrations 0002, 0003, 0012, 0013 create exactly the CRM's tables, constraints, indexes."""
     engine = make_engine(f"sqlite:///{tmp_path / 'migrated.db'}")
     try:
         with engine.begin() as conn:
             migrate(conn)
-            diff = compare_metadata(MigrationContext.configure(conn), crm_metadata)
+            diff = compare_metadata(
+                MigrationContext.configure(conn),
+                [crm_metadata, owners_metadata],  # type: ignore[arg-type]
+            )
         assert diff == []
         LocalBackend(engine).apply([job_for(make_plan(company="Acme"))], Settles())
         assert count(engine, companies) == 1
@@ -504,7 +509,7 @@ def test_migration_mirrors_the_tables(tmp_path: Path) -> None:
 
 @pytest.fixture
 def pg_engine(pg_url: str) -> Iterator[Engine]:
-    """The shared fresh PostgreSQL database, migrated to 0003 (the CRM tables alone)."""
+    """The shared fresh PostgreSQL database, migrated to 0013 (CRM, owners)."""
     engine = make_engine(pg_url)
     try:
         with engine.begin() as conn:
@@ -518,7 +523,9 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
 def test_postgres_migration_and_concurrent_upserts(pg_engine: Engine) -> None:
     """On PostgreSQL the migration matches and 8 concurrent applies keep one of each."""
     with pg_engine.connect() as conn:
-        assert compare_metadata(MigrationContext.configure(conn), crm_metadata) == []
+        context = MigrationContext.configure(conn)
+        metadata = [crm_metadata, owners_metadata]
+        assert compare_metadata(context, metadata) == []  # type: ignore[arg-type]
     backend = LocalBackend(pg_engine)
     plan = make_plan(company="Acme")
     barrier = threading.Barrier(8)

@@ -27,6 +27,7 @@ from adapter.backends.local import (
     tasks,
 )
 from adapter.backends.local.backend import snapshot_version
+from adapter.owners import owners_metadata
 from adapter.plan import (
     BookingPlan,
     CompanyPlan,
@@ -522,7 +523,10 @@ def test_migration_0003_upgrades_a_populated_database(tmp_path: Path) -> None:
                 conn.execute(text(statement), {"t": "2026-01-01 00:00:00"})
             run_migration(conn, "0003_lifecycle")
             run_migration(conn, "0012_crm_properties")  # crm_metadata holds its table too
-            assert compare_metadata(MigrationContext.configure(conn), crm_metadata) == []
+            run_migration(conn, "0013_owner_rotations")
+            context = MigrationContext.configure(conn)
+            metadata = [crm_metadata, owners_metadata]
+            assert compare_metadata(context, metadata) == []  # type: ignore[arg-type]
         [lead] = rows(engine, leads)
         assert (lead.live_stage, lead.version) == ("CONTACTED", "")
 
@@ -534,6 +538,7 @@ def test_migration_0003_upgrades_a_populated_database(tmp_path: Path) -> None:
         assert (contact.first_name, contact.phone) == ("Erik", "+46 1")
         assert rows(engine, companies)[0].name == "Holm Design"
         with engine.begin() as conn:
+            run_migration(conn, "0013_owner_rotations", "downgrade")
             run_migration(conn, "0003_lifecycle", "downgrade")
             columns = {c["name"] for c in inspect(conn).get_columns("crm_leads")}
         assert "version" not in columns
@@ -551,6 +556,7 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
             run_migration(conn, "0002_local_crm")
             run_migration(conn, "0003_lifecycle")
             run_migration(conn, "0012_crm_properties")
+            run_migration(conn, "0013_owner_rotations")
         yield engine
     finally:
         engine.dispose()
@@ -560,7 +566,9 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
 def test_postgres_lifecycle_basics(pg_engine: Engine) -> None:
     """On PostgreSQL: the migration matches, and reschedule, cancel, stages and LWW hold."""
     with pg_engine.connect() as conn:
-        assert compare_metadata(MigrationContext.configure(conn), crm_metadata) == []
+        context = MigrationContext.configure(conn)
+        metadata = [crm_metadata, owners_metadata]
+        assert compare_metadata(context, metadata) == []  # type: ignore[arg-type]
     backend = LocalBackend(pg_engine)
     [created] = apply(backend, make_plan(), make_plan(booking_id="bk-2"))[:1]
     mark_done(pg_engine, "bk-1", "follow_up")

@@ -33,6 +33,14 @@ Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many recor
 # SQLite and PostgreSQL take a 64-bit OFFSET; a larger one was a 500 (found by fuzzing).
 MAX_OFFSET = 2**31 - 1
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Skip this many records first")]
+Owner = Annotated[
+    str | None,
+    Query(
+        pattern=NO_NUL,
+        max_length=320,
+        description="Only records owned by this email (case-insensitive)",
+    ),
+]
 
 
 class TaskUpdate(BaseModel):
@@ -89,9 +97,11 @@ def list_companies(reader: ReaderDep, limit: Limit = 100, offset: Offset = 0) ->
 
 
 @router.get("/leads")
-def list_leads(reader: ReaderDep, limit: Limit = 100, offset: Offset = 0) -> list[Lead]:
-    """Leads."""
-    return reader.leads(limit=limit, offset=offset)
+def list_leads(
+    reader: ReaderDep, owner: Owner = None, limit: Limit = 100, offset: Offset = 0
+) -> list[Lead]:
+    """Leads, optionally those of one owner."""
+    return reader.leads(owner=owner, limit=limit, offset=offset)
 
 
 @router.get("/leads/{lead_id}", responses=error_responses(404, s404="No such lead"))
@@ -126,11 +136,14 @@ def list_activities(
         str | None, Query(alias="type", pattern=NO_NUL, description="e.g. MEETING")
     ] = None,
     upcoming: Annotated[bool, Query(description="Only those starting now or later")] = False,
+    owner: Owner = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[Activity]:
     """Activities, earliest first."""
-    return reader.activities(type_=type_, upcoming=upcoming, limit=limit, offset=offset)
+    return reader.activities(
+        type_=type_, upcoming=upcoming, owner=owner, limit=limit, offset=offset
+    )
 
 
 @router.get("/tasks")
@@ -139,12 +152,18 @@ def list_tasks(
     status_: Annotated[TaskStatus | None, Query(alias="status")] = None,
     upcoming: Annotated[bool, Query(description="Only those due now or later")] = False,
     booking_id: Annotated[str | None, Query(alias="bookingId", pattern=NO_NUL)] = None,
+    owner: Owner = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> list[Task]:
     """Follow-up tasks, earliest due first."""
     return reader.tasks(
-        status=status_, upcoming=upcoming, booking_id=booking_id, limit=limit, offset=offset
+        status=status_,
+        upcoming=upcoming,
+        booking_id=booking_id,
+        owner=owner,
+        limit=limit,
+        offset=offset,
     )
 
 

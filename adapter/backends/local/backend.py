@@ -166,6 +166,7 @@ def write_plan(conn: Connection, plan: BookingPlan, now: datetime | None = None)
     _write_properties(
         conn, plan, company, contact_id, lead_id, activity_id, task_refs, version, now
     )
+    _write_owner(conn, plan, contact_id, lead_id)
     return SyncResult(
         lead=LeadRef(id=lead_id, title=lead_title),
         contact=ContactRef(id=contact_id, email=contact_email),
@@ -602,3 +603,43 @@ def _delete_unplanned_tasks(conn: Connection, plan: BookingPlan) -> None:
     # Their mapped properties go first: the properties table has no foreign key to cascade.
     conn.execute(_DELETE_UNPLANNED_TASK_PROPERTIES, params)
     conn.execute(_DELETE_UNPLANNED_TASKS, params)
+
+
+_CONTACT_OWNER = select(contacts.c.owner_email).where(
+    contacts.c.id == bindparam("p_id", type_=contacts.c.id.type)
+)
+
+
+def _write_owner(conn: Connection, plan: BookingPlan, contact_id: str, lead_id: str) -> None:
+    """Give the booking's records their owner (``OwnerPlan``); no owner, no change.
+
+    The contact and the lead are shared by bookings, so they take an owner only
+    when they have none: a salesperson keeps the accounts they hold. The
+    booking's own meeting and open tasks always follow the booking's owner.
+    With ``keep_existing`` the contact's owner (read under the row lock its
+    upsert took) is the booking's owner.
+    """
+    planned = plan.owner
+    if planned is None:
+        return
+    owner = planned.email
+    if planned.keep_existing:
+        owner = conn.execute(_CONTACT_OWNER, {"p_id": contact_id}).scalar_one_or_none() or owner
+    if owner is None:
+        return
+    for table, row_id in ((contacts, contact_id), (leads, lead_id)):
+        conn.execute(
+            update(table)
+            .where(table.c.id == row_id, table.c.owner_email.is_(None))
+            .values(owner_email=owner)
+        )
+    conn.execute(
+        update(activities)
+        .where(activities.c.booking_id == plan.booking_id)
+        .values(owner_email=owner)
+    )
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.booking_id == plan.booking_id, tasks.c.status != DONE)
+        .values(owner_email=owner)
+    )

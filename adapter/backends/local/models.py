@@ -91,6 +91,11 @@ def _timestamps() -> tuple[Column[datetime], Column[datetime]]:
     )
 
 
+def _owner() -> tuple[Column[str]]:
+    # The owner's email (lower-cased), NULL when the mapping names no owner (0012).
+    return (Column("owner_email", String(320), nullable=True),)
+
+
 companies = Table(
     "crm_companies",
     crm_metadata,
@@ -121,6 +126,7 @@ contacts = Table(
     Column("tags", Tags(), nullable=False),
     # ``phone`` and ``company_id`` are those of the newest snapshot that had one.
     _version(),
+    *_owner(),
     _version("phone_version"),
     _version("company_version"),
     *_timestamps(),
@@ -159,11 +165,13 @@ leads = Table(
     Column("live_stage", String(64), nullable=True),
     Column("cancelled_stage", String(64), nullable=True),
     Column("no_show_stage", String(64), nullable=True),
+    *_owner(),
     _version(),
     *_timestamps(),
     UniqueConstraint("lead_key", name="uq_crm_leads_lead_key"),
     Index("ix_crm_leads_company_id", "company_id"),
     Index("ix_crm_leads_contact_id", "contact_id"),
+    Index("ix_crm_leads_owner_email", "owner_email"),
 )
 
 # The activity's ``metadata`` of the read API is built from booking_id,
@@ -195,6 +203,7 @@ activities = Table(
     Column("source", String(100), nullable=False),
     # The ``snapshot_at`` of the plan last applied (NULL on rows written before 0003).
     Column("snapshot_at", UtcDateTime(), nullable=True),
+    *_owner(),
     *_timestamps(),
     UniqueConstraint("booking_id", name="uq_crm_activities_booking_id"),
     Index("ix_crm_activities_type_date", "type", "activity_date"),
@@ -224,10 +233,12 @@ tasks = Table(
     Column("due_date", UtcDateTime(), nullable=False),
     Column("priority", String(16), nullable=False),
     Column("status", String(16), nullable=False),
+    *_owner(),
     *_timestamps(),
     UniqueConstraint("booking_id", "key", name="uq_crm_tasks_booking_id_key"),
     CheckConstraint("status IN ('todo', 'done', 'cancelled')", name="ck_crm_tasks_status"),
     CheckConstraint("priority IN ('low', 'medium', 'high')", name="ck_crm_tasks_priority"),
     Index("ix_crm_tasks_status_due", "status", "due_date"),
     Index("ix_crm_tasks_lead_id", "lead_id"),
+    Index("ix_crm_tasks_owner_status_due", "owner_email", "status", "due_date"),
 )

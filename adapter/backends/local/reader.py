@@ -49,6 +49,7 @@ class Contact(_Entity):
     phone: str | None
     company_id: str | None
     tags: list[str]
+    owner_email: str | None = None
 
 
 class Company(_Entity):
@@ -69,6 +70,7 @@ class Lead(_Entity):
     contact_id: str
     tags: list[str]
     last_activity_date: ZDateTime
+    owner_email: str | None = None
 
 
 class ActivityMetadata(_Record):
@@ -94,6 +96,7 @@ class Activity(_Entity):
     outcome: str
     metadata: ActivityMetadata
     lead: LeadSummary
+    owner_email: str | None = None
 
 
 class Task(_Entity):
@@ -106,6 +109,12 @@ class Task(_Entity):
     due_date: ZDateTime
     priority: str
     status: TaskStatus
+    owner_email: str | None = None
+
+
+def owner_key(email: str) -> str:
+    """An owner as stored: the mapping lower-cases owner emails, so a filter does too."""
+    return email.strip().lower()
 
 
 def _fields(row: Row[Any], model: type[_Record]) -> dict[str, Any]:
@@ -151,9 +160,11 @@ class LocalCrmReader:
         rows = self._all(query.limit(limit).offset(offset))
         return self._with_properties("company", [Company(**_fields(row, Company)) for row in rows])
 
-    def leads(self, *, limit: int, offset: int) -> list[Lead]:
-        """Leads, oldest first."""
+    def leads(self, *, owner: str | None = None, limit: int, offset: int) -> list[Lead]:
+        """Leads, oldest first; ``owner`` matches the owner's email case-insensitively."""
         query = select(leads).order_by(leads.c.created_at, leads.c.id)
+        if owner is not None:
+            query = query.where(leads.c.owner_email == owner_key(owner))
         rows = self._all(query.limit(limit).offset(offset))
         return self._with_properties("lead", [Lead(**_fields(row, Lead)) for row in rows])
 
@@ -169,6 +180,7 @@ class LocalCrmReader:
         type_: str | None = None,
         upcoming: bool = False,
         lead_id: str | None = None,
+        owner: str | None = None,
         limit: int,
         offset: int,
     ) -> list[Activity]:
@@ -184,6 +196,8 @@ class LocalCrmReader:
             query = query.where(activities.c.activity_date >= self._clock())
         if lead_id is not None:
             query = query.where(activities.c.lead_id == lead_id)
+        if owner is not None:
+            query = query.where(activities.c.owner_email == owner_key(owner))
         rows = self._all(query.limit(limit).offset(offset))
         return self._with_properties("meeting", [_activity(row) for row in rows])
 
@@ -193,6 +207,7 @@ class LocalCrmReader:
         status: TaskStatus | None = None,
         upcoming: bool = False,
         booking_id: str | None = None,
+        owner: str | None = None,
         limit: int,
         offset: int,
     ) -> list[Task]:
@@ -204,6 +219,8 @@ class LocalCrmReader:
             query = query.where(tasks.c.due_date >= self._clock())
         if booking_id is not None:
             query = query.where(tasks.c.booking_id == booking_id)
+        if owner is not None:
+            query = query.where(tasks.c.owner_email == owner_key(owner))
         rows = self._all(query.limit(limit).offset(offset))
         return self._with_properties("task", [Task(**_fields(row, Task)) for row in rows])
 
