@@ -1080,3 +1080,102 @@ def test_sqlite_four_processes_share_one_file_without_locking(
     )
     assert "database is locked" not in logs
     assert "Traceback" not in logs
+
+
+# --- 6. owners: the round robin ------------------------------------------------------------
+
+OWNERS = ("ada@example.com", "bo@example.com", "cy@example.com")
+
+# Faults injected where a CRM write really fails, inside the worker's transaction
+# and after the owner was assigned: a serialization failure (retryable) on the
+# first attempt of every 4th booking, and a plain exception (permanent: dead
+# letter) for every 10th booking while ``owner_faults.permanent`` is on.
+INJECT_FAULTS = """
+CREATE TABLE owner_faults (permanent boolean NOT NULL);
+INSERT INTO owner_faults VALUES (true);
+CREATE FUNCTION owner_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    n int := split_part(NEW.booking_id, '-', 2)::int;
+    attempt int := (SELECT attempts FROM outbox_events
+                    WHERE key = NEW.booking_id AND lease_token IS NOT NULL
+                    ORDER BY seq DESC LIMIT 1);
+BEGIN
+    IF mod(n, 4) = 0 AND attempt = 1 THEN
+        RAISE EXCEPTION 'injected retryable fault' USING ERRCODE = '40001';
+    END IF;
+    IF mod(n, 10) = 1 AND (SELECT permanent FROM owner_faults) THEN
+        RAISE EXCEPTION 'injected permanent fault';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER owner_fault BEFORE INSERT OR UPDATE ON crm_activities
+    FOR EACH ROW EXECUTE FUNCTION owner_fault();
+"""
+
+
+def round_robin_mapping(path: Path) -> Path:
+    """The default mapping with every event type's bookings spread over ``OWNERS``."""
+    text_ = DEFAULT_MAPPING.read_text(encoding="utf-8")
+    owners = ", ".join(OWNERS)
+    mapped = text_.replace("\ndefaults:\n", f"\ndefaults:\n  owner:\n    round_robin: [{owners}]\n")
+    assert mapped != text_
+    path.write_text(mapped, encoding="utf-8")
+    return path
+
+
+def test_round_robin_spreads_1000_bookings_evenly_and_never_moves_one(
+    pg: Engine, pg_url: str, children: Children, tmp_path: Path
+) -> None:
+    """1,000 bookings, 3 owners, 2 worker processes, injected retries: 333 ± 1 each, none moves."""
+    started = time.monotonic()
+    mapping_path = round_robin_mapping(tmp_path / "owners.yaml")
+    mapping = load_mapping(mapping_path)
+    with pg.begin() as conn:
+        conn.exec_driver_sql(INJECT_FAULTS)
+    created = [lifecycle("rr", n, ["booking.created", "booking.rescheduled"]) for n in range(1000)]
+    store = OutboxStore(pg)
+    env = {"DATABASE_URL": pg_url, "MAPPINGS_PATH": str(mapping_path)}
+    workers = [children.worker(env) for _ in range(2)]
+    wait_running(workers)
+    for first, _ in created:
+        accept_booking(store, parse_booking(first), first, mapping)
+    wait_until("the outbox to drain", lambda: drained(pg), timeout=180, every=0.2)
+
+    def owners_of(table: str) -> dict[str, str]:
+        found = rows(pg, f"SELECT booking_id, owner_email FROM {table}")  # noqa: S608
+        return {row.booking_id: row.owner_email for row in found}
+
+    assigned = owners_of("owner_assignments")
+    spread = Counter(assigned.values())
+    dead = sorted(r.id for r in rows(pg, "SELECT id FROM outbox_events WHERE state = 'dead'"))
+    retried = rows(pg, "SELECT count(*) AS n FROM outbox_events WHERE attempts > 1")[0].n
+    assert len(assigned) == 1000
+    assert set(spread) == set(OWNERS)
+    assert all(333 <= count <= 334 for count in spread.values()), spread
+    assert len(dead) == 100  # every 10th booking, assigned before its write failed
+    assert retried == 250  # every 4th booking's first attempt
+    assert owners_of("crm_activities") == {
+        k: v for k, v in assigned.items() if int(k.split("-")[1]) % 10 != 1
+    }
+
+    # Replays of the dead letters and a reschedule of every booking: nobody moves.
+    with pg.begin() as conn:
+        conn.exec_driver_sql("UPDATE owner_faults SET permanent = false")
+    store.replay(dead, actor="test")
+    for _, moved in created:
+        accept_booking(store, parse_booking(moved), moved, mapping)
+    wait_until("the outbox to drain again", lambda: drained(pg), timeout=180, every=0.2)
+    counts = state_counts(pg)
+    assert lost(counts) == 0, counts
+    assert owners_of("owner_assignments") == assigned
+    assert owners_of("crm_activities") == assigned
+    task_owners = rows(pg, "SELECT booking_id, owner_email FROM crm_tasks")
+    assert task_owners
+    assert all(row.owner_email == assigned[row.booking_id] for row in task_owners)
+    [counter] = rows(pg, "SELECT assigned FROM owner_rotations")
+    assert counter.assigned == 1000  # nothing was assigned twice
+    print(
+        f"\nSCALE-OUT owners: bookings=1000 spread={dict(sorted(spread.items()))} "
+        f"dead_then_replayed={len(dead)} retried_events={retried} "
+        f"states={counts} wall={time.monotonic() - started:.1f}s"
+    )
