@@ -25,6 +25,7 @@ from adapter.booking import parse_booking, validation_details
 from adapter.errors import MappingError
 from adapter.logs import configure_logging
 from adapter.mapping import MappingConfig, load_mapping, plan_booking
+from adapter.plan import OwnerPlan
 from adapter.secrets import WEBHOOK_SECRET_FILE
 from adapter.services import Services, build_services
 from adapter.settings import Settings
@@ -329,6 +330,23 @@ def mappings_check(
         typer.echo(f"sample would be quarantined: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(json.dumps(plan.model_dump(mode="json"), indent=2, ensure_ascii=False))
+    if plan.owner is not None:
+        # On stderr: stdout stays the plan's JSON alone, for scripts.
+        typer.echo(f"owner: {_owner_line(plan.owner)}", err=True)
+
+
+def _owner_line(owner: OwnerPlan) -> str:
+    """Who the dry run's records would belong to, as the worker will decide it."""
+    if owner.round_robin:
+        chosen = (
+            f"round robin over {', '.join(owner.round_robin)} "
+            "(the booking's turn is taken at its first sync and kept)"
+        )
+    else:
+        chosen = owner.email or "none"
+    if owner.keep_existing:
+        return f"the contact's existing owner, else {chosen}"
+    return chosen
 
 
 def _check_against_hubspot(mapping: MappingConfig) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -122,3 +123,28 @@ def test_the_plan_carries_the_owner_and_none_without_one() -> None:
     plan = plan_booking(booking, load_mapping_text(text, NAME), now=NOW)
     assert plan.owner == OwnerPlan(round_robin=("a@example.com", "b@example.com"))
     assert plan_booking(booking, load_mapping(DEFAULT), now=NOW).owner is None
+
+
+def test_mappings_check_sample_shows_the_owner(tmp_path: Path) -> None:
+    """--sample prints the plan's owner in its JSON and says who it will be on stderr."""
+    from typer.testing import CliRunner
+
+    from adapter.cli import app
+    from tests.conftest import SAMPLES
+
+    mapping = tmp_path / "owners.yaml"
+    mapping.write_text(
+        with_owner("  owner:\n    email: zed@example.com\n    keep_existing: true\n"),
+        encoding="utf-8",
+    )
+    sample = str(SAMPLES / "seed-workshop.json")
+    result = CliRunner().invoke(app, ["mappings", "check", str(mapping), "--sample", sample])
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == "owner: the contact's existing owner, else zed@example.com"
+    plan = json.loads(result.stdout.partition("\n")[2])
+    assert plan["owner"] == {
+        "email": "zed@example.com",
+        "round_robin": [],
+        "keep_existing": True,
+    }
