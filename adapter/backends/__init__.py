@@ -66,6 +66,8 @@ def _hubspot(
         engine,
         lambda: mapping().defaults.hubspot,
         search_lag_seconds=settings.hubspot_search_lag_seconds,
+        # A reload is a new mapping object: the owners are listed again.
+        mapping_in_use=mapping,
         on_reconcile=(
             None if metrics is None else lambda how: metrics.hubspot_reconciled.labels(how).inc()
         ),

@@ -56,7 +56,11 @@ tasks, also as ``contact``/``0-1`` etc.)
 - properties and groups (``/crm/v3/properties/{type}[/{name}|/groups[/{name}]]``),
   deal pipelines (``/crm/v3/pipelines/deals[/{id}[/stages]]``);
 - ``GET /account-info/v3/details`` (portal id, ``ui_domain``, ``data_hosting_location``,
-  ``time_zone``: configurable, an EU portal is ``ui_domain="app-eu1.hubspot.com"``).
+  ``time_zone``: configurable, an EU portal is ``ui_domain="app-eu1.hubspot.com"``);
+- owners: ``GET /crm/v3/owners`` (``email=``, ``after=``, ``limit=`` up to 500,
+  ``archived=``; paged) and ``GET /crm/v3/owners/{id}``, seeded with ``add_owner()``.
+  ``hubspot_owner_id`` on contacts, deals, meetings and tasks accepts only the id
+  of an active owner (400 VALIDATION_ERROR ``INVALID_OWNER_ID`` otherwise).
 
 Errors use HubSpot's bodies: 401 INVALID_AUTHENTICATION; 400 VALIDATION_ERROR
 ("Property values were not valid: [...]" with PROPERTY_DOESNT_EXIST /
@@ -180,6 +184,14 @@ AUTH_MESSAGE = (
 )
 
 OBJECT_TYPES = ("contacts", "companies", "deals", "meetings", "tasks")
+OWNER_PROPERTY = "hubspot_owner_id"
+OWNED_TYPES = {
+    "contacts": "Contact owner",
+    "deals": "Deal owner",
+    "meetings": "Activity assigned to",
+    "tasks": "Assigned to",
+}
+"""The objects with HubSpot's owner property, and its label on each."""
 TYPE_IDS = {
     "contacts": "0-1",
     "companies": "0-2",
@@ -976,6 +988,7 @@ class FakeHubSpot:
         self._faults: list[Fault] = []
         self._window: deque[float] = deque()
         self._search_window_hits: deque[float] = deque()
+        self._owners: dict[str, dict[str, Any]] = {}
 
     def reset(self) -> None:
         """Forget every object, association, custom property, call count and fault."""
@@ -1015,6 +1028,15 @@ class FakeHubSpot:
                     read_only=True,
                 )
             self._properties[object_type] = props
+        for object_type, label in OWNED_TYPES.items():
+            self._properties[object_type][OWNER_PROPERTY] = _PropertyDef(
+                name=OWNER_PROPERTY,
+                label=label,
+                type="enumeration",
+                field_type="select",
+                group_name=_GROUPS[object_type][0],
+                external_options=True,  # the portal's owners, not a fixed list
+            )
 
     def _save_state(self) -> None:
         if self.state_file is None:
@@ -1062,6 +1084,7 @@ class FakeHubSpot:
         self._next_id = max(
             int(data.get("nextId", 0)), self._next_id, *(r + 1 for r in self._records)
         )
+        self._owners = {owner["id"]: owner for owner in data.get("owners") or []}
 
     def state(self) -> dict[str, Any]:
         """Everything, as JSON-able data (``GET /_fake/state``; the ``--state-file``)."""
@@ -1084,6 +1107,7 @@ class FakeHubSpot:
                 },
                 "groups": {t: list(groups.values()) for t, groups in self._groups.items()},
                 "nextId": self._next_id,
+                "owners": list(self._owners.values()),
                 "calls": dict(self.calls),
                 "total_calls": self.total_calls,
                 "rate_limited": self.rate_limited,
@@ -1192,6 +1216,35 @@ class FakeHubSpot:
                 hubspot_defined=False,
             )
             self._save_state()
+
+    def add_owner(
+        self,
+        email: str,
+        first_name: str = "",
+        last_name: str = "",
+        *,
+        archived: bool = False,
+    ) -> str:
+        """Add a portal user as an owner (HubSpot makes one per user); returns its id."""
+        with self._lock:
+            owner_id = str(self._next_id)
+            self._next_id += 1
+            now = _now()
+            self._owners[owner_id] = {
+                "id": owner_id,
+                "email": email,
+                "type": "PERSON",
+                "firstName": first_name,
+                "lastName": last_name,
+                "userId": int(owner_id) + 9_000_000,
+                "userIdIncludingInactive": int(owner_id) + 9_000_000,
+                "createdAt": now,
+                "updatedAt": now,
+                "archived": archived,
+                "teams": [],
+            }
+            self._save_state()
+            return owner_id
 
     def flush_search_index(self) -> None:
         """Make every write so far visible to search, whatever ``search_lag`` is."""
@@ -1663,6 +1716,8 @@ class FakeHubSpot:
             ("GET", pipes + "/" + _SEG, self._pipeline_get, False, None),
             ("GET", pipes + "/" + _SEG + "/stages", self._pipeline_stages, False, None),
             ("GET", "/account-info/v3/details", self._account_info, False, None),
+            ("GET", "/crm/v3/owners", self._owners_list, False, None),
+            ("GET", "/crm/v3/owners/" + _SEG, self._owner_get, False, None),
         ]
         return [(m, re.compile(pat), h, mut, model) for m, pat, h, mut, model in table]
 
@@ -1788,6 +1843,16 @@ class FakeHubSpot:
                     )
                     continue
                 text = normalized
+            if name == OWNER_PROPERTY:
+                if not self._active_owner(text):
+                    problems.append(
+                        _validation_item(
+                            name, f"{text} is not a valid owner id", "INVALID_OWNER_ID"
+                        )
+                    )
+                    continue
+                clean[name] = text
+                continue
             allowed = self._allowed_options(object_type, definition)
             if allowed is not None:
                 chosen = text.split(";") if definition.field_type == "checkbox" else [text]
@@ -2732,6 +2797,46 @@ class FakeHubSpot:
                 "dataHostingLocation": self.data_hosting_location,
             },
         )
+
+    # --- owners ------------------------------------------------------------------------
+
+    def _active_owner(self, owner_id: str) -> bool:
+        owner = self._owners.get(owner_id)
+        return owner is not None and not owner["archived"]
+
+    def _owners_list(self, match: re.Match[str], query: Query, body: Any) -> _Answer:
+        email = _query_value(query, "email")
+        archived = _query_flag(query, "archived")
+        raw_limit = _query_value(query, "limit") or "100"
+        raw_after = _query_value(query, "after") or "0"
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
+            raise _bad_request(f"limit must be between 1 and 500, not {raw_limit}")
+        if not raw_after.isdigit():
+            raise _bad_request(f"after must be a paging cursor, not {raw_after}")
+        limit, after = int(raw_limit), int(raw_after)
+        matching = [
+            owner
+            for owner in self._owners.values()
+            if owner["archived"] == archived
+            and (email is None or owner["email"].lower() == email.strip().lower())
+        ]
+        page = matching[after : after + limit]
+        answer: dict[str, Any] = {"results": page}
+        if after + limit < len(matching):
+            following = str(after + limit)
+            answer["paging"] = {
+                "next": {
+                    "after": following,
+                    "link": f"{self.url}/crm/v3/owners/?after={following}&limit={limit}",
+                }
+            }
+        return _Answer(200, answer)
+
+    def _owner_get(self, match: re.Match[str], query: Query, body: Any) -> _Answer:
+        owner = self._owners.get(match.group(1))
+        if owner is None or owner["archived"] != _query_flag(query, "archived"):
+            raise _not_found(f"Owner {match.group(1)} not found")
+        return _Answer(200, owner)
 
 
 def main(argv: list[str] | None = None) -> int:

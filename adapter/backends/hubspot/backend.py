@@ -95,6 +95,7 @@ from adapter.backends.hubspot.client import (
     HubSpotUnreachable,
 )
 from adapter.backends.hubspot.locks import DealLocks
+from adapter.backends.hubspot.owners import OWNER_PROPERTY, OwnerDirectory
 from adapter.backends.local.backend import translate_error as translate_db_error
 from adapter.errors import (
     AdapterError,
@@ -247,6 +248,7 @@ class HubSpotBackend:
         clock: Callable[[], datetime] = utcnow,
         search_lag_seconds: float = DEFAULT_SEARCH_LAG,
         on_reconcile: Callable[[str], None] | None = None,
+        mapping_in_use: Callable[[], object] | None = None,
     ) -> None:
         self.api = api
         self._engine = engine
@@ -257,6 +259,10 @@ class HubSpotBackend:
         self._lag = timedelta(seconds=search_lag_seconds)
         self._on_reconcile = on_reconcile
         self._deal_locks = DealLocks(engine)
+        self.owners = OwnerDirectory(api)
+        # The owner cache is refreshed when the mapping in use is another object.
+        self._mapping_in_use = mapping_in_use
+        self._owners_for: object | None = None
 
     # --- CrmBackend -------------------------------------------------------
 
@@ -400,6 +406,7 @@ class HubSpotBackend:
         config = self._hubspot()
         tags = config.tags_property
         known = self._known(plans)
+        owner_ids, contact_owners = self._owner_ids(plans)
         books = [_Bookkeeping() for _ in plans]
         links: dict[tuple[str, str], set[tuple[str, str, int]]] = {}
 
@@ -456,7 +463,11 @@ class HubSpotBackend:
             "contact",
             "email",
             {
-                key: _over(_contact_properties(group, tags, contact_tags[key]), contact_mapped[key])
+                key: _over(
+                    _contact_properties(group, tags, contact_tags[key])
+                    | _contact_owner(plans, owner_ids, key, contact_owners),
+                    contact_mapped[key],
+                )
                 for key, group in contacts.items()
             },
             contacts,
@@ -485,7 +496,12 @@ class HubSpotBackend:
             outcomes.update({plan.booking_id: plan.meeting.outcome for plan in group})
             stages[key] = _stage_id(config, derive_stage(lead, outcomes.values()))
             deal_props[key] = _over(
-                {"dealname": lead.title, "amount": str(lead.estimated_value), tags: deal_tags[key]},
+                {
+                    "dealname": lead.title,
+                    "amount": str(lead.estimated_value),
+                    tags: deal_tags[key],
+                    **_deal_owner(plans, owner_ids, key),
+                },
                 deal_mapped[key],
             )
         deal_targets: dict[str, set[tuple[str, int]]] = {}
@@ -539,8 +555,8 @@ class HubSpotBackend:
                 tags=deal_tags[plan.lead.lead_key],
             )
 
-        meeting_ids = self._sync_meetings(plans, ids, known, books, link)
-        task_refs = self._sync_tasks(plans, ids, known, books)
+        meeting_ids = self._sync_meetings(plans, ids, known, books, link, owner_ids)
+        task_refs = self._sync_tasks(plans, ids, known, books, owner_ids)
         for (from_type, to_type), pairs in links.items():
             self.api.associate_batch(from_type, to_type, sorted(pairs))
 
@@ -864,6 +880,47 @@ class HubSpotBackend:
             for kind, key in rows:
                 store.forget(conn, kind, key)
 
+    def _owner_ids(self, plans: Sequence[BookingPlan]) -> tuple[list[str | None], dict[str, str]]:
+        """Each plan's owner id (``None``: no owner), and the owner id each of the
+        batch's contacts already has in HubSpot, by email key.
+
+        Contacts' owners come from one batch read by email, before anything is
+        written: a contact keeps an owner it has, and with ``keep_existing`` that
+        owner is the booking's. Other emails become ids through the directory,
+        refreshed when the mapping was reloaded; an unknown one fails the batch
+        (``UnknownOwner``), so each job is tried alone and only its own dead-letter.
+        """
+        owned = [plan for plan in plans if plan.owner is not None]
+        if not owned:
+            return [None] * len(plans), {}
+        in_use = self._mapping_in_use() if self._mapping_in_use is not None else None
+        if in_use is not self._owners_for:
+            self.owners.clear()
+            self._owners_for = in_use
+        emails = sorted({plan.contact.email_key for plan in owned})
+        found = self.api.read_by_unique(CONTACTS, "email", emails, [OWNER_PROPERTY])
+        existing: dict[str, str] = {}
+        for key, item in found.items():
+            if item.properties.get(OWNER_PROPERTY):
+                existing[key] = str(item.properties[OWNER_PROPERTY])
+        ids = self.owners.ids(
+            plan.owner.email
+            for plan in owned
+            if plan.owner is not None
+            and plan.owner.email
+            and not (plan.owner.keep_existing and plan.contact.email_key in existing)
+        )
+        owners: list[str | None] = []
+        for plan in plans:
+            owner = plan.owner
+            if owner is None:
+                owners.append(None)
+            elif owner.keep_existing and plan.contact.email_key in existing:
+                owners.append(existing[plan.contact.email_key])
+            else:
+                owners.append(ids[owner.email] if owner.email else None)
+        return owners, existing
+
     def _sync_meetings(
         self,
         plans: Sequence[BookingPlan],
@@ -871,6 +928,7 @@ class HubSpotBackend:
         known: _Known,
         books: Sequence[_Bookkeeping],
         link: Callable[[str, str, str, str, int], None],
+        owner_ids: Sequence[str | None],
     ) -> list[str]:
         meeting_ids: dict[int, str] = {}
         updates: list[tuple[int, str, Mapping[str, str]]] = []
@@ -885,7 +943,10 @@ class HubSpotBackend:
         )
         for index, plan in enumerate(plans):
             contact_id, company_id, deal_id = ids[index]
-            props = _over(_meeting_properties(plan.meeting), mapped[plan.booking_id])
+            props = _over(
+                _meeting_properties(plan.meeting) | _owned(owner_ids[index]),
+                mapped[plan.booking_id],
+            )
             targets[index] = [(contact_id, MEETING_TO_CONTACT), (deal_id, MEETING_TO_DEAL)]
             if company_id is not None:
                 targets[index].append((company_id, MEETING_TO_COMPANY))
@@ -949,6 +1010,7 @@ class HubSpotBackend:
         ids: Sequence[tuple[str, str | None, str]],
         known: _Known,
         books: Sequence[_Bookkeeping],
+        owner_ids: Sequence[str | None],
     ) -> list[list[TaskRef]]:
         every = [
             row.hubspot_id
@@ -987,7 +1049,7 @@ class HubSpotBackend:
                 row = rows.get(key)
                 held = current.get(row.hubspot_id or "") if row is not None else None
                 props = _over(
-                    _task_properties(task),
+                    _task_properties(task) | _owned(owner_ids[index]),
                     _written(task.properties, held.properties if held is not None else {}),
                 )
                 task_id = row.hubspot_id if row else None
@@ -1093,6 +1155,33 @@ def _contact_properties(group: Sequence[BookingPlan], tags: str, tag_value: str)
     if with_phone:
         props["phone"] = _newest(with_phone).contact.phone or ""
     return props
+
+
+def _owned(owner_id: str | None) -> dict[str, str]:
+    return {OWNER_PROPERTY: owner_id} if owner_id else {}
+
+
+def _contact_owner(
+    plans: Sequence[BookingPlan],
+    owner_ids: Sequence[str | None],
+    email_key: str,
+    existing: Mapping[str, str],
+) -> dict[str, str]:
+    """A contact without an owner gets its newest booking's; one with an owner keeps it."""
+    if email_key in existing:
+        return {}
+    mine = [i for i, plan in enumerate(plans) if plan.contact.email_key == email_key]
+    newest = max(mine, key=lambda i: (as_utc(plans[i].snapshot_at), plans[i].booking_id))
+    return _owned(owner_ids[newest])
+
+
+def _deal_owner(
+    plans: Sequence[BookingPlan], owner_ids: Sequence[str | None], lead_key: str
+) -> dict[str, str]:
+    """A deal belongs to the owner of its newest booking in the batch."""
+    mine = [i for i, plan in enumerate(plans) if plan.lead.lead_key == lead_key]
+    newest = max(mine, key=lambda i: (as_utc(plans[i].snapshot_at), plans[i].booking_id))
+    return _owned(owner_ids[newest])
 
 
 def _meeting_properties(meeting: MeetingPlan) -> dict[str, str]:

@@ -430,6 +430,14 @@ class Found:
     properties: Mapping[str, str | None]
 
 
+@dataclass(frozen=True)
+class Owner:
+    """A HubSpot owner: its id (the value of ``hubspot_owner_id``) and email, lower-cased."""
+
+    id: str
+    email: str
+
+
 class HubSpotApi:
     """The HubSpot calls the backend and ``hubspot setup`` make; see the module docstring."""
 
@@ -467,6 +475,7 @@ class HubSpotApi:
         self._properties = crm.properties.core_api
         self._groups = crm.properties.groups_api
         self._pipelines = crm.pipelines.pipelines_api
+        self._owners = crm.owners.owners_api
         self.calls: Counter[str] = Counter()
         self._calls_lock = threading.Lock()
 
@@ -963,6 +972,27 @@ class HubSpotApi:
             str(pipeline.id): {str(stage.id) for stage in pipeline.stages or []}
             for pipeline in response.results or []
         }
+
+    def owners(self, email: str | None = None) -> list[Owner]:
+        """The portal's active owners (``GET /crm/v3/owners``, paged by 500), or those
+        with ``email``. Each user of the portal is an owner; archived ones are left out."""
+        found: list[Owner] = []
+        after: str | None = None
+        while True:
+            query: dict[str, Any] = {"limit": 500, "archived": False}
+            if email is not None:
+                query["email"] = email
+            if after:
+                query["after"] = after
+            page = self._call("list owners", self._owners.get_page, **query)
+            found.extend(
+                Owner(id=str(owner.id), email=str(owner.email or "").strip().lower())
+                for owner in page.results or []
+            )
+            following = getattr(getattr(page, "paging", None), "next", None)
+            after = getattr(following, "after", None)
+            if not after:
+                return found
 
     def ping(self) -> None:
         """One cheap authenticated call."""
