@@ -613,11 +613,13 @@ _CONTACT_OWNER = select(contacts.c.owner_email).where(
 def _write_owner(conn: Connection, plan: BookingPlan, contact_id: str, lead_id: str) -> None:
     """Give the booking's records their owner (``OwnerPlan``); no owner, no change.
 
-    The contact and the lead are shared by bookings, so they take an owner only
-    when they have none: a salesperson keeps the accounts they hold. The
-    booking's own meeting and open tasks always follow the booking's owner.
-    With ``keep_existing`` the contact's owner (read under the row lock its
-    upsert took) is the booking's owner.
+    A contact takes an owner only when it has none: a salesperson keeps the
+    accounts they hold (as in HubSpot). A lead, like its other fields, follows
+    its newest snapshot's booking (its ``version`` is then this snapshot's), so
+    the order bookings arrive in does not decide it. The booking's own meeting
+    and open tasks always follow the booking's owner. With ``keep_existing``
+    the contact's owner (read under the row lock its upsert took) is the
+    booking's owner.
     """
     planned = plan.owner
     if planned is None:
@@ -627,12 +629,17 @@ def _write_owner(conn: Connection, plan: BookingPlan, contact_id: str, lead_id: 
         owner = conn.execute(_CONTACT_OWNER, {"p_id": contact_id}).scalar_one_or_none() or owner
     if owner is None:
         return
-    for table, row_id in ((contacts, contact_id), (leads, lead_id)):
-        conn.execute(
-            update(table)
-            .where(table.c.id == row_id, table.c.owner_email.is_(None))
-            .values(owner_email=owner)
-        )
+    conn.execute(
+        update(contacts)
+        .where(contacts.c.id == contact_id, contacts.c.owner_email.is_(None))
+        .values(owner_email=owner)
+    )
+    version = snapshot_version(plan.snapshot_at, plan.booking_id)
+    conn.execute(
+        update(leads)
+        .where(leads.c.id == lead_id, leads.c.version == version)
+        .values(owner_email=owner)
+    )
     conn.execute(
         update(activities)
         .where(activities.c.booking_id == plan.booking_id)
