@@ -19,18 +19,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qsl, quote
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapter.api.deps import ServicesDep
 from adapter.api.routes.crm import ReaderDep
+from adapter.api.schemas import NO_NUL
 from adapter.api.throttle import client_address
 from adapter.backends.base import backend_pause
 from adapter.backends.hubspot import account as hubspot_account
 from adapter.backends.hubspot import store as hubspot_store
-from adapter.backends.local.reader import Activity, Task
+from adapter.backends.local.reader import Activity, Task, owner_key
 from adapter.bookme import BookMeError, import_booking
 from adapter.timeutil import utcnow
 from adapter.ui import display
@@ -283,20 +284,37 @@ def logout(request: Request, services: ServicesDep, form: FormDep) -> Response:
 
 
 @router.get("")
-def home(request: Request, services: ServicesDep, reader: ReaderDep) -> Response:
+def home(
+    request: Request,
+    services: ServicesDep,
+    reader: ReaderDep,
+    owner: Annotated[str | None, Query(max_length=320, pattern=NO_NUL)] = None,
+) -> Response:
+    """Upcoming bookings and action items; ``?owner=`` keeps one owner's ("my tasks")."""
     session = _logged_in(request, services)
     if session is None:
         return _to_login(request)
     page = Page(request, services, session)
     if services.settings.crm_backend != "local":
         return page.render("home.html", meetings=[], tasks=[], leads={})
+    owner = owner_key(owner) if owner and owner.strip() else None
     try:
         meetings = reader.activities(type_="MEETING", upcoming=True, limit=UPCOMING_LIMIT, offset=0)
-        tasks = reader.tasks(status="todo", limit=TASK_LIMIT, offset=0)
+        tasks = reader.tasks(status="todo", owner=owner, limit=TASK_LIMIT, offset=0)
         leads = {lead_id: reader.lead(lead_id) for lead_id in {t.lead_id for t in tasks}}
+        owners = reader.task_owners()
     except SQLAlchemyError as exc:
         return _unreadable(page, exc)
-    return page.render("home.html", meetings=meetings, tasks=tasks, leads=leads)
+    back = f"/ui?owner={quote(owner)}#tasks" if owner else "/ui#tasks"
+    return page.render(
+        "home.html",
+        meetings=meetings,
+        tasks=tasks,
+        leads=leads,
+        owners=owners,
+        owner=owner,
+        tasks_url=back,
+    )
 
 
 @router.post("/tasks/{task_id}/done")

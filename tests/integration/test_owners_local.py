@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from adapter.settings import Settings
 from tests.conftest import ADMIN_TOKEN, DEFAULT_MAPPING, WEBHOOK_SECRET, seed_booking
+from tests.integration.test_dashboard import csrf_of, log_in
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SECRET = {"X-Webhook-Secret": WEBHOOK_SECRET}
@@ -24,7 +25,8 @@ OWNERS = (
 
 @pytest.fixture
 def client(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[TestClient]:
-    """The app on real SQLite with the owners mapping and one embedded worker."""
+    """The app on real SQLite with the owners mapping and one embedded worker (over https,
+    so the dashboard's Secure session cookie is sent)."""
     from adapter.api.app import create_app
     from adapter.services import build_services
 
@@ -35,7 +37,8 @@ def client(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[T
     mapping.write_text(text, encoding="utf-8")
     services = build_services(make_settings(mappings_path=mapping))
     try:
-        with TestClient(create_app(services=services, embedded_workers=1)) as test_client:
+        app = create_app(services=services, embedded_workers=1)
+        with TestClient(app, base_url="https://testserver") as test_client:
             yield test_client
     finally:
         services.close()
@@ -94,3 +97,33 @@ def test_a_malformed_owner_filter_is_a_400_naming_it(client: TestClient) -> None
     response = client.get("/api/tasks", params={"owner": "x" * 400}, headers=ADMIN)
     assert response.status_code == 400
     assert "owner" in response.text
+
+
+def test_the_dashboard_shows_one_owners_action_items(client: TestClient) -> None:
+    """/ui?owner= lists only that owner's open tasks, picked from a labelled select, and
+    marking one done comes back to the same filtered list."""
+    book(client, bookingId="w-1", email="kim@example.com")
+    book(client, bookingId="c-1", eventType="30min-consultation", email="new@example.com")
+    assert log_in(client).status_code == 303
+
+    everyone = client.get("/ui")
+    assert everyone.status_code == 200
+    assert '<label for="owner">Owner</label>' in everyone.text
+    assert '<option value="zed@example.com">' in everyone.text
+    assert everyone.text.count('class="task') == 3
+
+    mine = client.get("/ui", params={"owner": "Zed@Example.com"})
+    assert mine.status_code == 200
+    assert mine.text.count('class="task') == 2
+    assert "Send consultation summary" not in mine.text
+    assert '<option value="zed@example.com" selected>' in mine.text
+
+    task_id = get(client, "/api/tasks?owner=zed@example.com")[0]["id"]
+    done = client.post(
+        f"/ui/tasks/{task_id}/done",
+        data={"csrf": csrf_of(mine.text), "next": "/ui?owner=zed%40example.com#tasks"},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    assert done.headers["location"].startswith("/ui?owner=zed%40example.com")
+    assert client.get("/ui?owner=zed@example.com").text.count('class="task') == 1

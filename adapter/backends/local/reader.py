@@ -224,6 +224,16 @@ class LocalCrmReader:
         rows = self._all(query.limit(limit).offset(offset))
         return self._with_properties("task", [Task(**_fields(row, Task)) for row in rows])
 
+    def task_owners(self) -> list[str]:
+        """The owners of open tasks, sorted: the dashboard's "my tasks" choices."""
+        query = (
+            select(tasks.c.owner_email)
+            .where(tasks.c.status == "todo", tasks.c.owner_email.is_not(None))
+            .distinct()
+            .order_by(tasks.c.owner_email)
+        )
+        return [str(row.owner_email) for row in self._all(query)]
+
     def set_task_status(self, task_id: str, status: TaskStatus) -> Task | None:
         """The read API's one write: set a task's status; ``None`` if there is no such task."""
         with self._engine.begin() as conn:
