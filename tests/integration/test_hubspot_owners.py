@@ -232,3 +232,28 @@ def test_the_fake_pages_owners_and_refuses_an_unknown_owner_id(fake: FakeHubSpot
     )
     assert refused.status_code == 400
     assert "INVALID_OWNER_ID" in refused.text
+
+
+def test_an_owner_added_in_hubspot_is_found_once_the_mapping_is_reloaded(
+    fake: FakeHubSpot, engine: Engine
+) -> None:
+    """Owners are cached per process: a user added in HubSpot is found after a reload."""
+    portal = Portal(fake, engine, mapping_with("  owner:\n    email: new@example.com\n"))
+    assert portal.book(bookingId="w-1").startswith("dead: ")
+    new = fake.add_owner("new@example.com")
+    [dead] = portal.store.list(state="dead")
+
+    portal.store.replay([dead.id], actor="test")
+    portal.worker.drain()
+    again = portal.store.get(dead.id)
+    assert again is not None
+    assert again.state == "dead"  # the cache is not listed again on every booking
+    assert fake.calls["GET /crm/v3/owners"] == 1
+
+    portal.mapping = mapping_with("  owner:\n    email: new@example.com\n")  # a reload
+    portal.store.replay([dead.id], actor="test")
+    portal.worker.drain()
+    replayed = portal.store.get(dead.id)
+    assert replayed is not None
+    assert replayed.state == "synced"
+    assert portal.owners_of("w-1")["meeting"] == new
