@@ -66,6 +66,9 @@ Calls (measured against the fake): a first booking with a company costs 6
 association batch, the meeting create, one task batch create); a repeat
 booking 5 (6 when it changes the deal's stage, as a cancellation may); a burst
 of 1,000 about 0.1 per booking in worker batches of 100 (``WORKER_BATCH_SIZE``).
+With an ``owner`` in the mapping, one more per batch (the contacts' current
+owners, one batch read by email) and the owners' listing once per process:
+8 for the first booking, 6 for a repeat.
 """
 
 from __future__ import annotations
