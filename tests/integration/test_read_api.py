@@ -28,7 +28,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 Z_DATETIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 NOW = datetime.now(UTC).replace(microsecond=0)
 
-CONTACT_KEYS = {"id", "firstName", "lastName", "email", "phone", "companyId", "tags", "ownerEmail"}
+CONTACT_KEYS = {"id", "firstName", "lastName", "email", "phone", "companyId", "tags"}
 LEAD_KEYS = {
     "id",
     "title",
@@ -41,7 +41,6 @@ LEAD_KEYS = {
     "contactId",
     "tags",
     "lastActivityDate",
-    "ownerEmail",
 }
 ACTIVITY_KEYS = {
     "id",
@@ -55,7 +54,6 @@ ACTIVITY_KEYS = {
     "outcome",
     "metadata",
     "lead",
-    "ownerEmail",
 }
 TASK_KEYS = {
     "id",
@@ -67,7 +65,6 @@ TASK_KEYS = {
     "dueDate",
     "priority",
     "status",
-    "ownerEmail",
 }
 
 

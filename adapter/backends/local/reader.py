@@ -29,6 +29,11 @@ class _Record(BaseModel):
     )
 
 
+OwnerEmail = Annotated[str | None, Field(default=None, exclude_if=lambda v: v is None)]
+"""A record's owner; left out when it has none, like ``properties``, so a mapping
+without ``owner:`` keeps the seed's shapes (contract §6)."""
+
+
 class _Entity(_Record):
     """A CRM record: an id, and the mapping's properties."""
 
@@ -49,7 +54,7 @@ class Contact(_Entity):
     phone: str | None
     company_id: str | None
     tags: list[str]
-    owner_email: str | None = None
+    owner_email: OwnerEmail = None
 
 
 class Company(_Entity):
@@ -70,7 +75,7 @@ class Lead(_Entity):
     contact_id: str
     tags: list[str]
     last_activity_date: ZDateTime
-    owner_email: str | None = None
+    owner_email: OwnerEmail = None
 
 
 class ActivityMetadata(_Record):
@@ -96,7 +101,7 @@ class Activity(_Entity):
     outcome: str
     metadata: ActivityMetadata
     lead: LeadSummary
-    owner_email: str | None = None
+    owner_email: OwnerEmail = None
 
 
 class Task(_Entity):
@@ -109,7 +114,7 @@ class Task(_Entity):
     due_date: ZDateTime
     priority: str
     status: TaskStatus
-    owner_email: str | None = None
+    owner_email: OwnerEmail = None
 
 
 def owner_key(email: str) -> str:
