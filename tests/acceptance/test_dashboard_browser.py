@@ -461,3 +461,55 @@ def test_replay_a_dead_event_after_fixing_its_cause(
     shots(page, "sync-hubspot")
     audit = httpx.get(f"{server.url}/admin/outbox/{answer['eventId']}", headers=ADMIN).json()
     assert [(r["actor"], r["fromState"]) for r in audit["replays"]] == [("dashboard", "dead")]
+
+
+@pytest.fixture(scope="module")
+def owned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
+    """serve on the local CRM with an owners mapping: workshops are Zed's, the rest rotate."""
+    workdir = tmp_path_factory.mktemp("owned")
+    text = DEFAULT_MAPPING.read_text(encoding="utf-8")
+    text = text.replace(
+        "\ndefaults:\n", "\ndefaults:\n  owner:\n    round_robin: [ada@example.com]\n", 1
+    )
+    text = text.replace(
+        "\n  workshop:\n", "\n  workshop:\n    owner:\n      email: zed@example.com\n"
+    )
+    mapping = workdir / "owners.yaml"
+    mapping.write_text(text, encoding="utf-8")
+    server = Serve(workdir, _env(workdir, MAPPINGS_PATH=str(mapping)))
+    try:
+        _post(server, bookingId="own-w", email="kim@example.com", scheduledDate=_at(days=10))
+        _post(
+            server,
+            bookingId="own-c",
+            eventType="30min-consultation",
+            email="lo@example.com",
+            scheduledDate=_at(days=2),
+        )
+        yield server
+    finally:
+        server.stop()
+
+
+def test_my_tasks_by_keyboard(owned: Serve, browser: Browser, shots: Any) -> None:
+    """The owner filter is labelled and reachable by Tab; choosing an owner by keyboard
+    lists only their action items, and the page stays accessible."""
+    context = _context(browser)
+    try:
+        page = context.new_page()
+        _log_in(page, owned)
+        tasks = page.locator("#tasks li.task")
+        assert tasks.count() == 3
+        assert _audit(page) == []
+        assert _unreachable_by_tab(page) == []
+        page.get_by_label("Owner").focus()
+        page.get_by_label("Owner").select_option("zed@example.com")
+        with page.expect_navigation():
+            page.get_by_role("button", name="Show").press("Enter")
+        assert "owner=zed%40example.com" in page.url
+        assert tasks.count() == 2
+        assert all("zed@example.com" in text for text in tasks.all_inner_texts())
+        assert _audit(page) == []
+        shots(page, "dashboard-my-tasks")
+    finally:
+        context.close()
