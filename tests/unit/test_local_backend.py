@@ -41,7 +41,7 @@ MIGRATIONS = (
     VERSIONS / "0002_local_crm.py",
     VERSIONS / "0003_lifecycle.py",
     VERSIONS / "0012_crm_properties.py",  # the mapped properties beside the records
-    VERSIONS / "0014_owner_rotations.py",
+    VERSIONS / "0015_owner_rotations.py",
 )
 
 
@@ -491,7 +491,7 @@ def migrate(conn: Connection, migrations: tuple[Path, ...] = MIGRATIONS) -> None
 
 
 def test_migration_mirrors_the_tables(tmp_path: Path) -> None:
-    """Migrations 0002, 0003, 0012, 0014 create exactly the CRM's tables, constraints, indexes."""
+    """Migrations 0002, 0003, 0012, 0015 create exactly the CRM's tables, constraints, indexes."""
     engine = make_engine(f"sqlite:///{tmp_path / 'migrated.db'}")
     try:
         with engine.begin() as conn:
@@ -509,7 +509,7 @@ def test_migration_mirrors_the_tables(tmp_path: Path) -> None:
 
 @pytest.fixture
 def pg_engine(pg_url: str) -> Iterator[Engine]:
-    """The shared fresh PostgreSQL database, migrated to 0014 (CRM, owners)."""
+    """The shared fresh PostgreSQL database, migrated to 0015 (CRM, owners)."""
     engine = make_engine(pg_url)
     try:
         with engine.begin() as conn:

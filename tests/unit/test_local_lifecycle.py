@@ -523,7 +523,7 @@ def test_migration_0003_upgrades_a_populated_database(tmp_path: Path) -> None:
                 conn.execute(text(statement), {"t": "2026-01-01 00:00:00"})
             run_migration(conn, "0003_lifecycle")
             run_migration(conn, "0012_crm_properties")  # crm_metadata holds its table too
-            run_migration(conn, "0014_owner_rotations")
+            run_migration(conn, "0015_owner_rotations")
             context = MigrationContext.configure(conn)
             metadata = [crm_metadata, owners_metadata]
             assert compare_metadata(context, metadata) == []  # type: ignore[arg-type]
@@ -538,7 +538,7 @@ def test_migration_0003_upgrades_a_populated_database(tmp_path: Path) -> None:
         assert (contact.first_name, contact.phone) == ("Erik", "+46 1")
         assert rows(engine, companies)[0].name == "Holm Design"
         with engine.begin() as conn:
-            run_migration(conn, "0014_owner_rotations", "downgrade")
+            run_migration(conn, "0015_owner_rotations", "downgrade")
             run_migration(conn, "0003_lifecycle", "downgrade")
             columns = {c["name"] for c in inspect(conn).get_columns("crm_leads")}
         assert "version" not in columns
@@ -556,7 +556,7 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
             run_migration(conn, "0002_local_crm")
             run_migration(conn, "0003_lifecycle")
             run_migration(conn, "0012_crm_properties")
-            run_migration(conn, "0014_owner_rotations")
+            run_migration(conn, "0015_owner_rotations")
         yield engine
     finally:
         engine.dispose()

@@ -1,8 +1,8 @@
 """Owners: the round robin's counters and per-booking assignments
 (``adapter.owners.store``), and ``owner_email`` on the local CRM's records.
 
-Revision ID: 0014_owner_rotations
-Revises: 0013_outbox_workers
+Revision ID: 0015_owner_rotations
+Revises: 0014_ui_sessions
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014_owner_rotations"
-down_revision = "0013_outbox_workers"
+revision = "0015_owner_rotations"
+down_revision = "0014_ui_sessions"
 branch_labels = None
 depends_on = None
 
