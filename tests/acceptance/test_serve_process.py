@@ -239,54 +239,73 @@ def test_several_processes_share_one_sqlite_file(spawn: Any, tmp_path: Path) -> 
 def test_sigkilled_serve_claims_taken_over_in_seconds(
     database: str, spawn: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """With the default 60 s lease, a SIGKILLed serve's claims are synced once within 15 s."""
+    """With the default 60 s lease, a SIGKILLed serve's claims are synced once within 15 s.
+
+    The CRM is the fake HubSpot, answering every object call 3 s late while the first
+    serve runs, so that serve is certainly holding claims (in the middle of a write)
+    when it is killed, whatever the machine's speed; the restarted one finds the
+    fake prompt again.
+    """
     from sqlalchemy import create_engine
+
+    from adapter.backends.hubspot import build_api, run_setup
+    from adapter.mapping import load_mapping
+    from tests.fakes.hubspot import FakeHubSpot
 
     url = (
         f"sqlite:///{tmp_path / 'takeover.db'}"
         if database == "sqlite"
         else str(request.getfixturevalue("pg_url"))
     )
-    env = {
-        "CRM_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "ADMIN_TOKEN": ADMIN_TOKEN,
-        "SYNC_WAIT_MS": "0",
-        "DATABASE_URL": url,
-    }
-    server = spawn(**env)
-    with httpx.Client(base_url=server.url, timeout=30) as http:
-        for n in range(50):
-            answer = http.post(
-                "/api/bookings/incoming",
-                json=seed_booking(bookingId=f"takeover-{n}", email=f"p{n % 10}@example.com"),
-                headers={"X-Webhook-Secret": WEBHOOK_SECRET},
-            )
-            assert answer.status_code == 202, answer.text
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        # Kill it while it holds claims, so their leases have most of a minute to run.
-        deadline = time.monotonic() + 10
-        while not _leased(engine):
-            assert time.monotonic() < deadline, "serve never held a claim"
-            time.sleep(0.005)
-        server.kill()
-        killed = time.monotonic()
-        held = _leased(engine)
-    finally:
-        engine.dispose()
-    restarted = spawn(**env)
-    ready = time.monotonic()
-    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    with httpx.Client(base_url=restarted.url, headers=admin, timeout=30) as http:
-        while (counts := http.get("/admin/outbox").json()["counts"])["synced"] < 50:
-            assert time.monotonic() - ready < 15, (counts, held)
-            time.sleep(0.2)
-        synced = time.monotonic()
+    with FakeHubSpot(rate_limit=None, search_rate_limit=None) as fake:
+        api = build_api(fake.token or "", fake.url, (1000, 10.0))
+        try:
+            assert run_setup(api, load_mapping(DEFAULT_MAPPING)).ok
+        finally:
+            api.close()
+        fake.slow("/crm/v3/objects/*", seconds=3, times=None)
+        env = {
+            "CRM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            "SYNC_WAIT_MS": "0",
+            "DATABASE_URL": url,
+            "CRM_BACKEND": "hubspot",
+            "HUBSPOT_ACCESS_TOKEN": fake.token or "",
+            "HUBSPOT_BASE_URL": fake.url,
+        }
+        server = spawn(**env)
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            for n in range(50):
+                answer = http.post(
+                    "/api/bookings/incoming",
+                    json=seed_booking(bookingId=f"takeover-{n}", email=f"p{n % 10}@example.com"),
+                    headers={"X-Webhook-Secret": WEBHOOK_SECRET},
+                )
+                assert answer.status_code == 202, answer.text
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            deadline = time.monotonic() + 10
+            while not _leased(engine):
+                assert time.monotonic() < deadline, "serve never held a claim"
+                time.sleep(0.005)
+            server.kill()
+            killed = time.monotonic()
+            held = _leased(engine)
+        finally:
+            engine.dispose()
+        assert held > 0
+        fake.clear_faults()
+        restarted = spawn(**env)
+        ready = time.monotonic()
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        with httpx.Client(base_url=restarted.url, headers=admin, timeout=30) as http:
+            while (counts := http.get("/admin/outbox").json()["counts"])["synced"] < 50:
+                assert time.monotonic() - ready < 15, (counts, held)
+                time.sleep(0.2)
+            synced = time.monotonic()
         assert counts == {**counts, "synced": 50, "queued": 0, "retrying": 0, "dead": 0}
-        activities = http.get("/api/activities", params={"limit": 1000}).json()
-        assert sorted(a["metadata"]["bookingId"] for a in activities) == sorted(
-            f"takeover-{n}" for n in range(50)
-        )
+        booked = sorted(m["properties"]["bookme_booking_id"] for m in fake.objects("meetings"))
+        assert booked == sorted(f"takeover-{n}" for n in range(50))  # each exactly once
     assert "took over its" in restarted.output()
     print(
         f"\nTAKEOVER {database}: claims_held_at_kill={held} restart_ready={ready - killed:.1f}s "
