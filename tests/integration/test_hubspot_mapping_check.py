@@ -117,3 +117,31 @@ def test_hubspot_setup_reports_the_mapping_problems_too(fake: FakeHubSpot, tmp_p
     result = CliRunner().invoke(app, ["hubspot", "setup"], env=_env(fake, tmp_path, mapping))
     assert result.exit_code == 1, result.output
     assert "favourite_colour" in result.output
+
+
+def test_check_hubspot_names_owners_the_portal_does_not_have(
+    fake: FakeHubSpot, tmp_path: Path
+) -> None:
+    """Every owner email of the mapping, fixed or in a round robin, must be an active owner;
+    an archived user or an unknown email is one line naming the mapping key."""
+    fake.add_owner("ada@example.com", "Ada", "Lovelace")
+    fake.add_owner("gone@example.com", "Gone", "User", archived=True)
+    text = DEFAULT_MAPPING.read_text().replace(
+        "  workshop:\n",
+        "  workshop:\n    owner:\n      round_robin: [ada@example.com, gone@example.com, "
+        "nobody@example.com]\n",
+        1,
+    )
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(text)
+    result = CliRunner().invoke(
+        app, ["mappings", "check", str(mapping), "--hubspot"], env=_env(fake, tmp_path, mapping)
+    )
+    assert result.exit_code == 1, result.output
+    problems = [line for line in result.output.splitlines() if line.startswith("PORTAL")]
+    assert problems == [
+        "PORTAL   event_types.workshop.owner.round_robin[1]: gone@example.com is not an active "
+        "owner of the portal (1 active; add the user in HubSpot or fix the email)",
+        "PORTAL   event_types.workshop.owner.round_robin[2]: nobody@example.com is not an "
+        "active owner of the portal (1 active; add the user in HubSpot or fix the email)",
+    ]

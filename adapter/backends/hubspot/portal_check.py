@@ -1,4 +1,4 @@
-"""A mapping checked against the portal it will write to, before it goes live.
+"""A mapping checked against the portal it will write to, before it goes live (properties, owners).
 
 ``bookme-crm mappings check --hubspot`` and ``hubspot setup`` read the portal's
 property definitions and ask of every ``properties:`` entry of the mapping
@@ -6,7 +6,8 @@ property definitions and ask of every ``properties:`` entry of the mapping
 that object, can HubSpot store a value of that kind in it, and is a fixed value
 of an enumeration one of its options. Each problem is one line naming the
 mapping key, the property and what the portal has, so ops fix the YAML before
-a booking can dead-letter on it. Values from templates (``{answers.budget}``)
+a booking can dead-letter on it. Every owner email (fixed or in a round robin)
+must be an active owner of the portal. Values from templates (``{answers.budget}``)
 are known only per booking: those are checked at run time by HubSpot itself,
 and a refusal dead-letters the event with HubSpot's message (replayable).
 """
@@ -153,7 +154,37 @@ def property_problem(spec: PropertySpec, definition: PropertyDefinition) -> str 
 
 def check_mapping(api: HubSpotApi, mapping: MappingConfig) -> list[str]:
     """Every problem the portal has with ``mapping``, one line each."""
-    return check_properties(api, mapping)
+    return check_properties(api, mapping) + check_owners(api, mapping)
+
+
+def mapped_owners(mapping: MappingConfig) -> Iterator[tuple[str, str]]:
+    """Every owner email the mapping names: ``(mapping key, email)``."""
+    sections = [("defaults.owner", mapping.defaults.owner)]
+    sections += [
+        (f"event_types.{name}.owner", config.owner)
+        for name, config in sorted(mapping.event_types.items())
+    ]
+    for key, owner in sections:
+        if owner is None:
+            continue
+        if owner.email is not None:
+            yield f"{key}.email", owner.email
+        for index, email in enumerate(owner.round_robin or []):
+            yield f"{key}.round_robin[{index}]", email
+
+
+def check_owners(api: HubSpotApi, mapping: MappingConfig) -> list[str]:
+    """One line per owner email that is not an active owner of the portal."""
+    named = list(mapped_owners(mapping))
+    if not named:
+        return []
+    active = {owner.email for owner in api.owners()}
+    return [
+        f"{key}: {email} is not an active owner of the portal "
+        f"({len(active)} active; add the user in HubSpot or fix the email)"
+        for key, email in named
+        if email.strip().lower() not in active
+    ]
 
 
 def check_properties(api: HubSpotApi, mapping: MappingConfig) -> list[str]:
