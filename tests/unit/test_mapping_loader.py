@@ -510,3 +510,22 @@ def test_dumped_mapping_validates_back_to_the_same_mapping() -> None:
 
     assert dumped["event_types"]["workshop"]["tasks"][0]["offset"] == "-7d"
     assert MappingConfig.model_validate(dumped) == mapping
+
+
+def test_the_default_mappings_commented_examples_are_valid_and_the_seed_unchanged() -> None:
+    """The examples in mappings/default.yaml load once uncommented (so ops can turn them on
+    as written), and commented they change nothing: the seed's plan stays as it was."""
+    text = DEFAULT.read_text()
+    assert text.count("#| ") >= 10
+    enabled = load_mapping_text(text.replace("#| ", ""), "default.yaml (examples on)")
+    default = load_mapping_text(text, "default.yaml")
+    contact = enabled.defaults.contact.properties
+    assert contact["lifecyclestage"].policy == "forward_only"
+    assert contact["utm_campaign"].policy == "if_empty"
+    assert enabled.defaults.lead.properties["budget"].policy == "always"
+    assert enabled.defaults.owner is not None
+    assert enabled.defaults.owner.round_robin is not None
+    assert enabled.defaults.owner.keep_existing
+    assert default.defaults.owner is None
+    assert default.defaults.contact.properties == {}
+    assert default.defaults.lead.properties == {}
