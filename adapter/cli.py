@@ -33,6 +33,7 @@ from adapter.timeutil import iso_z, utcnow
 from outbox.store import REPLAYABLE, STATES, OutboxStore
 
 if TYPE_CHECKING:
+    from adapter.backends.hubspot.client import HubSpotApi
     from adapter.backends.hubspot.setup import SetupReport
 
 
@@ -349,22 +350,27 @@ def _owner_line(owner: OwnerPlan) -> str:
     return chosen
 
 
-def _check_against_hubspot(mapping: MappingConfig) -> None:
-    """``mappings check --hubspot``: the portal's properties and owners against the mapping."""
+def _hubspot_api(settings: Settings) -> HubSpotApi:
+    """The HubSpot client the settings name, for a CLI command; exit 2 without a token."""
     from adapter.backends.hubspot import build_api
-    from adapter.backends.hubspot.portal_check import check_mapping
-    from adapter.errors import AdapterError
 
-    settings = _settings()
     if settings.hubspot_access_token is None:
         typer.echo("configuration error: HUBSPOT_ACCESS_TOKEN is not set", err=True)
         raise typer.Exit(2)
-    api = build_api(
+    return build_api(
         settings.hubspot_access_token.get_secret_value(),
         settings.hubspot_base_url,
         settings.rate_limit,
         search_limit=settings.search_rate_limit,
     )
+
+
+def _check_against_hubspot(mapping: MappingConfig) -> None:
+    """``mappings check --hubspot``: the portal's properties and owners against the mapping."""
+    from adapter.backends.hubspot.portal_check import check_mapping
+    from adapter.errors import AdapterError
+
+    api = _hubspot_api(_settings())
     try:
         problems = check_mapping(api, mapping)
     except AdapterError as exc:
@@ -504,24 +510,17 @@ def outbox_replay(
 @hubspot_app.command("setup")
 def hubspot_setup() -> None:
     """Create the custom properties the backend needs; check the mapping's pipeline and stages."""
-    from adapter.backends.hubspot import build_api, run_setup
+    from adapter.backends.hubspot import run_setup
     from adapter.errors import AdapterError
 
     settings = _settings()
-    if settings.hubspot_access_token is None:
-        typer.echo("configuration error: HUBSPOT_ACCESS_TOKEN is not set", err=True)
-        raise typer.Exit(2)
+    api = _hubspot_api(settings)
     try:
         mapping = load_mapping(settings.mappings_path)
     except MappingError as exc:
+        api.close()
         typer.echo(f"mapping error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    api = build_api(
-        settings.hubspot_access_token.get_secret_value(),
-        settings.hubspot_base_url,
-        settings.rate_limit,
-        search_limit=settings.search_rate_limit,
-    )
     try:
         report = run_setup(api, mapping)
     except AdapterError as exc:
@@ -562,23 +561,16 @@ def hubspot_verify(
     key, provokes the answers the backend must handle, archives what it made and
     prints a table. Exit 0: every assumption holds; 1: one does not; 2: not set up.
     """
-    from adapter.backends.hubspot import build_api
     from adapter.backends.hubspot.verify import Verifier
 
     settings = _settings()
-    if settings.hubspot_access_token is None:
-        typer.echo("configuration error: HUBSPOT_ACCESS_TOKEN is not set", err=True)
-        raise typer.Exit(2)
+    api = _hubspot_api(settings)
     try:
         mapping = load_mapping(settings.mappings_path)
     except MappingError as exc:
+        api.close()
         typer.echo(f"mapping error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    api = build_api(
-        settings.hubspot_access_token.get_secret_value(),
-        settings.hubspot_base_url,
-        settings.rate_limit,
-    )
     verifier = Verifier(api, mapping.defaults.hubspot, search_wait=search_wait, keep=keep)
     typer.echo(
         f"Verifying {settings.hubspot_base_url} with records keyed {verifier.key} "
