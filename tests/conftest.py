@@ -20,6 +20,7 @@ from adapter.settings import Settings
 
 if TYPE_CHECKING:
     from adapter.services import Services
+    from tests.fakes.hubspot import FakeHubSpot
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "tests" / "samples"  # copies of ../shared/samples
@@ -234,3 +235,23 @@ def outbox_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[En
     outbox_metadata.create_all(eng)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    """The service's database, migrated, on a real SQLite file."""
+    from adapter import db
+
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'bookme.db'}")
+    db.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeHubSpot]:
+    """The fake HubSpot on loopback, without rate limits (tests that need them set their own)."""
+    from tests.fakes.hubspot import FakeHubSpot
+
+    with FakeHubSpot(rate_limit=None, search_rate_limit=None) as server:
+        yield server

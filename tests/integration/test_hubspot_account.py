@@ -12,7 +12,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from adapter import db
 from adapter.backends.hubspot import account, build_api
 from adapter.backends.hubspot.client import DEFAULT_UI_DOMAIN
 from adapter.cli import app
@@ -31,14 +30,6 @@ def eu_fake() -> Iterator[FakeHubSpot]:
         rate_limit=None, search_rate_limit=None, ui_domain=EU, data_hosting_location="eu1"
     ) as server:
         yield server
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'bookme.db'}")
-    db.upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def _setup(fake: FakeHubSpot, tmp_path: Path, **env: str) -> tuple[int, str]:

@@ -95,20 +95,6 @@ def _api(fake: FakeHubSpot, sleeps: list[float], *, max_attempts: int = 4) -> Hu
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'bookme.db'}")
-    db.upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeHubSpot]:
-    with FakeHubSpot(rate_limit=None, search_rate_limit=None) as server:
-        yield server
-
-
-@pytest.fixture
 def hs(fake: FakeHubSpot, engine: Engine) -> Iterator[Harness]:
     """A prepared portal (``hubspot setup`` run) and a backend with a settable clock."""
     sleeps: list[float] = []

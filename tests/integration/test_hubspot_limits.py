@@ -6,7 +6,7 @@ pause the portal, 423 and 503 are retried, search has a budget of its own, and t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -65,12 +65,6 @@ def sqlite_file(tmp_path: Path) -> str:
     db.upgrade(engine)
     engine.dispose()
     return url
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeHubSpot]:
-    with FakeHubSpot(rate_limit=None, search_rate_limit=None) as server:
-        yield server
 
 
 def _process(

@@ -3,7 +3,6 @@ over real HTTP in each of its modes; never against the internet."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,12 +39,6 @@ class Run:
             elif not line.strip():
                 current = 0
         return rows
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeHubSpot]:
-    with FakeHubSpot(rate_limit=None, search_rate_limit=None) as server:
-        yield server
 
 
 def _env(fake: FakeHubSpot, tmp_path: Path) -> dict[str, str]:
