@@ -6,6 +6,8 @@ Nothing is built at import time: the app factory, the CLI and the tests call
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -30,6 +32,7 @@ from adapter.timeutil import utcnow
 from adapter.worker import Worker
 from outbox.retry import RetryPolicy
 from outbox.store import PENDING, Event, OutboxStore
+from outbox.writer import OutboxWriter
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +56,60 @@ class MappingHolder:
 
 
 class SyncWaiter:
-    """Lets a request wait briefly for its event to sync; woken in-process, else polls."""
+    """Lets a request wait briefly for its event to sync; woken in-process, else polls.
+
+    An async waiter registers its event id and awaits an ``asyncio.Event`` that
+    the worker's settle sets, so the wait holds no thread. Once several waits in
+    a row have run out (the CRM is slow, or the event is behind a backlog),
+    waiting buys the sender nothing but a late 202: only one request at a time
+    then waits, as a probe, and the others are answered at once; the first
+    probe that syncs in time ends that.
+    """
+
+    # Waits that ran out since the last one that synced in time, before waiting is skipped.
+    SLOW_AFTER = 3
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._waiting: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._timeouts = 0
+        self._probing = False
 
-    def notify(self, _event_id: str) -> None:
+    def notify(self, event_id: str) -> None:
         with self._cond:
             self._cond.notify_all()
+        with self._lock:
+            woken = list(self._waiting.get(event_id, ()))
+        for loop, flag in woken:
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+                loop.call_soon_threadsafe(flag.set)
+
+    def begin(self, event_id: str) -> asyncio.Event | None:
+        """Register an async wait for ``event_id``; ``None`` when it is not worth waiting."""
+        with self._lock:
+            if self._timeouts >= self.SLOW_AFTER:
+                if self._probing:
+                    return None
+                self._probing = True
+            flag = asyncio.Event()
+            self._waiting.setdefault(event_id, []).append((asyncio.get_running_loop(), flag))
+        return flag
+
+    def end(self, event_id: str, flag: asyncio.Event, *, settled: bool) -> None:
+        """Unregister ``begin``'s wait, and learn whether waiting is worth it."""
+        with self._lock:
+            entries = self._waiting.get(event_id, [])
+            entries[:] = [entry for entry in entries if entry[1] is not flag]
+            if not entries:
+                self._waiting.pop(event_id, None)
+            self._timeouts = 0 if settled else self._timeouts + 1
+            self._probing = False
+
+    @property
+    def skipping(self) -> bool:
+        """Whether waits are being skipped (all but one probe) for now."""
+        return self._timeouts >= self.SLOW_AFTER
 
     def wait_for(self, done: Callable[[], bool], timeout: float, poll: float = 0.05) -> bool:
         """Call ``done`` until it is true or ``timeout`` seconds pass; returns the last answer.
@@ -98,6 +147,10 @@ class Services:
     heartbeat: Heartbeat | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
+    writer: OutboxWriter = field(init=False)  # the webhook's single committer
+
+    def __post_init__(self) -> None:
+        self.writer = OutboxWriter(self.store)
 
     def new_worker(self, clock: Callable[[], datetime] = utcnow) -> Worker:
         s = self.settings
@@ -187,6 +240,39 @@ class Services:
             self.waiter.wait_for(settled, wait)
         return latest
 
+    def _current(self, event: Event) -> Event:
+        return self.store.get(event.id) or event
+
+    async def settle(self, event: Event, poll: float = 0.1) -> Event:
+        """``await_settled`` for an async handler: awaits the worker's settle, holding no
+        thread, and answers at once (``event`` as it is) when the CRM is paused or
+        recent waits ran out (``SyncWaiter``).
+
+        ``poll`` bounds the wait between reads of the event, so events settled by
+        another process (which cannot notify us) are seen too.
+        """
+        budget = self.settings.sync_wait_ms / 1000
+        if budget <= 0 or event.state not in PENDING or backend_pause(self.backend) is not None:
+            return event
+        flag = self.waiter.begin(event.id)
+        if flag is None:
+            return event
+        latest = event
+        deadline = time.monotonic() + budget
+        try:
+            while latest.state in PENDING:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(flag.wait(), min(poll, remaining))
+                flag.clear()  # a settle that left it pending (a retry) must not spin us
+                # A short indexed read, off the loop: SQLite or the network may stall.
+                latest = await asyncio.to_thread(self._current, latest)
+        finally:
+            self.waiter.end(event.id, flag, settled=latest.state not in PENDING)
+        return latest
+
     def reload_mappings(self) -> bool:
         """Reload the mapping file (SIGHUP); on failure log why and keep the mapping in use."""
         try:
@@ -244,6 +330,7 @@ class Services:
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the worker loops (each finishes its batch) and release resources."""
+        self.writer.close(timeout)
         self.stop_workers(timeout)
         self.backend.close()
         self.engine.dispose()
