@@ -11,6 +11,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,40 +60,78 @@ class SyncWaiter:
     """Lets a request wait briefly for its event to sync; woken in-process, else polls.
 
     An async waiter registers its event id and awaits an ``asyncio.Event`` that
-    the worker's settle sets, so the wait holds no thread. Once several waits in
-    a row have run out (the CRM is slow, or the event is behind a backlog),
-    waiting buys the sender nothing but a late 202: only one request at a time
-    then waits, as a probe, and the others are answered at once; the first
-    probe that syncs in time ends that.
+    the worker's settle sets, so the wait holds no thread. A wait is not spent
+    where it cannot succeed, since it then only delays the 202 (and holds the
+    sender's connection):
+
+    - behind a backlog: when more of this process's accepted events are still
+      unsettled than its workers settled in the last ``SYNC_WAIT_MS`` (what they
+      can be expected to settle within the wait). A slow CRM shows up here too,
+      as a low settle rate;
+    - after waits ran out ``SLOW_AFTER`` times in a row (nothing settles them,
+      e.g. no worker runs in this process): then one request at a time waits,
+      as a probe, and the first probe that syncs in time ends this.
     """
 
     # Waits that ran out since the last one that synced in time, before waiting is skipped.
     SLOW_AFTER = 3
+    # Accepted events remembered as unsettled at most this long (another process may
+    # settle them without telling us), and at most this many.
+    FORGET_AFTER = 60.0
+    REMEMBER = 100_000
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._cond = threading.Condition()
         self._lock = threading.Lock()
+        self._clock = clock
         self._waiting: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._unsettled: OrderedDict[str, float] = OrderedDict()  # event id -> accepted at
+        self._settles: deque[float] = deque()
         self._timeouts = 0
-        self._probing = False
+        self._probe: asyncio.Event | None = None
 
     def notify(self, event_id: str) -> None:
+        now = self._clock()
         with self._cond:
             self._cond.notify_all()
         with self._lock:
+            if self._unsettled.pop(event_id, None) is not None:
+                self._settles.append(now)
             woken = list(self._waiting.get(event_id, ()))
         for loop, flag in woken:
             with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
                 loop.call_soon_threadsafe(flag.set)
 
-    def begin(self, event_id: str) -> asyncio.Event | None:
-        """Register an async wait for ``event_id``; ``None`` when it is not worth waiting."""
+    def accepted(self, event_id: str) -> None:
+        """Count a newly accepted, unsettled event towards the backlog."""
         with self._lock:
-            if self._timeouts >= self.SLOW_AFTER:
-                if self._probing:
-                    return None
-                self._probing = True
+            self._unsettled.setdefault(event_id, self._clock())
+            while len(self._unsettled) > self.REMEMBER:
+                self._unsettled.popitem(last=False)
+
+    def begin(
+        self, event_id: str, budget: float, *, backlog_rule: bool = True
+    ) -> asyncio.Event | None:
+        """Register an async wait of up to ``budget`` seconds for ``event_id``; ``None``
+        when it is not worth waiting. ``backlog_rule``: this process's workers settle
+        (and so notify) its events, so its backlog and settle rate are known."""
+        now = self._clock()
+        with self._lock:
+            while self._unsettled and next(iter(self._unsettled.values())) < now - max(
+                self.FORGET_AFTER, budget
+            ):
+                self._unsettled.popitem(last=False)
+            while self._settles and self._settles[0] < now - budget:
+                self._settles.popleft()
+            ahead = len(self._unsettled) - (event_id in self._unsettled)
+            if backlog_rule and ahead >= max(1, len(self._settles)):
+                return None
+            probe = self._timeouts >= self.SLOW_AFTER
+            if probe and self._probe is not None:
+                return None
             flag = asyncio.Event()
+            if probe:
+                self._probe = flag
             self._waiting.setdefault(event_id, []).append((asyncio.get_running_loop(), flag))
         return flag
 
@@ -104,12 +143,10 @@ class SyncWaiter:
             if not entries:
                 self._waiting.pop(event_id, None)
             self._timeouts = 0 if settled else self._timeouts + 1
-            self._probing = False
-
-    @property
-    def skipping(self) -> bool:
-        """Whether waits are being skipped (all but one probe) for now."""
-        return self._timeouts >= self.SLOW_AFTER
+            if self._probe is flag:
+                self._probe = None
+            if settled:
+                self._unsettled.pop(event_id, None)  # settled elsewhere: seen by polling
 
     def wait_for(self, done: Callable[[], bool], timeout: float, poll: float = 0.05) -> bool:
         """Call ``done`` until it is true or ``timeout`` seconds pass; returns the last answer.
@@ -254,7 +291,7 @@ class Services:
         budget = self.settings.sync_wait_ms / 1000
         if budget <= 0 or event.state not in PENDING or backend_pause(self.backend) is not None:
             return event
-        flag = self.waiter.begin(event.id)
+        flag = self.waiter.begin(event.id, budget, backlog_rule=bool(self.workers))
         if flag is None:
             return event
         latest = event

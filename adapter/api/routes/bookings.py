@@ -218,6 +218,8 @@ async def _incoming(request: Request, body: bytes, services: Services) -> tuple[
         "new" if created else "repeat",
     )
     if event.state in PENDING:
+        if created:
+            services.waiter.accepted(event.id)
         services.wake_workers()
         event = await services.settle(event)
     return ("repeat" if not created else event.state), event_answer(event)
