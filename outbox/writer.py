@@ -10,6 +10,7 @@ or on SQLite's busy handler: only this thread writes events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -49,7 +50,8 @@ class OutboxWriter:
         future: asyncio.Future[tuple[Event, bool]] = loop.create_future()
 
         def done(answer: Answer) -> None:
-            loop.call_soon_threadsafe(_resolve, future, answer)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody awaits it
+                loop.call_soon_threadsafe(_resolve, future, answer)
 
         self.submit(new, done)
         return await future
@@ -92,7 +94,10 @@ class OutboxWriter:
                 log.exception("outbox writer: a group commit failed")
                 answers = [exc] * len(group)
             for (_, done), answer in zip(group, answers, strict=True):
-                done(answer)
+                try:
+                    done(answer)
+                except Exception:  # one caller's callback must not stop the writer
+                    log.exception("outbox writer: answering a caller failed")
 
     def close(self, timeout: float = 10.0) -> None:
         """Commit what is queued, then stop the thread."""
