@@ -15,6 +15,7 @@ from adapter.booking import Booking
 from adapter.mapping import MappingConfig
 from adapter.timeutil import SENDER_CLOCK_TOLERANCE, as_utc, iso_z, trusted_stamp
 from outbox.store import QUARANTINED, QUEUED, Event, NewEvent, OutboxStore
+from outbox.writer import OutboxWriter
 
 log = logging.getLogger(__name__)
 
@@ -41,21 +42,15 @@ class WebhookIdReused(Exception):
         self.webhook_id = webhook_id
 
 
-def accept_booking(
+def new_event(
     store: OutboxStore,
     booking: Booking,
     raw: Any,
     mapping: MappingConfig,
     *,
     webhook_id: str | None = None,
-) -> tuple[Event, bool]:
-    """Commit the booking as an outbox event; returns (event, whether it is new).
-
-    An authentic booking the mapping cannot place is stored quarantined, never
-    dropped. A repeat delivery stores nothing and returns the first event; a
-    reused ``webhook_id`` with a different body raises ``WebhookIdReused``
-    (answering it with the first booking's ids would silently drop the second).
-    """
+) -> NewEvent:
+    """The outbox event for ``booking``: quarantined when the mapping cannot place it."""
     reason = unplaceable_reason(booking, mapping)
     received = store.clock()  # the receipt time the outbox records for the event
     snapshot_at = trusted_stamp(booking.updated_at, received) or received
@@ -68,7 +63,7 @@ def accept_booking(
             SENDER_CLOCK_TOLERANCE,
             extra={"booking_id": booking.booking_id},
         )
-    new = NewEvent(
+    return NewEvent(
         key=booking.booking_id,
         kind=booking.event,
         payload=booking.model_dump(mode="json", by_alias=True, exclude_none=True),
@@ -78,12 +73,51 @@ def accept_booking(
         state=QUARANTINED if reason else QUEUED,
         last_error=reason,
     )
-    event, created = store.enqueue_committed(new)
+
+
+def _refuse_reuse(new: NewEvent, event: Event, created: bool) -> None:
+    """``WebhookIdReused`` when a repeat's ``webhook-id`` named a different body (answering
+    it with the first booking's ids would silently drop the second)."""
     if (
         not created
-        and webhook_id is not None
-        and event.webhook_id == webhook_id
+        and new.webhook_id is not None
+        and event.webhook_id == new.webhook_id
         and event.body_hash != new.body_hash
     ):
-        raise WebhookIdReused(webhook_id)
+        raise WebhookIdReused(new.webhook_id)
+
+
+def accept_booking(
+    store: OutboxStore,
+    booking: Booking,
+    raw: Any,
+    mapping: MappingConfig,
+    *,
+    webhook_id: str | None = None,
+) -> tuple[Event, bool]:
+    """Commit the booking as an outbox event; returns (event, whether it is new).
+
+    An authentic booking the mapping cannot place is stored quarantined, never
+    dropped. A repeat delivery stores nothing and returns the first event; a
+    reused ``webhook_id`` with a different body raises ``WebhookIdReused``.
+    """
+    new = new_event(store, booking, raw, mapping, webhook_id=webhook_id)
+    event, created = store.enqueue_committed(new)
+    _refuse_reuse(new, event, created)
+    return event, created
+
+
+async def commit_booking(
+    writer: OutboxWriter,
+    booking: Booking,
+    raw: Any,
+    mapping: MappingConfig,
+    *,
+    webhook_id: str | None = None,
+) -> tuple[Event, bool]:
+    """``accept_booking`` for an async handler: the single writer commits it, and this
+    returns only once it is committed; the caller holds no thread meanwhile."""
+    new = new_event(writer.store, booking, raw, mapping, webhook_id=webhook_id)
+    event, created = await writer.enqueue(new)
+    _refuse_reuse(new, event, created)
     return event, created

@@ -6,9 +6,12 @@ Nothing is built at import time: the app factory, the CLI and the tests call
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +33,7 @@ from adapter.timeutil import utcnow
 from adapter.worker import Worker
 from outbox.retry import RetryPolicy
 from outbox.store import PENDING, Event, OutboxStore
+from outbox.writer import OutboxWriter
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +57,96 @@ class MappingHolder:
 
 
 class SyncWaiter:
-    """Lets a request wait briefly for its event to sync; woken in-process, else polls."""
+    """Lets a request wait briefly for its event to sync; woken in-process, else polls.
 
-    def __init__(self) -> None:
+    An async waiter registers its event id and awaits an ``asyncio.Event`` that
+    the worker's settle sets, so the wait holds no thread. A wait is not spent
+    where it cannot succeed, since it then only delays the 202 (and holds the
+    sender's connection):
+
+    - behind a backlog: when more of this process's accepted events are still
+      unsettled than its workers settled in the last ``SYNC_WAIT_MS`` (what they
+      can be expected to settle within the wait). A slow CRM shows up here too,
+      as a low settle rate;
+    - after waits ran out ``SLOW_AFTER`` times in a row (nothing settles them,
+      e.g. no worker runs in this process): then one request at a time waits,
+      as a probe, and the first probe that syncs in time ends this.
+    """
+
+    # Waits that ran out since the last one that synced in time, before waiting is skipped.
+    SLOW_AFTER = 3
+    # Accepted events remembered as unsettled at most this long (another process may
+    # settle them without telling us), and at most this many.
+    FORGET_AFTER = 60.0
+    REMEMBER = 100_000
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._waiting: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._unsettled: OrderedDict[str, float] = OrderedDict()  # event id -> accepted at
+        self._settles: deque[float] = deque()
+        self._timeouts = 0
+        self._probe: asyncio.Event | None = None
 
-    def notify(self, _event_id: str) -> None:
+    def notify(self, event_id: str) -> None:
+        now = self._clock()
         with self._cond:
             self._cond.notify_all()
+        with self._lock:
+            if self._unsettled.pop(event_id, None) is not None:
+                self._settles.append(now)
+            woken = list(self._waiting.get(event_id, ()))
+        for loop, flag in woken:
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+                loop.call_soon_threadsafe(flag.set)
+
+    def accepted(self, event_id: str) -> None:
+        """Count a newly accepted, unsettled event towards the backlog."""
+        with self._lock:
+            self._unsettled.setdefault(event_id, self._clock())
+            while len(self._unsettled) > self.REMEMBER:
+                self._unsettled.popitem(last=False)
+
+    def begin(
+        self, event_id: str, budget: float, *, backlog_rule: bool = True
+    ) -> asyncio.Event | None:
+        """Register an async wait of up to ``budget`` seconds for ``event_id``; ``None``
+        when it is not worth waiting. ``backlog_rule``: this process's workers settle
+        (and so notify) its events, so its backlog and settle rate are known."""
+        now = self._clock()
+        with self._lock:
+            while self._unsettled and next(iter(self._unsettled.values())) < now - max(
+                self.FORGET_AFTER, budget
+            ):
+                self._unsettled.popitem(last=False)
+            while self._settles and self._settles[0] < now - budget:
+                self._settles.popleft()
+            ahead = len(self._unsettled) - (event_id in self._unsettled)
+            if backlog_rule and ahead >= max(1, len(self._settles)):
+                return None
+            probe = self._timeouts >= self.SLOW_AFTER
+            if probe and self._probe is not None:
+                return None
+            flag = asyncio.Event()
+            if probe:
+                self._probe = flag
+            self._waiting.setdefault(event_id, []).append((asyncio.get_running_loop(), flag))
+        return flag
+
+    def end(self, event_id: str, flag: asyncio.Event, *, settled: bool) -> None:
+        """Unregister ``begin``'s wait, and learn whether waiting is worth it."""
+        with self._lock:
+            entries = self._waiting.get(event_id, [])
+            entries[:] = [entry for entry in entries if entry[1] is not flag]
+            if not entries:
+                self._waiting.pop(event_id, None)
+            self._timeouts = 0 if settled else self._timeouts + 1
+            if self._probe is flag:
+                self._probe = None
+            if settled:
+                self._unsettled.pop(event_id, None)  # settled elsewhere: seen by polling
 
     def wait_for(self, done: Callable[[], bool], timeout: float, poll: float = 0.05) -> bool:
         """Call ``done`` until it is true or ``timeout`` seconds pass; returns the last answer.
@@ -98,6 +184,10 @@ class Services:
     heartbeat: Heartbeat | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
+    writer: OutboxWriter = field(init=False)  # the webhook's single committer
+
+    def __post_init__(self) -> None:
+        self.writer = OutboxWriter(self.store)
 
     def new_worker(self, clock: Callable[[], datetime] = utcnow) -> Worker:
         s = self.settings
@@ -187,6 +277,39 @@ class Services:
             self.waiter.wait_for(settled, wait)
         return latest
 
+    def _current(self, event: Event) -> Event:
+        return self.store.get(event.id) or event
+
+    async def settle(self, event: Event, poll: float = 0.1) -> Event:
+        """``await_settled`` for an async handler: awaits the worker's settle, holding no
+        thread, and answers at once (``event`` as it is) when the CRM is paused or
+        recent waits ran out (``SyncWaiter``).
+
+        ``poll`` bounds the wait between reads of the event, so events settled by
+        another process (which cannot notify us) are seen too.
+        """
+        budget = self.settings.sync_wait_ms / 1000
+        if budget <= 0 or event.state not in PENDING or backend_pause(self.backend) is not None:
+            return event
+        flag = self.waiter.begin(event.id, budget, backlog_rule=bool(self.workers))
+        if flag is None:
+            return event
+        latest = event
+        deadline = time.monotonic() + budget
+        try:
+            while latest.state in PENDING:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(flag.wait(), min(poll, remaining))
+                flag.clear()  # a settle that left it pending (a retry) must not spin us
+                # A short indexed read, off the loop: SQLite or the network may stall.
+                latest = await asyncio.to_thread(self._current, latest)
+        finally:
+            self.waiter.end(event.id, flag, settled=latest.state not in PENDING)
+        return latest
+
     def reload_mappings(self) -> bool:
         """Reload the mapping file (SIGHUP); on failure log why and keep the mapping in use."""
         try:
@@ -244,6 +367,7 @@ class Services:
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the worker loops (each finishes its batch) and release resources."""
+        self.writer.close(timeout)
         self.stop_workers(timeout)
         self.backend.close()
         self.engine.dispose()

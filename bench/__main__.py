@@ -18,8 +18,10 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ from bench import harness
 from bench.harness import PYTHON, ROOT, percentile, ratio
 from bench.report import render_markdown
 
-SCENARIOS = ("ingest", "e2e", "drain", "hubspot", "postgres")
+SCENARIOS = ("ingest", "e2e", "drain", "hubspot", "slowcrm", "postgres")
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ def ingest(work: Path, sizes: Sizes, memory: dict[str, float]) -> dict[str, Any]
     window = sizes.seconds
     bound = window + 60
     figures: dict[str, Any] = {}
-    for name in ("bare", "service", "service_no_worker"):
+    for name in ("bare", "service", "service_no_worker", "service_split_worker"):
         with harness.processes(work) as procs:
             if name == "bare":
                 proc, base = harness.start_bare(procs)
@@ -106,6 +108,8 @@ def ingest(work: Path, sizes: Sizes, memory: dict[str, float]) -> dict[str, Any]
                     f"sqlite:///{work}/{name}.db", work / f"var-{name}", SYNC_WAIT_MS="0"
                 )
                 proc, base = harness.start_serve(procs, env, no_worker=name != "service")
+                if name == "service_split_worker":  # the README's SQLite scale-out, measured
+                    procs.start("worker", [PYTHON, "-m", "adapter.cli", "worker"], env)
             url = f"{base}/api/bookings/incoming"
             common = {"bound": bound, "timeout": 10}
             harness.loadgen(work, url, mode="closed", concurrency=8, limit=200, duration=10,
@@ -130,6 +134,10 @@ def ingest(work: Path, sizes: Sizes, memory: dict[str, float]) -> dict[str, Any]
     figures["offered_rate"] = sizes.ingest_rate
     figures["no_worker_saturation_ratio"] = ratio(
         figures["service_no_worker"]["saturation"]["accepted_per_second"],
+        bare["saturation"]["accepted_per_second"],
+    )
+    figures["split_worker_saturation_ratio"] = ratio(
+        figures["service_split_worker"]["saturation"]["accepted_per_second"],
         bare["saturation"]["accepted_per_second"],
     )
     figures["saturation_ratio"] = ratio(
@@ -325,6 +333,84 @@ def hubspot(work: Path, sizes: Sizes, memory: dict[str, float]) -> dict[str, Any
     return figures
 
 
+# --- 3b. a slow CRM: the sync wait against no wait ---------------------------------------
+
+
+class HealthProbe:
+    """``GET /healthz`` every 100 ms in a thread while a burst runs: the latencies seen."""
+
+    def __init__(self, base: str) -> None:
+        self.url = f"{base}/healthz"
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            started = time.perf_counter()
+            try:
+                with urllib.request.urlopen(self.url, timeout=30) as answer:  # noqa: S310
+                    answer.read()
+            except OSError:
+                continue
+            self.latencies.append(time.perf_counter() - started)
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(35)
+
+    def summary(self) -> dict[str, Any]:
+        p50, p99 = percentile(self.latencies, 0.5), percentile(self.latencies, 0.99)
+        return {
+            "probes": len(self.latencies),
+            "p50_ms": None if p50 is None else round(p50 * 1000, 2),
+            "p99_ms": None if p99 is None else round(p99 * 1000, 2),
+        }
+
+
+def slowcrm(work: Path, sizes: Sizes, memory: dict[str, float]) -> dict[str, Any]:
+    """A burst into a slow HubSpot (200 ms an answer, real limits), ``serve`` with its worker:
+    the default ``SYNC_WAIT_MS`` against ``SYNC_WAIT_MS=0`` (the baseline), in one run."""
+    figures: dict[str, Any] = {"latency_ms": 200, "burst": sizes.hubspot_burst}
+    for name, wait in (("no_wait", "0"), ("default_wait", None)):
+        with harness.processes(work) as procs:
+            _, url, token = harness.start_fake_hubspot(procs, real_limits=True, latency=0.2)
+            url_db = f"sqlite:///{work}/slow-{name}.db"
+            extra = {"SYNC_WAIT_MS": wait} if wait is not None else {}
+            env = harness.service_env(
+                url_db, work / f"var-slow-{name}", CRM_BACKEND="hubspot",
+                HUBSPOT_ACCESS_TOKEN=token, HUBSPOT_BASE_URL=url, **extra,
+            )  # fmt: skip
+            _hubspot_setup(procs, env)
+            time.sleep(10.5)  # setup's calls leave HubSpot's 10 s window
+            proc, base = harness.start_serve(procs, env)
+            started = time.time()
+            with HealthProbe(base) as probe:
+                burst = _send(
+                    work, base, concurrency=32, limit=sizes.hubspot_burst,
+                    prefix=f"slow{name}", people=400, timeout=30,
+                )  # fmt: skip
+            complete = harness.wait_synced(url_db, burst["accepted"], 240, [proc])
+            outbox = harness.read_outbox(url_db)
+            last = max(outbox.synced.values(), default=None)
+            proc.stop()
+            memory[f"slow CRM ({name})"] = proc.peak_rss_mb
+        figures[name] = {
+            **_rate_figures(burst),
+            "healthz": probe.summary(),
+            "all_synced": complete,
+            "synced_after_seconds": None if last is None else round(last - started, 1),
+        }
+    figures["ratio"] = ratio(
+        figures["default_wait"]["accepted_per_second"], figures["no_wait"]["accepted_per_second"]
+    )
+    return figures
+
+
 # --- 4. PostgreSQL scaling ----------------------------------------------------------------
 
 
@@ -404,6 +490,7 @@ RUNNERS: dict[str, Callable[[Path, Sizes, dict[str, float]], dict[str, Any]]] = 
     "e2e": e2e,
     "drain": drain,
     "hubspot": hubspot,
+    "slowcrm": slowcrm,
     "postgres": postgres,
 }
 

@@ -1,9 +1,11 @@
 """The ingest baseline: a bare FastAPI endpoint that only parses JSON and answers 200.
 
-Shaped like the real webhook route (a sync handler in the threadpool, the body
-read by an async dependency) and served the same way (``uvicorn.run`` in one
-process, access log off), so the ratio real / bare is the cost of what the
-service does: authentication, validation, the durable outbox commit.
+Shaped like the webhook route was before issue 14 (a sync handler in the
+threadpool, the body read by an async dependency; kept so ratios compare
+across runs) and served on the same stack (``uvicorn.run`` in one process,
+which picks httptools and uvloop as ``serve`` does, access log off), so the
+ratio real / bare is the cost of what the service does: authentication,
+validation, the durable outbox commit.
 
     python -m bench.bare --port 8001
 """

@@ -5,18 +5,25 @@ SQLite runs in WAL mode with a busy timeout, and every transaction begins with
 failing with "database is locked" when it upgrades from a read. A read-only
 caller may use ``engine.execution_options(sqlite_begin="DEFERRED")``.
 
-Within one process, writers also queue on a lock before ``BEGIN IMMEDIATE``:
-SQLite's busy handler polls with sleeps of up to 100 ms, so dozens of request
-threads contending for the file lock through it spent most of their time
-asleep (ingest fell to ~35 webhooks/s). Other processes still meet the busy
-timeout.
+Writers also queue on a lock before ``BEGIN IMMEDIATE``: SQLite's busy
+handler polls with sleeps of up to 100 ms, so dozens of request threads
+contending for the file lock through it spent most of their time asleep
+(ingest fell to ~35 webhooks/s). Within one process that is a thread lock;
+between processes (``serve --no-worker`` beside a ``worker``) an exclusive
+``flock`` on a ``<database>-writer.lock`` file beside the database, which the
+kernel hands to the next waiter the moment it is released: the API's commits
+waited up to 0.5 s in the busy handler behind the worker's transactions
+without it. A process that dies holding it releases it with its file. Programs
+that do not take it (the ``sqlite3`` shell) still meet the busy timeout.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +42,17 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
+def _writer_lock_file(database: Path) -> int | None:
+    """The open descriptor of the database's writer lock file (0600), or ``None`` for a
+    ``file:`` URI or a folder we cannot write (then only the busy timeout coordinates)."""
+    if str(database).startswith("file:"):
+        return None
+    try:
+        return os.open(f"{database}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return None
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for ``url``; SQLite files get their folder created and the pragmas above."""
     parsed = make_url(url)
@@ -50,6 +68,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     connect_args.setdefault("check_same_thread", False)
     engine = create_engine(url, connect_args=connect_args, **kwargs)
     writer = threading.Lock()
+    shared = _writer_lock_file(Path(database)) if database and database != ":memory:" else None
+    if shared is not None:
+        weakref.finalize(engine, os.close, shared)
     holder: list[Any] = [None]  # the raw DBAPI connection that holds ``writer``
 
     @event.listens_for(engine, "connect")
@@ -69,6 +90,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         dbapi = conn.connection.dbapi_connection
         if mode == "IMMEDIATE" and writer.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
             holder[0] = dbapi
+            if shared is not None:
+                fcntl.flock(shared, fcntl.LOCK_EX)  # other processes' writers, one at a time
         try:
             conn.exec_driver_sql(f"BEGIN {mode}")
         except BaseException:
@@ -82,6 +105,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         dbapi = getattr(dbapi, "dbapi_connection", dbapi)  # a pool proxy, or the raw one
         if holder[0] is not None and holder[0] is dbapi:
             holder[0] = None
+            if shared is not None:
+                fcntl.flock(shared, fcntl.LOCK_UN)
             writer.release()
 
     @event.listens_for(engine, "invalidate")

@@ -232,6 +232,17 @@ class OutboxStore:
         assert mine.result is not None
         return mine.result
 
+    def enqueue_group(self, news: Sequence[NewEvent]) -> list[tuple[Event, bool] | BaseException]:
+        """``enqueue`` each of ``news`` in one shared transaction (one durable commit), for
+        a single writer (``outbox.writer``); each answer is its result or its own error."""
+        group = [_Pending(new) for new in news]
+        self._commit_group(group)
+        answers: list[tuple[Event, bool] | BaseException] = []
+        for pending in group:
+            assert pending.error is not None or pending.result is not None
+            answers.append(pending.error or pending.result)  # type: ignore[arg-type]
+        return answers
+
     def _commit_group(self, group: list[_Pending]) -> None:
         try:
             with self.transaction() as conn:

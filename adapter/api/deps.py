@@ -19,7 +19,13 @@ def get_services(request: Request) -> Services:
     return services
 
 
-ServicesDep = Annotated["Services", Depends(get_services)]
+async def _services(request: Request) -> Services:
+    """``get_services`` as an async dependency: FastAPI runs a sync one in a worker
+    thread, a hop (and a thread) per request for a dictionary lookup."""
+    return get_services(request)
+
+
+ServicesDep = Annotated["Services", Depends(_services)]
 
 
 def get_engine(request: Request) -> Engine:

@@ -1,10 +1,15 @@
-"""The HTTP server's guards against slow and idle clients (``serve``'s uvicorn options).
+"""The HTTP server's stack and its guards against slow and idle clients (``serve``'s
+uvicorn options).
+
+The stack is uvicorn's fast one (``uvicorn[standard]``): httptools parses
+HTTP and uvloop runs the event loop; together about 1.15× the requests per
+second of h11 on asyncio. h11 stays as the fallback where they are missing.
 
 uvicorn closes a connection that idles *between* requests (``timeout_keep_alive``)
 but has no deadline for a request itself: a connection that sends nothing, or
 its headers or body a byte at a time, stays open for ever (and any byte cancels
 the keep-alive timer). ``guarded_protocol`` adds the missing deadlines to
-uvicorn's h11 protocol: the request head must arrive within
+uvicorn's httptools (or h11) protocol: the request head must arrive within
 ``HTTP_HEADER_TIMEOUT_SECONDS`` of the connection opening (or the previous
 response ending), and its body within ``HTTP_BODY_TIMEOUT_SECONDS`` of the
 head; past either, the client gets ``408`` (when no response has started) and
@@ -24,6 +29,12 @@ from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:
+    import uvloop  # noqa: F401  (only its presence is checked: uvicorn loads it)
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - uvicorn[standard] is a dependency
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
 from adapter.settings import Settings
 
@@ -90,20 +101,90 @@ class _GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
 
-def guarded_protocol(header_timeout: float, body_timeout: float) -> type[H11Protocol]:
-    """The h11 protocol class with these deadlines (uvicorn builds one per connection)."""
-    return type(
-        "GuardedH11Protocol",
-        (_GuardedH11Protocol,),
-        {"header_timeout": header_timeout, "body_timeout": body_timeout},
-    )
+class _HttpToolsDeadlines:
+    """The same deadlines on uvicorn's httptools protocol, driven by its parser callbacks.
+
+    ``_waiting`` is what the client still owes: ``"head"``, ``"body"``, or ``None``
+    while a complete request is being handled (never cut off).
+    """
+
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._waiting: str | None = "head"
+
+    def _arm(self, seconds: float | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if seconds is not None:
+            self._deadline = self.loop.call_later(seconds, self._expire)  # type: ignore[attr-defined]
+
+    def _expire(self) -> None:
+        self._deadline = None
+        transport: asyncio.Transport = self.transport  # type: ignore[attr-defined]
+        if transport.is_closing() or self._waiting is None:
+            return
+        log.info(
+            "closed a connection that sent its request too slowly",
+            extra={"client": self.client[0] if self.client else None},  # type: ignore[attr-defined]
+        )
+        cycle = self.cycle  # type: ignore[attr-defined]
+        if cycle is None or not cycle.response_started:
+            transport.write(_timeout_response())
+        transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm(self.header_timeout)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()  # type: ignore[misc]
+        self._waiting = "head"
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()  # type: ignore[misc]
+        self._waiting = "body"
+        self._arm(self.body_timeout)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()  # type: ignore[misc]
+        self._waiting = None
+        self._arm(None)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        transport: asyncio.Transport = self.transport  # type: ignore[attr-defined]
+        # A pipelined request that already arrived whole is the handler's, not the client's.
+        if transport.is_closing() or (self._waiting is None and self.pipeline):  # type: ignore[attr-defined]
+            return
+        if self._waiting is None:
+            self._waiting = "head"
+        self._arm(self.header_timeout if self._waiting == "head" else self.body_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._arm(None)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+
+def guarded_protocol(header_timeout: float, body_timeout: float) -> type[asyncio.Protocol]:
+    """The HTTP protocol class with these deadlines (uvicorn builds one per connection):
+    httptools' when installed, else h11's."""
+    deadlines = {"header_timeout": header_timeout, "body_timeout": body_timeout}
+    if HttpToolsProtocol is not None:
+        return type("GuardedHttpToolsProtocol", (_HttpToolsDeadlines, HttpToolsProtocol), deadlines)
+    return type("GuardedH11Protocol", (_GuardedH11Protocol,), deadlines)  # pragma: no cover
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn keyword arguments for the timeouts in ``settings``."""
+    """uvicorn keyword arguments: the fast stack, and the timeouts in ``settings``."""
     return {
         "http": guarded_protocol(
             settings.http_header_timeout_seconds, settings.http_body_timeout_seconds
         ),
+        "loop": "uvloop" if HttpToolsProtocol is not None else "asyncio",
         "timeout_keep_alive": settings.http_keep_alive_seconds,
     }

@@ -32,7 +32,7 @@ def _postgres_reachable() -> bool:
 @pytest.mark.slow
 def test_bench_quick_writes_both_reports(tmp_path: Path) -> None:
     """``python -m bench --quick`` ends in bounded time with sane figures in JSON and markdown."""
-    only = "ingest,e2e,drain,hubspot" + (",postgres" if _postgres_reachable() else "")
+    only = "ingest,e2e,drain,hubspot,slowcrm" + (",postgres" if _postgres_reachable() else "")
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path), "--only", only],
         cwd=ROOT,
@@ -51,7 +51,7 @@ def test_bench_quick_writes_both_reports(tmp_path: Path) -> None:
     assert set(only.split(",")) == set(scenarios)
 
     ingest = scenarios["ingest"]
-    for name in ("bare", "service", "service_no_worker"):
+    for name in ("bare", "service", "service_no_worker", "service_split_worker"):
         for run in ("fixed_rate", "saturation"):
             figures = ingest[name][run]
             assert figures["accepted"] > 0
@@ -74,6 +74,15 @@ def test_bench_quick_writes_both_reports(tmp_path: Path) -> None:
     assert (
         hubspot["burst"]["calls_per_booking"] < hubspot["baseline_unbatched"]["calls_per_booking"]
     )
+
+    slow = scenarios["slowcrm"]
+    for run in ("no_wait", "default_wait"):
+        assert slow[run]["accepted"] > 0
+        assert slow[run]["all_synced"]
+        assert slow[run]["healthz"]["probes"] > 0
+    assert slow["ratio"] > 0
+    assert "## 3b. A slow CRM" in markdown
+    assert "beside a `worker` process" in markdown
 
     if "postgres" in scenarios:
         runs = scenarios["postgres"]["runs"]

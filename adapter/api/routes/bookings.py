@@ -31,7 +31,7 @@ from adapter.bookme import (
     InvalidBookingId,
     import_booking,
 )
-from adapter.ingest import WebhookIdReused, accept_booking
+from adapter.ingest import WebhookIdReused, commit_booking
 from adapter.services import Services
 from outbox.store import PENDING, SYNCED, Event
 
@@ -152,13 +152,15 @@ def event_answer(event: Event) -> JSONResponse:
         },
     },
 )
-def incoming(request: Request, body: RawBody, services: ServicesDep) -> JSONResponse:
-    outcome, response = _incoming(request, body, services)
+async def incoming(request: Request, body: RawBody, services: ServicesDep) -> JSONResponse:
+    # Async on purpose: checks and parsing are short CPU work, the commit is the single
+    # writer's and the sync wait an awaited event, so no request ever holds a thread.
+    outcome, response = await _incoming(request, body, services)
     services.metrics.webhooks.labels(outcome).inc()
     return response
 
 
-def _incoming(request: Request, body: bytes, services: Services) -> tuple[str, JSONResponse]:
+async def _incoming(request: Request, body: bytes, services: Services) -> tuple[str, JSONResponse]:
     """The webhook's answer, and its outcome for the metrics."""
     try:
         auth = authenticate(
@@ -190,8 +192,8 @@ def _incoming(request: Request, body: bytes, services: Services) -> tuple[str, J
         return "invalid", _refused([d.model_dump() for d in validation_details(exc)])
 
     try:
-        event, created = accept_booking(
-            services.store, booking, raw, services.mappings.current, webhook_id=auth.webhook_id
+        event, created = await commit_booking(
+            services.writer, booking, raw, services.mappings.current, webhook_id=auth.webhook_id
         )
     except WebhookIdReused as exc:
         log.warning("webhook refused (409): %s", exc)
@@ -216,8 +218,10 @@ def _incoming(request: Request, body: bytes, services: Services) -> tuple[str, J
         "new" if created else "repeat",
     )
     if event.state in PENDING:
+        if created:
+            services.waiter.accepted(event.id)
         services.wake_workers()
-        event = services.await_settled(event)
+        event = await services.settle(event)
     return ("repeat" if not created else event.state), event_answer(event)
 
 

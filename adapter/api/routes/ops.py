@@ -46,7 +46,7 @@ class BulkReplay(BaseModel):
 
 
 @router.get("/healthz", summary="The process is up")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:  # async: answered on the loop, never queued for a thread
     return {"status": "ok"}
 
 

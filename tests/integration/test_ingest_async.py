@@ -1,0 +1,151 @@
+"""The webhook's wait for the sync holds no thread, and is skipped when it cannot succeed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from adapter.api.app import create_app
+from adapter.backends.base import Pause
+from adapter.services import Services, build_services
+from adapter.settings import Settings
+from tests.conftest import WEBHOOK_SECRET, LiveServer, seed_booking
+
+SECRET = {"X-Webhook-Secret": WEBHOOK_SECRET}
+
+
+@pytest.fixture
+def idle(make_settings: Callable[..., Settings]) -> Iterator[tuple[Services, LiveServer]]:
+    """A real HTTP server with a 1 s sync wait and no worker yet: every wait runs out."""
+    services = build_services(make_settings(sync_wait_ms=1000))
+    try:
+        with LiveServer(create_app(services=services, embedded_workers=0)) as server:
+            yield services, server
+    finally:
+        services.close()
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    """One client for every request: a client each would spend the CPU on TLS set-up."""
+    with httpx.Client(limits=httpx.Limits(max_connections=100), timeout=30) as client:
+        yield client
+
+
+def _post(http: httpx.Client, url: str, index: int) -> tuple[int, float]:
+    started = time.monotonic()
+    answer = http.post(
+        f"{url}/api/bookings/incoming",
+        json=seed_booking(bookingId=f"wait-{index}"),
+        headers=SECRET,
+    )
+    return answer.status_code, time.monotonic() - started
+
+
+def _burst(http: httpx.Client, url: str, indexes: range) -> list[tuple[int, float]]:
+    with ThreadPoolExecutor(len(indexes)) as pool:
+        return list(pool.map(lambda i: _post(http, url, i), indexes))
+
+
+def test_waiting_webhooks_hold_no_request_thread(
+    idle: tuple[Services, LiveServer], http: httpx.Client
+) -> None:
+    """60 webhooks waiting at once (more than the 40 request threads) all answer 202 after
+    one wait, and /healthz answers at once meanwhile."""
+    _, server = idle
+    with ThreadPoolExecutor(61) as pool:
+        started = time.monotonic()
+        waits = [pool.submit(_post, http, server.url, i) for i in range(60)]
+        time.sleep(0.3)  # every webhook is in its wait now
+        health_started = time.monotonic()
+        health = http.get(f"{server.url}/healthz")
+        health_seconds = time.monotonic() - health_started
+        answers = [wait.result() for wait in waits]
+    total = time.monotonic() - started
+    assert health.status_code == 200
+    assert health_seconds < 0.3, health_seconds
+    assert {status for status, _ in answers} == {202}
+    assert total < 1.8, total  # one 1 s wait, not two rounds of 40 threads
+
+
+def test_waits_are_skipped_while_they_run_out_and_resume_once_one_syncs(
+    idle: tuple[Services, LiveServer], http: httpx.Client
+) -> None:
+    """After waits have run out, concurrent webhooks get 202 at once while a single probe
+    waits; once a worker syncs the probe in time, every webhook waits (and gets 200) again."""
+    services, server = idle
+    assert {s for s, _ in _burst(http, server.url, range(3))} == {202}  # three waits ran out
+    answers = sorted(_burst(http, server.url, range(10, 16)), key=lambda a: a[1])
+    assert [s for s, _ in answers] == [202] * 6
+    assert all(seconds < 0.5 for _, seconds in answers[:5]), answers  # answered at once
+    assert answers[5][1] >= 0.9, answers  # the probe waited
+    services.start_workers(1)
+    deadline = time.monotonic() + 10
+    while services.store.counts().get("synced", 0) < 9 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the worker clears the backlog the skipped webhooks left
+    status, _ = _post(http, server.url, 20)  # the probe: synced in time
+    assert status == 200
+    assert {s for s, _ in _burst(http, server.url, range(30, 34))} == {200}
+
+
+class PausedBackend:
+    """The real local backend under a CRM-wide pause (as HubSpot's 477 puts one)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def paused(self) -> Pause:
+        return Pause(until=datetime.now(UTC) + timedelta(hours=1), reason="daily limit")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_a_paused_crm_is_not_waited_for(
+    idle: tuple[Services, LiveServer], http: httpx.Client
+) -> None:
+    """While the CRM is paused a webhook is answered 202 at once, not after SYNC_WAIT_MS."""
+    services, server = idle
+    services.backend = PausedBackend(services.backend)  # type: ignore[assignment]
+    status, seconds = _post(http, server.url, 1)
+    assert status == 202
+    assert seconds < 0.5, seconds
+
+
+class SlowBackend:
+    """The real local backend, taking ``delay`` seconds a batch: a slow CRM."""
+
+    def __init__(self, inner: Any, delay: float) -> None:
+        self._inner = inner
+        self.delay = delay
+
+    def apply(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(self.delay)
+        return self._inner.apply(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_a_webhook_behind_a_backlog_is_answered_at_once(
+    make_settings: Callable[..., Settings], http: httpx.Client
+) -> None:
+    """With a worker that settles a batch in 1.5 s, a burst of 30 webhooks is answered at
+    once except the first (the 200 for a lone webhook stays), instead of each waiting 2 s."""
+    services = build_services(make_settings(sync_wait_ms=2000, worker_batch_size=5))
+    services.backend = SlowBackend(services.backend, 1.5)  # type: ignore[assignment]
+    try:
+        with LiveServer(create_app(services=services, embedded_workers=1)) as server:
+            status, seconds = _post(http, server.url, 0)
+            assert (status, seconds > 1.4) == (200, True)  # alone: waited and synced
+            answers = sorted(_burst(http, server.url, range(1, 31)), key=lambda a: a[1])
+    finally:
+        services.close(timeout=1)
+    assert all(seconds < 0.5 for _, seconds in answers[:-1]), answers
+    assert {status for status, _ in answers[:-1]} == {202}

@@ -1,0 +1,107 @@
+"""The single outbox writer on a real SQLite file and a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from outbox.db import make_engine
+from outbox.schema import events, outbox_metadata
+from outbox.store import Event, NewEvent, OutboxStore
+from outbox.writer import OutboxWriter
+
+
+class CountingStore(OutboxStore):
+    """The real store, recording each group commit's size and what another connection saw."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.groups: list[int] = []
+
+    def enqueue_group(self, news: Sequence[NewEvent]) -> list[tuple[Event, bool] | BaseException]:
+        self.groups.append(len(news))
+        return super().enqueue_group(news)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    url = (
+        f"sqlite:///{tmp_path}/outbox.db"
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    eng = make_engine(url)
+    outbox_metadata.create_all(eng)
+    yield eng
+    eng.dispose()
+
+
+def _new(key: str, body: str = "a", webhook_id: str | None = None) -> NewEvent:
+    return NewEvent(
+        key=key,
+        kind="booking.created",
+        payload={"bookingId": key},
+        body_hash=body,
+        snapshot_at=datetime(2026, 11, 29, tzinfo=UTC),
+        webhook_id=webhook_id,
+    )
+
+
+def _stored(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
+
+
+def test_concurrent_enqueues_share_commits_and_answer_only_once_committed(engine: Engine) -> None:
+    """300 concurrent awaits are committed in far fewer transactions, each answered only
+    when another connection can already read its event, and repeats dedupe."""
+    store = CountingStore(engine)
+    writer = OutboxWriter(store)
+
+    async def one(index: int) -> tuple[Event, bool, int]:
+        event, created = await writer.enqueue(_new(f"b-{index % 250}"))
+        return event, created, _stored(engine)
+
+    async def burst() -> list[tuple[Event, bool, int]]:
+        return await asyncio.gather(*(one(i) for i in range(300)))
+
+    try:
+        answers = asyncio.run(burst())
+    finally:
+        writer.close()
+    assert sum(created for _, created, _ in answers) == 250
+    assert len({event.id for event, _, _ in answers}) == 250
+    with engine.connect() as conn:
+        committed = {row.id for row in conn.execute(select(events.c.id))}
+    assert all(event.id in committed for event, _, seen in answers)
+    assert all(seen >= 1 for _, _, seen in answers)
+    assert sum(store.groups) == 300
+    assert len(store.groups) < 100, store.groups
+
+
+def test_one_bad_event_fails_alone(engine: Engine) -> None:
+    """An event the database refuses raises in its own caller; its group's others commit."""
+    writer = OutboxWriter(OutboxStore(engine))
+    bad = NewEvent(**{**_new("bad", body="b").__dict__, "payload": {"not": {1, 2}}})  # not JSON
+
+    async def burst() -> list[object]:
+        return await asyncio.gather(
+            writer.enqueue(_new("good-1")),
+            writer.enqueue(bad),
+            writer.enqueue(_new("good-2")),
+            return_exceptions=True,
+        )
+
+    try:
+        good_1, failed, good_2 = asyncio.run(burst())
+    finally:
+        writer.close()
+    assert isinstance(failed, TypeError)
+    assert not isinstance(good_1, BaseException)
+    assert not isinstance(good_2, BaseException)
+    assert _stored(engine) == 2
