@@ -19,10 +19,8 @@ from adapter.mapping import load_mapping, load_mapping_text
 from adapter.settings import Settings
 from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, seed_booking
 from tests.fakes.hubspot import FakeHubSpot
-from tests.integration.test_hubspot_backend import (  # noqa: F401 (fixtures)
+from tests.integration.test_hubspot_backend import (  # noqa: F401 (the hs fixture)
     Harness,
-    engine,
-    fake,
     hs,
 )
 
