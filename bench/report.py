@@ -97,6 +97,12 @@ TARGETS: list[Check] = [
         " ms",
     ),
     (
+        "Drain ≥ 300 bookings/s (SQLite, local backend, one worker, 10,000 backlog)",
+        lambda r: _get(r, "drain", "drain_per_second"),
+        lambda v: v >= 300,
+        "/s",
+    ),
+    (
         "HubSpot: ≤ 6 calls for a single new booking",
         lambda r: _get(r, "hubspot", "single_new", "calls"),
         lambda v: v <= 6,

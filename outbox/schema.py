@@ -50,6 +50,9 @@ events = Table(
     UniqueConstraint("key", "body_hash", name="uq_outbox_events_key_body"),
     Index("ix_outbox_events_due", "state", "next_attempt_at"),
     Index("ix_outbox_events_key_seq", "key", "seq"),
+    # A claim's per-key look-ups (newest synced snapshot, older pending ones to
+    # supersede) read only the key's rows, not every event in the state.
+    Index("ix_outbox_events_key_state", "key", "state", "snapshot_at"),
 )
 
 # One row per replay that actually re-queued an event (who, when, from which state).

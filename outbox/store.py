@@ -22,17 +22,31 @@ clears the token, so a process that was only paused is fenced out all the same.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from outbox.exceptions import EventNotFound, LeaseLost
@@ -143,6 +157,111 @@ class _Pending:
     done: bool = False
     result: tuple[Event, bool] | None = None
     error: BaseException | None = None
+
+
+# The claim's and settle's statements are built once and run with parameters:
+# building them per event cost more CPU than SQLite took to run them.
+
+
+@functools.cache
+def _claimable(dialect: str, *, one: bool = False) -> Any:
+    """Due, unleased events that are their key's newest pending, in a key with none leased.
+
+    Parameters: ``p_now``, and ``p_limit`` (the batch) or, with ``one``, ``p_seq``
+    (is this event still claimable?).
+    """
+    now = bindparam("p_now", type_=events.c.next_attempt_at.type)
+    other = events.alias("other")
+    newer_or_in_flight = (
+        select(other.c.seq)
+        .where(
+            other.c.key == events.c.key,
+            other.c.state.in_(PENDING),
+            other.c.seq != events.c.seq,
+            or_(
+                other.c.lease_expires_at > now,
+                other.c.snapshot_at > events.c.snapshot_at,
+                and_(other.c.snapshot_at == events.c.snapshot_at, other.c.seq > events.c.seq),
+            ),
+        )
+        .exists()
+    )
+    query = select(events).where(
+        events.c.state.in_(PENDING),
+        events.c.next_attempt_at <= now,
+        or_(events.c.lease_expires_at.is_(None), events.c.lease_expires_at <= now),
+        ~newer_or_in_flight,
+    )
+    if one:
+        return query.where(events.c.seq == bindparam("p_seq", type_=events.c.seq.type))
+    query = query.order_by(events.c.next_attempt_at, events.c.seq).limit(
+        bindparam("p_limit", type_=Integer())
+    )
+    if dialect == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return query
+
+
+_LEASE = (
+    update(events)
+    .where(events.c.seq == bindparam("p_seq", type_=events.c.seq.type))
+    .values(
+        lease_token=bindparam("p_token", type_=events.c.lease_token.type),
+        lease_owner=bindparam("p_owner", type_=events.c.lease_owner.type),
+        lease_expires_at=bindparam("p_expires", type_=events.c.lease_expires_at.type),
+        attempts=events.c.attempts + 1,
+        updated_at=bindparam("p_now", type_=events.c.updated_at.type),
+    )
+)
+
+_KEY = bindparam("p_key", type_=events.c.key.type)
+_SNAPSHOT_AT = bindparam("p_snapshot_at", type_=events.c.snapshot_at.type)
+_SEQ = bindparam("p_seq", type_=events.c.seq.type)
+
+_SUPERSEDE_OLDER = (
+    update(events)
+    .where(
+        events.c.key == _KEY,
+        events.c.state.in_(PENDING),
+        # Only older ones: on PostgreSQL a newer snapshot may have committed
+        # since this claim's read; it must stay queued and be applied next.
+        or_(
+            events.c.snapshot_at < _SNAPSHOT_AT,
+            and_(events.c.snapshot_at == _SNAPSHOT_AT, events.c.seq < _SEQ),
+        ),
+    )
+    .values(
+        state=SUPERSEDED,
+        last_error=bindparam("p_error", type_=events.c.last_error.type),
+        lease_token=None,
+        lease_owner=None,
+        lease_expires_at=None,
+        updated_at=bindparam("p_now", type_=events.c.updated_at.type),
+    )
+)
+
+_NEWEST_SYNCED = select(func.max(events.c.snapshot_at)).where(
+    events.c.key == _KEY, events.c.state == SYNCED
+)
+
+_MARK_SYNCED = (
+    update(events)
+    .where(
+        events.c.id == bindparam("p_id", type_=events.c.id.type),
+        events.c.lease_token == bindparam("p_token", type_=events.c.lease_token.type),
+        events.c.state.in_(PENDING),
+    )
+    .values(
+        state=SYNCED,
+        result=bindparam("p_result", type_=events.c.result.type),
+        synced_at=bindparam("p_now", type_=events.c.synced_at.type),
+        updated_at=bindparam("p_now", type_=events.c.updated_at.type),
+        last_error=None,
+        lease_token=None,
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
 
 
 class OutboxStore:
@@ -280,9 +399,9 @@ class OutboxStore:
         expires = now + timedelta(seconds=lease_seconds)
         claims: list[Claim] = []
         with self.transaction() as conn:
-            for seq in list(conn.execute(self._claimable(now, limit)).scalars()):
-                row = conn.execute(select(events).where(events.c.seq == seq)).one()
-                candidate = Event.from_row(row)
+            # The candidates' whole rows in one read, not one read per candidate.
+            rows = conn.execute(_claimable(self._dialect), {"p_now": now, "p_limit": limit})
+            for candidate in [Event.from_row(row) for row in rows]:
                 if self._dialect == "postgresql":
                     # Serialise claims of one key across workers; re-check under the
                     # lock, since another worker may have committed a claim since
@@ -290,87 +409,47 @@ class OutboxStore:
                     locked = conn.execute(
                         select(func.pg_try_advisory_xact_lock(func.hashtext(candidate.key)))
                     ).scalar()
-                    recheck = self._claimable(now, 1, seq=seq)
-                    if not locked or conn.execute(recheck).first() is None:
+                    recheck = _claimable(self._dialect, one=True)
+                    params = {"p_now": now, "p_seq": candidate.seq}
+                    if not locked or conn.execute(recheck, params).first() is None:
                         continue
                 if not self._coalesce(conn, candidate, now):
                     continue
-                token = uuid.uuid4().hex
-                row = conn.execute(
-                    update(events)
-                    .where(events.c.seq == seq)
-                    .values(
-                        lease_token=token,
-                        lease_owner=owner,
-                        lease_expires_at=expires,
-                        attempts=events.c.attempts + 1,
-                        updated_at=now,
-                    )
-                    .returning(events)
-                ).one()
-                claims.append(Claim(Event.from_row(row), token))
+                claims.append(
+                    Claim(replace(candidate, attempts=candidate.attempts + 1), uuid.uuid4().hex)
+                )
+            if claims:
+                # One statement for the whole batch. The event handed out is the row
+                # read above plus the attempt: the lease columns are not part of it,
+                # and the supersede above touched only the key's other rows.
+                conn.execute(
+                    _LEASE,
+                    [
+                        {
+                            "p_seq": claim.event.seq,
+                            "p_token": claim.token,
+                            "p_owner": owner,
+                            "p_expires": expires,
+                            "p_now": now,
+                        }
+                        for claim in claims
+                    ],
+                )
         return claims
-
-    def _claimable(self, now: datetime, limit: int, *, seq: int | None = None) -> Any:
-        """Due, unleased events that are their key's newest pending, in a key with none leased."""
-        other = events.alias("other")
-        newer_or_in_flight = (
-            select(other.c.seq)
-            .where(
-                other.c.key == events.c.key,
-                other.c.state.in_(PENDING),
-                other.c.seq != events.c.seq,
-                or_(
-                    other.c.lease_expires_at > now,
-                    other.c.snapshot_at > events.c.snapshot_at,
-                    and_(other.c.snapshot_at == events.c.snapshot_at, other.c.seq > events.c.seq),
-                ),
-            )
-            .exists()
-        )
-        query = select(events.c.seq).where(
-            events.c.state.in_(PENDING),
-            events.c.next_attempt_at <= now,
-            or_(events.c.lease_expires_at.is_(None), events.c.lease_expires_at <= now),
-            ~newer_or_in_flight,
-        )
-        if seq is not None:
-            return query.where(events.c.seq == seq)
-        query = query.order_by(events.c.next_attempt_at, events.c.seq).limit(limit)
-        if self._dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        return query
 
     def _coalesce(self, conn: Connection, newest: Event, now: datetime) -> bool:
         """Supersede the key's older pending events; ``False`` if ``newest`` is stale too."""
         conn.execute(
-            update(events)
-            .where(
-                events.c.key == newest.key,
-                events.c.state.in_(PENDING),
-                # Only older ones: on PostgreSQL a newer snapshot may have committed
-                # since this claim's read; it must stay queued and be applied next.
-                or_(
-                    events.c.snapshot_at < newest.snapshot_at,
-                    and_(events.c.snapshot_at == newest.snapshot_at, events.c.seq < newest.seq),
-                ),
-            )
-            .values(
-                state=SUPERSEDED,
-                last_error=f"coalesced into newer snapshot {newest.id}",
-                lease_token=None,
-                lease_owner=None,
-                lease_expires_at=None,
-                updated_at=now,
-            )
+            _SUPERSEDE_OLDER,
+            {
+                "p_key": newest.key,
+                "p_snapshot_at": newest.snapshot_at,
+                "p_seq": newest.seq,
+                "p_error": f"coalesced into newer snapshot {newest.id}",
+                "p_now": now,
+            },
         )
-        applied = _utc(
-            conn.execute(
-                select(func.max(events.c.snapshot_at)).where(
-                    events.c.key == newest.key, events.c.state == SYNCED
-                )
-            ).scalar()
-        )
+        applied = _utc(conn.execute(_NEWEST_SYNCED, {"p_key": newest.key}).scalar())
         if applied is None or newest.snapshot_at > applied:
             return True
         self._set_state(
@@ -398,20 +477,14 @@ class OutboxStore:
         self, conn: Connection, event_id: str, token: str, result: dict[str, Any]
     ) -> None:
         """Record success on ``conn`` (the caller's transaction); ``LeaseLost`` if fenced out."""
-        now = self.clock()
         done = conn.execute(
-            update(events)
-            .where(self._fenced(event_id, token))
-            .values(
-                state=SYNCED,
-                result=json.dumps(result, sort_keys=True),
-                synced_at=now,
-                updated_at=now,
-                last_error=None,
-                lease_token=None,
-                lease_owner=None,
-                lease_expires_at=None,
-            )
+            _MARK_SYNCED,
+            {
+                "p_id": event_id,
+                "p_token": token,
+                "p_result": json.dumps(result, sort_keys=True),
+                "p_now": self.clock(),
+            },
         )
         if done.rowcount != 1:
             raise LeaseLost(event_id)
