@@ -5,16 +5,16 @@ older pending ones. Without this index SQLite answered the first from the
 ``(state, next_attempt_at)`` index, reading every synced event: a drain slowed
 as it went (1.8 ms a claim after 10,000 events, 60 % of the drain's time).
 
-Revision ID: 0015_outbox_key_state
-Revises: 0014_ui_sessions
+Revision ID: 0016_outbox_key_state
+Revises: 0015_owner_rotations
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0015_outbox_key_state"
-down_revision = "0014_ui_sessions"
+revision = "0016_outbox_key_state"
+down_revision = "0015_owner_rotations"
 branch_labels = None
 depends_on = None
 
