@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     ui_timezone: str = "UTC"
     hubspot_portal_id: str | None = Field(default=None, pattern=r"^\d{1,20}$")
 
+    # Automatic emails (``adapter.notify``): unset, automatic tasks stay ordinary tasks.
+    smtp_url: SecretStr | None = None
+    smtp_from: str | None = None
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+
     # Import and backfill from BookMe's API (``bookme-crm import``).
     bookme_api_url: str | None = None
     bookme_api_token: SecretStr | None = None
@@ -93,6 +98,26 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("smtp_url", "smtp_from", mode="before")
+    @classmethod
+    def _smtp_blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        from adapter.notify.smtp import SmtpTarget
+
+        if value is not None:
+            SmtpTarget.parse(value.get_secret_value())  # the message names no credential
+        return value
+
+    @model_validator(mode="after")
+    def _smtp_needs_from(self) -> Settings:
+        if self.smtp_url is not None and not self.smtp_from:
+            raise ValueError("SMTP_FROM is required when SMTP_URL is set")
+        return self
 
     @field_validator("bookme_api_url", "bookme_api_token", mode="before")
     @classmethod
