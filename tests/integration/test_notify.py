@@ -308,3 +308,27 @@ def test_sigkilled_sender_sends_no_duplicate(
 
 def _stamp(seconds: int) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+
+def test_without_smtp_automatic_tasks_stay_ordinary(
+    make_settings: Callable[..., Settings], mapping: Path
+) -> None:
+    """SMTP_URL unset: the task is an ordinary open task, no send is scheduled, and
+    /readyz stays ready while saying why no mail goes out."""
+    svc = build_services(make_settings(mappings_path=mapping, sync_wait_ms=0))
+    try:
+        with TestClient(create_app(services=svc, embedded_workers=0)) as http:
+            deliver(http, workshop(timedelta(seconds=-1)))
+            svc.new_worker().drain()
+            ready = http.get("/readyz")
+        assert ready.status_code == 200
+        mail = ready.json()["mail"]
+        assert mail["enabled"] is False
+        assert "SMTP_URL is not set" in mail["reason"]
+        assert mail["automaticTasks"] == ["workshop/prep-info"]
+        with svc.engine.connect() as conn:
+            assert sends.for_booking(conn, "test-123") == []
+            status = conn.execute(select(tasks.c.status).where(tasks.c.key == "prep-info")).scalar()
+        assert status == "todo"
+    finally:
+        svc.close()
