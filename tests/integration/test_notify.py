@@ -332,3 +332,77 @@ def test_without_smtp_automatic_tasks_stay_ordinary(
         assert status == "todo"
     finally:
         svc.close()
+
+
+def _dashboard(svc: Services) -> TestClient:
+    from tests.integration.test_dashboard import log_in
+
+    client = TestClient(create_app(services=svc, embedded_workers=0), base_url="https://testserver")
+    client.__enter__()
+    assert log_in(client).status_code == 303
+    return client
+
+
+def test_dashboard_resolves_an_uncertain_send(
+    notify: tuple[Services, TestClient], inbox: tuple[Inbox, int]
+) -> None:
+    """/ui/mails shows an uncertain send with "Send again" (resent once, the same
+    Message-ID) and "Mark sent" (recorded as sent, nothing resent)."""
+    from tests.integration.test_dashboard import csrf_of
+
+    svc, http = notify
+    inbox[0].mode = "drop"
+    deliver(http, workshop(timedelta(seconds=-1)))
+    svc.new_worker().drain()
+    ui = _dashboard(svc)
+    try:
+        page = ui.get("/ui/mails")
+        assert page.status_code == 200
+        assert "uncertain" in page.text
+        assert "Send again" in page.text
+        assert "Mark sent" in page.text
+        inbox[0].mode = "ok"
+        path = "/ui/mails/test-123/prep-info"
+        again = ui.post(f"{path}/send-again", data={"csrf": csrf_of(page.text)})
+        assert again.status_code == 200
+        svc.new_worker().drain()
+        first, second = inbox[0].messages
+        assert first["Message-ID"] == second["Message-ID"]
+        assert send_row(svc).state == sends.SENT
+        # Once sent, neither action applies: nothing changes, nothing is resent.
+        page = ui.get("/ui/mails")
+        refused = ui.post(f"{path}/mark-sent", data={"csrf": csrf_of(page.text)})
+        assert "nothing changed" in refused.text
+        svc.new_worker().drain()
+        assert len(inbox[0].messages) == 2
+    finally:
+        ui.__exit__(None, None, None)
+
+
+def test_mark_sent_records_the_mail_without_sending(
+    notify: tuple[Services, TestClient], inbox: tuple[Inbox, int]
+) -> None:
+    """ "Mark sent" on an uncertain send records it (task done, EMAIL activity), sends nothing."""
+    from tests.integration.test_dashboard import csrf_of
+
+    svc, http = notify
+    inbox[0].mode = "drop"
+    deliver(http, workshop(timedelta(seconds=-1)))
+    svc.new_worker().drain()
+    ui = _dashboard(svc)
+    try:
+        page = ui.get("/ui/mails")
+        done = ui.post("/ui/mails/test-123/prep-info/mark-sent", data={"csrf": csrf_of(page.text)})
+        assert "recorded as sent" in done.text
+    finally:
+        ui.__exit__(None, None, None)
+    svc.new_worker().drain()
+    assert len(inbox[0].messages) == 1
+    assert send_row(svc).state == sends.SENT
+    with svc.engine.connect() as conn:
+        status = conn.execute(select(tasks.c.status).where(tasks.c.key == "prep-info")).scalar()
+        n_emails = len(
+            conn.execute(select(activities.c.id).where(activities.c.type == "EMAIL")).all()
+        )
+    assert status == "done"
+    assert n_emails == 1
