@@ -178,6 +178,20 @@ def test_mail_goes_out_once_at_its_due_moment(
     assert [row.subject for row in emails] == [mail["Subject"]]
 
 
+def test_a_later_snapshot_never_sends_a_sent_mail_again(
+    notify: tuple[Services, TestClient], inbox: tuple[Inbox, int]
+) -> None:
+    """Once sent, an update or reschedule of the booking sends the prep mail no second time."""
+    svc, http = notify
+    deliver(http, workshop(timedelta(seconds=-1)))
+    svc.new_worker().drain()
+    deliver(http, workshop(timedelta(seconds=-1), event="booking.updated", updatedAt=_stamp(1)))
+    deliver(http, workshop(timedelta(seconds=-2), event="booking.rescheduled", updatedAt=_stamp(2)))
+    svc.new_worker().drain()
+    assert len(inbox[0].messages) == 1
+    assert send_row(svc).state == sends.SENT
+
+
 def test_reschedule_moves_and_cancel_drops(
     notify: tuple[Services, TestClient], inbox: tuple[Inbox, int]
 ) -> None:
