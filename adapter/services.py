@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -28,6 +29,9 @@ from adapter.secrets import ADMIN_TOKEN_FILE, WEBHOOK_SECRET_FILE, StoredSecret,
 from adapter.settings import Settings
 from adapter.timeutil import utcnow
 from adapter.worker import JobHandler, PlanHook, Worker
+
+if TYPE_CHECKING:
+    from adapter.notify.record import MailRecord
 from outbox.retry import RetryPolicy
 from outbox.store import PENDING, Event, OutboxStore
 
@@ -127,23 +131,34 @@ class Services:
         if s.smtp_url is None or s.smtp_from is None:
             return {}, []
         from adapter.notify import SEND_KIND, NotifyHandler, SendScheduler, SmtpSender
-        from adapter.notify.record import LocalMailRecord, UnreadMailRecord
         from adapter.notify.smtp import SmtpTarget
 
         sender = SmtpSender(
             SmtpTarget.parse(s.smtp_url.get_secret_value()), timeout=s.smtp_timeout_seconds
         )
-        record = LocalMailRecord() if s.crm_backend == "local" else UnreadMailRecord()
         handler = NotifyHandler(
             self.store,
             sender,
-            record,
+            self.mail_record(),
             lambda: self.mappings.current,
             templates=self.mappings.path.parent,
             mail_from=s.smtp_from,
             clock=clock,
         )
         return {SEND_KIND: handler}, [SendScheduler(self.store, clock=clock).schedule]
+
+    def mail_record(self) -> MailRecord:
+        """Where the CRM in use records a sent mail and tells a task done by hand."""
+        from adapter.notify.record import LocalMailRecord, UnreadMailRecord
+
+        if self.settings.crm_backend == "local":
+            return LocalMailRecord()
+        from adapter.backends.hubspot import HubSpotBackend
+        from adapter.notify.hubspot import HubSpotMailRecord
+
+        if isinstance(self.backend, HubSpotBackend):
+            return HubSpotMailRecord(self.backend.api)
+        return UnreadMailRecord()
 
     def start_workers(self, count: int) -> None:
         """Run ``count`` worker loops in daemon threads until ``close``, with the

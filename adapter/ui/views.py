@@ -557,7 +557,6 @@ def mail_action(
 ) -> Response:
     """ "Send again" (a new job now, the same Message-ID) or "Mark sent" for an uncertain send."""
     from adapter.notify.actions import SendNotFound, mark_sent, send_again
-    from adapter.notify.record import LocalMailRecord, UnreadMailRecord
 
     checked = _checked_post(request, services, form)
     if isinstance(checked, Response):
@@ -568,9 +567,7 @@ def mail_action(
             services.wake_workers()
             message = f"The mail for {booking_id} ({task_key}) will be sent again now."
         elif action == "mark-sent":
-            local = services.settings.crm_backend == "local"
-            record = LocalMailRecord() if local else UnreadMailRecord()
-            mark_sent(services.store, record, booking_id, task_key)
+            mark_sent(services.store, services.mail_record(), booking_id, task_key)
             message = f"The mail for {booking_id} ({task_key}) is recorded as sent."
         else:
             return _done(services, checked, "/ui/mails", "Unknown action.")
