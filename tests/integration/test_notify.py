@@ -83,12 +83,10 @@ def inbox() -> Iterator[tuple[Inbox, int]]:
     controller.stop()
 
 
-@pytest.fixture
-def mapping(tmp_path: Path) -> Path:
+def write_mapping(folder: Path) -> Path:
     """The default mapping with the prep task made automatic, its offset -7d kept, and
     skip_if_past off so a test can make it due now; templates beside it."""
-    folder = tmp_path / "mappings"
-    folder.mkdir()
+    folder.mkdir(parents=True, exist_ok=True)
     text = DEFAULT_MAPPING.read_text(encoding="utf-8")
     text = text.replace("        skip_if_past: true\n", SEND, 1)
     (folder / "default.yaml").write_text(text, encoding="utf-8")
@@ -101,6 +99,11 @@ def mapping(tmp_path: Path) -> Path:
         "<p>Hi {{ firstName }},</p><p><a href='{{ meetingUrl }}'>Join</a></p>", encoding="utf-8"
     )
     return folder / "default.yaml"
+
+
+@pytest.fixture
+def mapping(tmp_path: Path) -> Path:
+    return write_mapping(tmp_path / "mappings")
 
 
 @pytest.fixture
