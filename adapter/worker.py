@@ -130,7 +130,10 @@ class Worker:
         event = claim.event
         with bound_contextvars(event_id=event.id, job_key=event.key):
             try:
-                self.handlers[event.kind].handle(claim)
+                # Renewed like a batch's: a slow SMTP server must not let a second
+                # worker take the job over while this one is still sending.
+                with self._renewing([(event.id, claim.token)]):
+                    self.handlers[event.kind].handle(claim)
             except AdapterError as exc:
                 self._fail(event.id, claim.token, exc)
             except LeaseLost:
@@ -193,7 +196,7 @@ class Worker:
             settled.add(job.event_id)
 
         try:
-            with self._renewing(jobs):
+            with self._renewing([(job.event_id, job.lease_token) for job in jobs]):
                 failures: Mapping[str, AdapterError] = self.backend.apply(jobs, settle)
         except Exception as exc:  # a backend bug or outage: every job of the batch retries
             log.exception(
@@ -228,7 +231,7 @@ class Worker:
         return plan.model_copy(update={"owner": owner.model_copy(update={"email": email})})
 
     @contextmanager
-    def _renewing(self, jobs: Sequence[SyncJob]) -> Iterator[None]:
+    def _renewing(self, leases: Sequence[tuple[str, str]]) -> Iterator[None]:
         """Renew the batch's leases every third of a lease while the backend works.
 
         A live batch that outlasts its lease (a rate-limited HubSpot, a deal lock
@@ -236,7 +239,6 @@ class Worker:
         would race its own. A stalled or killed worker renews nothing, so its
         leases still expire and are taken over.
         """
-        leases = [(job.event_id, job.lease_token) for job in jobs]
         done = threading.Event()
 
         def renew() -> None:

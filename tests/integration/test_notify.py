@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -53,6 +54,8 @@ class Inbox:
     ) -> str:
         if self.mode == "refuse":
             return "550 5.1.1 mailbox unavailable"
+        if self.mode == "slow":
+            await asyncio.sleep(2.5)
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -66,8 +69,6 @@ class Inbox:
             server.transport.abort()
         if self.mode == "stall":
             while not self.release.is_set():
-                import asyncio
-
                 await asyncio.sleep(0.05)
         return "250 OK"
 
@@ -257,6 +258,25 @@ def test_drop_after_data_is_uncertain_not_repeated(
     row = send_row(svc)
     assert row.state == sends.UNCERTAIN
     assert "after DATA" in (row.last_error or "")
+
+
+def test_a_slow_send_keeps_its_lease(
+    notify: tuple[Services, TestClient], inbox: tuple[Inbox, int]
+) -> None:
+    """A send slower than the lease (2 s) renews it: a second worker meanwhile takes
+    nothing over, and the mail goes out once."""
+    svc, http = notify
+    inbox[0].mode = "slow"
+    deliver(http, workshop(timedelta(seconds=-1)))
+    first = threading.Thread(target=svc.new_worker().drain)
+    first.start()
+    time.sleep(0.5)
+    while first.is_alive() and not inbox[0].messages:
+        svc.new_worker().run_once()
+        time.sleep(0.2)
+    first.join()
+    assert len(inbox[0].messages) == 1
+    assert send_row(svc).state == sends.SENT
 
 
 def test_refused_recipient_dead_letters_with_reason(
