@@ -21,7 +21,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import Envelope, Session
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from adapter.api.app import create_app
 from adapter.backends.local.models import activities, tasks
@@ -443,3 +443,46 @@ def test_mark_sent_records_the_mail_without_sending(
         )
     assert status == "done"
     assert n_emails == 1
+
+
+@pytest.mark.postgres
+def test_on_postgresql_reschedule_then_send_once(
+    make_settings: Callable[..., Settings],
+    mapping: Path,
+    inbox: tuple[Inbox, int],
+    pg_url: str,
+) -> None:
+    """On PostgreSQL too: a send moved by a reschedule goes out once, at its new moment."""
+    settings = make_settings(
+        database_url=pg_url,
+        mappings_path=mapping,
+        smtp_url=f"smtp://127.0.0.1:{inbox[1]}",
+        smtp_from="crm@bookme.example",
+        sync_wait_ms=0,
+    )
+    svc = build_services(settings)
+    try:
+        with TestClient(create_app(services=svc, embedded_workers=0)) as http:
+            deliver(http, workshop(timedelta(hours=5)))
+            svc.new_worker().drain()
+            assert send_row(svc).state == sends.SCHEDULED
+            moved = workshop(
+                timedelta(seconds=-1), event="booking.rescheduled", updatedAt=_stamp(1)
+            )
+            deliver(http, moved)
+            svc.new_worker().drain()
+            svc.new_worker().drain()
+        assert len(inbox[0].messages) == 1
+        assert send_row(svc).state == sends.SENT
+    finally:
+        svc.close()
+
+
+def test_migration_0016_mirrors_the_sends_table(engine: Engine) -> None:
+    """Migration 0016 creates exactly notify_sends as adapter.notify.store defines it."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), sends.sends_metadata)
+    assert [d for d in diff if "notify_sends" in repr(d)] == []
