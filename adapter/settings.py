@@ -38,7 +38,10 @@ def _is_placeholder(value: str) -> bool:
 class Settings(BaseSettings):
     """Contract §2, plus the knobs the contract leaves to us (documented in the README)."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a refused value may hold a password (SMTP_URL's userinfo).
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     crm_webhook_secret: SecretStr | None = None
     crm_webhook_signing_secrets: str | None = None
