@@ -47,8 +47,11 @@ def template_context(booking: Booking) -> dict[str, Any]:
     tz = ZoneInfo(booking.timezone) if booking.timezone else None
     values = template_values(booking, tz)
     context: dict[str, Any] = {key: value for key, value in values.items() if "." not in key}
-    context["answers"] = {key: value for key, value in values.items() if key.startswith("answers.")}
-    context["answers"] = {key.removeprefix("answers."): v for key, v in context["answers"].items()}
+    context["answers"] = {
+        key.removeprefix("answers."): value
+        for key, value in values.items()
+        if key.startswith("answers.")
+    }
     return context
 
 

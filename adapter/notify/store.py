@@ -130,7 +130,7 @@ def for_booking(conn: Connection, booking_id: str) -> list[Send]:
 
 
 def listing(conn: Connection, *, limit: int = 200) -> list[Send]:
-    """Sends, the soonest due first among those still to go, then the rest newest first."""
+    """The ``limit`` sends due latest (the dashboard's list)."""
     query = select(sends).order_by(sends.c.due_at.desc()).limit(limit)
     return [_from_row(row) for row in conn.execute(query)]
 
