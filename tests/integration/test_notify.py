@@ -233,6 +233,17 @@ def test_task_done_by_hand_is_not_sent(
     assert send_row(svc).state == sends.SKIPPED
 
 
+def test_missed_within_the_window_goes_out_on_start(
+    notify: tuple[Services, TestClient], inbox: tuple[Inbox, int]
+) -> None:
+    """A send due 2 h ago (the service was down) is still useful within 24 h: it goes out."""
+    svc, http = notify
+    deliver(http, workshop(timedelta(hours=-2)))
+    svc.new_worker().drain()
+    assert len(inbox[0].messages) == 1
+    assert send_row(svc).state == sends.SENT
+
+
 def test_missed_beyond_the_window_is_reported(
     notify: tuple[Services, TestClient], inbox: tuple[Inbox, int]
 ) -> None:
