@@ -28,6 +28,8 @@ _STATUS = {"COMPLETED": "done"}
 class HubSpotMailRecord:
     """The task and the booking's contact and deal, by the ids the backend recorded."""
 
+    remote = True
+
     def __init__(self, api: HubSpotApi) -> None:
         self.api = api
 

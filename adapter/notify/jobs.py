@@ -132,8 +132,12 @@ class NotifyHandler:
         booking = parse_booking(event.payload["booking"])
         now = self.clock()
         mid = message_id(booking_id, task_key, self.mail_from)
+        # Read before the write transaction: HubSpot's answer must not be awaited while
+        # holding the database's write lock (SQLite: every webhook would wait behind it).
+        with self.store.engine.connect() as conn:
+            status = self.record.task_status(conn, booking_id, task_key)
         with self.store.transaction() as conn:
-            outcome = self._decide(conn, event, due, plan, now)
+            outcome = self._decide(conn, event, due, plan, now, status)
             if outcome is not None:
                 self.store.mark_synced(conn, event.id, claim.token, {"outcome": outcome})
                 return
@@ -164,7 +168,15 @@ class NotifyHandler:
         # the next claim finds the send done instead of uncertain.
         with self.store.transaction() as conn:
             sends.settle(conn, booking_id, task_key, sends.SENT, now=self.clock())
-            self.record.record(conn, booking_id, task_key, subject=plan.subject, text=text, at=now)
+            if not self.record.remote:  # the local CRM: recorded in the same commit
+                self.record.record(
+                    conn, booking_id, task_key, subject=plan.subject, text=text, at=now
+                )
+        if self.record.remote:
+            with self.store.engine.connect() as conn:
+                self.record.record(
+                    conn, booking_id, task_key, subject=plan.subject, text=text, at=now
+                )
         with self.store.transaction() as conn:
             self.store.mark_synced(conn, event.id, claim.token, {"outcome": sends.SENT})
         log.info("mail sent", extra={"booking_id": booking_id, "task_key": task_key})
@@ -183,7 +195,13 @@ class NotifyHandler:
             self.store.mark_synced(conn, event.id, claim.token, {"outcome": state})
 
     def _decide(
-        self, conn: Connection, event: Event, due: datetime, plan: SendPlan, now: datetime
+        self,
+        conn: Connection,
+        event: Event,
+        due: datetime,
+        plan: SendPlan,
+        now: datetime,
+        status: str | None,
     ) -> str | None:
         """Why this job sends nothing (settling the row if need be), or ``None`` to send."""
         booking_id, task_key = event.payload["bookingId"], event.payload["taskKey"]
@@ -205,7 +223,6 @@ class NotifyHandler:
             return row.state
         if row.due_at != due:
             return "superseded"
-        status = self.record.task_status(conn, booking_id, task_key)
         if status == "done":
             sends.settle(
                 conn,

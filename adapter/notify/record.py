@@ -19,7 +19,13 @@ from adapter.db import upsert_insert
 
 
 class MailRecord(Protocol):
-    """A CRM's view of an automatic task: its status, and the sent mail's record."""
+    """A CRM's view of an automatic task: its status, and the sent mail's record.
+
+    ``remote``: the CRM is reached over the network, so ``record`` gets a read
+    connection after the send's commit instead of the commit's own transaction.
+    """
+
+    remote: bool
 
     def task_status(self, conn: Connection, booking_id: str, task_key: str) -> str | None:
         """``todo``, ``done`` or ``cancelled``; ``None`` when this CRM cannot tell cheaply."""
@@ -45,6 +51,8 @@ def email_activity_key(booking_id: str, task_key: str) -> str:
 
 class LocalMailRecord:
     """The local reference CRM's tables, on the outbox database."""
+
+    remote = False
 
     def task_status(self, conn: Connection, booking_id: str, task_key: str) -> str | None:
         query = select(tasks.c.status).where(
@@ -99,7 +107,9 @@ class LocalMailRecord:
 
 
 class UnreadMailRecord:
-    """A CRM not read back (HubSpot, for now): the plan's status is all that is known."""
+    """A CRM this room cannot read or write: the plan's status is all that is known."""
+
+    remote = True
 
     def task_status(self, conn: Connection, booking_id: str, task_key: str) -> str | None:
         return None
