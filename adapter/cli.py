@@ -21,11 +21,11 @@ from pydantic import ValidationError
 from typer.core import TyperCommand
 
 from adapter import db
-from adapter.booking import parse_booking, validation_details
+from adapter.booking import Booking, parse_booking, validation_details
 from adapter.errors import MappingError
 from adapter.logs import configure_logging
 from adapter.mapping import MappingConfig, load_mapping, plan_booking
-from adapter.plan import OwnerPlan
+from adapter.plan import BookingPlan, OwnerPlan
 from adapter.secrets import WEBHOOK_SECRET_FILE
 from adapter.services import Services, build_services
 from adapter.settings import Settings
@@ -334,6 +334,26 @@ def mappings_check(
     if plan.owner is not None:
         # On stderr: stdout stays the plan's JSON alone, for scripts.
         typer.echo(f"owner: {_owner_line(plan.owner)}", err=True)
+    _render_sample_mails(plan, booking, target.parent)
+
+
+def _render_sample_mails(plan: BookingPlan, booking: Booking, folder: Path) -> None:
+    """Each automatic task's mail as it would go out, on stderr (stdout stays the plan)."""
+    from adapter.notify import render_mail
+
+    sender = os.environ.get("SMTP_FROM") or "crm@bookme-crm.invalid"
+    for task in plan.tasks:
+        if task.send is None:
+            continue
+        try:
+            mail = render_mail(
+                task.send, booking, folder, sender=sender, task_key=task.key, date=utcnow()
+            )
+        except MappingError as exc:
+            typer.echo(f"mail for task {task.key} cannot be rendered: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        typer.echo(f"--- mail for task {task.key}, sent at {task.due.isoformat()} ---", err=True)
+        typer.echo(mail.as_string(), err=True)
 
 
 def _owner_line(owner: OwnerPlan) -> str:

@@ -108,11 +108,26 @@ class MeetingPlan(_Frozen):
     properties: Properties = {}
 
 
+class SendPlan(_Frozen):
+    """The mail an automatic task sends at its due moment (``adapter.notify``).
+
+    ``to`` is the booking's own email or the mapping's fixed address, never a
+    template's output; ``subject`` has no CR or LF (header injection).
+    """
+
+    template: str
+    to: str
+    subject: str
+    reply_to: str | None = None
+    window_hours: int = 24
+
+
 class TaskPlan(_Frozen):
     """Upsert by (booking_id, key): one follow-up task per mapping task key.
 
     ``status`` is what the snapshot asks for; a task the CRM user marked
-    ``done`` stays done whatever the snapshot says.
+    ``done`` stays done whatever the snapshot says. ``send``: the task is
+    automatic, its mail goes out at ``due`` (``adapter.notify``).
     """
 
     key: str
@@ -122,6 +137,7 @@ class TaskPlan(_Frozen):
     priority: Priority
     status: PlannedTaskStatus = "todo"
     properties: Properties = {}
+    send: SendPlan | None = None
 
 
 class OwnerPlan(_Frozen):

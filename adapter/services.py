@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -30,7 +31,10 @@ from adapter.metrics import Metrics
 from adapter.secrets import ADMIN_TOKEN_FILE, WEBHOOK_SECRET_FILE, StoredSecret, stored_secret
 from adapter.settings import Settings
 from adapter.timeutil import utcnow
-from adapter.worker import Worker
+from adapter.worker import JobHandler, PlanHook, Worker
+
+if TYPE_CHECKING:
+    from adapter.notify.record import MailRecord
 from outbox.retry import RetryPolicy
 from outbox.store import PENDING, Event, OutboxStore
 from outbox.writer import OutboxWriter
@@ -191,6 +195,7 @@ class Services:
 
     def new_worker(self, clock: Callable[[], datetime] = utcnow) -> Worker:
         s = self.settings
+        handlers, hooks = self._notify(clock)
         worker = Worker(
             self.store,
             self.backend,
@@ -201,9 +206,49 @@ class Services:
             on_settled=self.waiter.notify,
             clock=clock,
             metrics=self.metrics,
+            handlers=handlers,
+            plan_hooks=hooks,
         )
         self.workers.append(worker)
         return worker
+
+    def _notify(
+        self, clock: Callable[[], datetime]
+    ) -> tuple[dict[str, JobHandler], list[PlanHook]]:
+        """The send jobs' room when ``SMTP_URL`` is set; without it, none (automatic
+        tasks stay ordinary tasks, and ``/readyz`` says why)."""
+        s = self.settings
+        if s.smtp_url is None or s.smtp_from is None:
+            return {}, []
+        from adapter.notify import SEND_KIND, NotifyHandler, SendScheduler, SmtpSender
+        from adapter.notify.smtp import SmtpTarget
+
+        sender = SmtpSender(
+            SmtpTarget.parse(s.smtp_url.get_secret_value()), timeout=s.smtp_timeout_seconds
+        )
+        handler = NotifyHandler(
+            self.store,
+            sender,
+            self.mail_record(),
+            lambda: self.mappings.current,
+            templates=self.mappings.path.parent,
+            mail_from=s.smtp_from,
+            clock=clock,
+        )
+        return {SEND_KIND: handler}, [SendScheduler(self.store, clock=clock).schedule]
+
+    def mail_record(self) -> MailRecord:
+        """Where the CRM in use records a sent mail and tells a task done by hand."""
+        from adapter.notify.record import LocalMailRecord, UnreadMailRecord
+
+        if self.settings.crm_backend == "local":
+            return LocalMailRecord()
+        from adapter.backends.hubspot import HubSpotBackend
+        from adapter.notify.hubspot import HubSpotMailRecord
+
+        if isinstance(self.backend, HubSpotBackend):
+            return HubSpotMailRecord(self.backend.api)
+        return UnreadMailRecord()
 
     def start_workers(self, count: int) -> None:
         """Run ``count`` worker loops in daemon threads until ``close``, with the

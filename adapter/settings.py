@@ -38,7 +38,10 @@ def _is_placeholder(value: str) -> bool:
 class Settings(BaseSettings):
     """Contract §2, plus the knobs the contract leaves to us (documented in the README)."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a refused value may hold a password (SMTP_URL's userinfo).
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     crm_webhook_secret: SecretStr | None = None
     crm_webhook_signing_secrets: str | None = None
@@ -83,6 +86,11 @@ class Settings(BaseSettings):
     ui_timezone: str = "UTC"
     hubspot_portal_id: str | None = Field(default=None, pattern=r"^\d{1,20}$")
 
+    # Automatic emails (``adapter.notify``): unset, automatic tasks stay ordinary tasks.
+    smtp_url: SecretStr | None = None
+    smtp_from: str | None = None
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+
     # Import and backfill from BookMe's API (``bookme-crm import``).
     bookme_api_url: str | None = None
     bookme_api_token: SecretStr | None = None
@@ -93,6 +101,26 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("smtp_url", "smtp_from", mode="before")
+    @classmethod
+    def _smtp_blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        from adapter.notify.smtp import SmtpTarget
+
+        if value is not None:
+            SmtpTarget.parse(value.get_secret_value())  # the message names no credential
+        return value
+
+    @model_validator(mode="after")
+    def _smtp_needs_from(self) -> Settings:
+        if self.smtp_url is not None and not self.smtp_from:
+            raise ValueError("SMTP_FROM is required when SMTP_URL is set")
+        return self
 
     @field_validator("bookme_api_url", "bookme_api_token", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 from sqlalchemy import Connection
@@ -38,6 +39,17 @@ from outbox.store import Claim, OutboxStore
 log = logging.getLogger(__name__)
 
 
+class JobHandler(Protocol):
+    """The room that handles one outbox job kind (``notify.send``…): it settles the
+    claim itself, or raises an ``AdapterError`` for the worker to retry or dead-letter."""
+
+    def handle(self, claim: Claim) -> None: ...
+
+
+PlanHook = Callable[[Connection, BookingPlan, dict[str, Any]], None]
+"""Runs on the transaction that marks a booking synced (scheduling its follow-up jobs)."""
+
+
 def default_owner() -> str:
     """``host:pid:nonce:thread``: the process's heartbeat id, then the worker thread."""
     return f"{process_worker_id()}:{threading.get_ident()}"
@@ -60,6 +72,8 @@ class Worker:
         owner: str | None = None,
         metrics: Metrics | None = None,
         owners: OwnerRotations | None = None,
+        handlers: Mapping[str, JobHandler] | None = None,
+        plan_hooks: Sequence[PlanHook] = (),
     ) -> None:
         self.store = store
         self.backend = backend
@@ -72,6 +86,9 @@ class Worker:
         self.owner = owner or default_owner()
         self.metrics = metrics
         self.owners = owners or OwnerRotations(store.engine)
+        # Jobs by kind; a kind without a handler is a booking snapshot.
+        self.handlers = dict(handlers or {})
+        self.plan_hooks = tuple(plan_hooks)
         self._wake = threading.Event()
 
     def wake(self) -> None:
@@ -99,9 +116,31 @@ class Worker:
         claims = self.store.claim(
             self.owner, limit=self.batch_size, lease_seconds=self.lease_seconds
         )
-        if claims:
-            self.process(claims, stop)
+        bookings = [claim for claim in claims if claim.event.kind not in self.handlers]
+        for claim in claims:
+            if claim.event.kind in self.handlers:
+                self._dispatch(claim)
+        if bookings:
+            self.process(bookings, stop)
         return len(claims)
+
+    def _dispatch(self, claim: Claim) -> None:
+        """Hand a job to the room for its kind; its ``AdapterError`` is retried or
+        dead-lettered by type like a booking's."""
+        event = claim.event
+        with bound_contextvars(event_id=event.id, job_key=event.key):
+            try:
+                # Renewed like a batch's: a slow SMTP server must not let a second
+                # worker take the job over while this one is still sending.
+                with self._renewing([(event.id, claim.token)]):
+                    self.handlers[event.kind].handle(claim)
+            except AdapterError as exc:
+                self._fail(event.id, claim.token, exc)
+            except LeaseLost:
+                log.warning("lease lost; another worker owns this job now")
+            except Exception as exc:  # a bug or an outage in the room: retried, logged
+                log.exception("%s job failed", event.kind)
+                self._fail(event.id, claim.token, RetryableError(repr(exc)))
 
     def drain(self, max_batches: int = 10_000) -> int:
         """Process until nothing is due (tests, ``worker --drain``); returns events claimed."""
@@ -118,6 +157,7 @@ class Worker:
         batch reaches the backend, release the claims instead (shutdown)."""
         jobs: list[SyncJob] = []
         received = {claim.event.id: claim.event.received_at for claim in claims}
+        payloads = {claim.event.id: claim.event.payload for claim in claims}
         for claim in claims:
             event = claim.event
             with bound_contextvars(event_id=event.id, booking_id=event.key):
@@ -151,10 +191,12 @@ class Worker:
             self.store.mark_synced(
                 conn, job.event_id, job.lease_token, result.model_dump(mode="json")
             )
+            for hook in self.plan_hooks:
+                hook(conn, job.plan, payloads[job.event_id])
             settled.add(job.event_id)
 
         try:
-            with self._renewing(jobs):
+            with self._renewing([(job.event_id, job.lease_token) for job in jobs]):
                 failures: Mapping[str, AdapterError] = self.backend.apply(jobs, settle)
         except Exception as exc:  # a backend bug or outage: every job of the batch retries
             log.exception(
@@ -189,7 +231,7 @@ class Worker:
         return plan.model_copy(update={"owner": owner.model_copy(update={"email": email})})
 
     @contextmanager
-    def _renewing(self, jobs: Sequence[SyncJob]) -> Iterator[None]:
+    def _renewing(self, leases: Sequence[tuple[str, str]]) -> Iterator[None]:
         """Renew the batch's leases every third of a lease while the backend works.
 
         A live batch that outlasts its lease (a rate-limited HubSpot, a deal lock
@@ -197,7 +239,6 @@ class Worker:
         would race its own. A stalled or killed worker renews nothing, so its
         leases still expire and are taken over.
         """
-        leases = [(job.event_id, job.lease_token) for job in jobs]
         done = threading.Event()
 
         def renew() -> None:

@@ -147,6 +147,8 @@ class NewEvent:
     webhook_id: str | None = None
     state: str = QUEUED
     last_error: str | None = None
+    # A job for later (a mail at its task's due moment): not claimable before this.
+    not_before: datetime | None = None
 
 
 @dataclass
@@ -311,7 +313,7 @@ class OutboxStore:
             "snapshot_at": _utc(new.snapshot_at),
             "state": new.state,
             "attempts": 0,
-            "next_attempt_at": now,
+            "next_attempt_at": _utc(new.not_before) or now,
             "last_error": new.last_error,
             "received_at": now,
             "updated_at": now,

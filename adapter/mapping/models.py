@@ -467,6 +467,30 @@ class TaskOverrides(_Overrides):
     properties: TaskProperties | None = None
 
 
+def _send_to(value: str) -> str:
+    if value.strip() == "{email}":
+        return "{email}"
+    # A fixed internal address only: a templated recipient could be steered by a booking.
+    if "{" in value or "}" in value:
+        raise ValueError("must be '{email}' (the booking's own email) or a fixed address")
+    return _owner_email(value)
+
+
+class SendConfig(_Section):
+    """``send:`` on a task: the mail sent at its due moment (``adapter.notify``).
+
+    ``template`` names ``<template>.txt`` (and optionally ``<template>.html``)
+    next to the mapping file; ``window_hours``: a send missed while the
+    service was down still goes out this long after its due moment.
+    """
+
+    template: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+    to: Annotated[str, AfterValidator(_send_to)]
+    subject: TemplateText
+    reply_to: Annotated[str, AfterValidator(lambda value: _owner_email(value))] | None = None
+    window_hours: int = Field(default=24, ge=0, le=24 * 30)
+
+
 class TaskConfig(_Section):
     """A follow-up task, due ``offset`` from the meeting's ``anchor``."""
 
@@ -478,6 +502,7 @@ class TaskConfig(_Section):
     priority: Priority = "medium"
     skip_if_past: bool = False
     properties: TaskProperties = {}
+    send: SendConfig | None = None
 
 
 def _unique_keys(tasks: list[TaskConfig]) -> list[TaskConfig]:

@@ -51,6 +51,7 @@ from adapter.plan import (
     PlannedTaskStatus,
     Properties,
     PropertyValue,
+    SendPlan,
     SkippedTask,
     TaskPlan,
 )
@@ -187,6 +188,7 @@ def _plan(
                 properties=plan_properties(
                     {**settings.task.properties, **task.properties}, values, typed
                 ),
+                send=_send(task, values),
             )
         )
 
@@ -204,6 +206,20 @@ def _plan(
         tasks=tuple(tasks),
         skipped_tasks=tuple(skipped),
         owner=_owner(settings),
+    )
+
+
+def _send(task: TaskConfig, values: dict[str, str]) -> SendPlan | None:
+    """The task's mail, its recipient resolved; a subject cannot carry CR/LF into headers."""
+    send = task.send
+    if send is None:
+        return None
+    return SendPlan(
+        template=send.template,
+        to=values["email"] if send.to == "{email}" else send.to,
+        subject=" ".join(send.subject.render(values).split()),
+        reply_to=send.reply_to,
+        window_hours=send.window_hours,
     )
 
 

@@ -513,3 +513,64 @@ def import_from_bookme(request: Request, services: ServicesDep, form: FormDep) -
     else:
         message = f"Added booking {outcome.booking_id} from BookMe: {state}."
     return _done(services, checked, "/ui/import", message)
+
+
+# --- automatic mails ------------------------------------------------------------------
+
+
+@router.get("/mails")
+def mails(request: Request, services: ServicesDep) -> Response:
+    """Each booking's automatic mails: sent, scheduled, failed, and the uncertain ones to decide."""
+    from adapter.notify import store as sends
+    from adapter.notify.status import mail_status
+
+    session = _logged_in(request, services)
+    if session is None:
+        return _to_login(request)
+    page = Page(request, services, session)
+    try:
+        reads = services.engine.execution_options(sqlite_begin="DEFERRED")
+        with reads.connect() as conn:
+            rows = sends.listing(conn, limit=EVENT_LIMIT * 4)
+    except SQLAlchemyError as exc:
+        return _unreadable(page, exc)
+    status_ = mail_status(services.settings, services.mappings.current)
+    order = ("scheduled", "sent", "uncertain", "failed", "missed", "dropped", "skipped")
+    counts = {state: sum(1 for row in rows if row.state == state) for state in order}
+    return page.render(
+        "mails.html",
+        rows=rows,
+        counts=counts,
+        enabled=status_["enabled"],
+        reason=status_.get("reason", ""),
+    )
+
+
+@router.post("/mails/{booking_id}/{task_key}/{action}")
+def mail_action(
+    request: Request,
+    services: ServicesDep,
+    booking_id: str,
+    task_key: str,
+    action: str,
+    form: FormDep,
+) -> Response:
+    """ "Send again" (a new job now, the same Message-ID) or "Mark sent" for an uncertain send."""
+    from adapter.notify.actions import SendNotFound, mark_sent, send_again
+
+    checked = _checked_post(request, services, form)
+    if isinstance(checked, Response):
+        return checked
+    try:
+        if action == "send-again":
+            send_again(services.store, booking_id, task_key)
+            services.wake_workers()
+            message = f"The mail for {booking_id} ({task_key}) will be sent again now."
+        elif action == "mark-sent":
+            mark_sent(services.store, services.mail_record(), booking_id, task_key)
+            message = f"The mail for {booking_id} ({task_key}) is recorded as sent."
+        else:
+            return _done(services, checked, "/ui/mails", "Unknown action.")
+    except SendNotFound:
+        message = "That mail is no longer uncertain or failed; nothing changed."
+    return _done(services, checked, "/ui/mails", message)

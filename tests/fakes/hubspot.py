@@ -389,6 +389,50 @@ REQUIRED_ON_CREATE = {
     "tasks": ("hs_timestamp",),
 }
 """Properties a create must set (an empty value does not count)."""
+# --- emails: the engagement adapter.notify logs for each sent mail --------------------
+# https://developers.hubspot.com/docs/api/crm/email: POST /crm/v3/objects/emails with
+# hs_timestamp (required), hs_email_direction, hs_email_status, hs_email_subject,
+# hs_email_text; associated to contacts (198/197) and deals (210/209).
+OBJECT_TYPES = (*OBJECT_TYPES, "emails")
+TYPE_IDS["emails"] = "0-49"
+SINGULAR["emails"] = "email"
+_TYPE_ALIASES.update({"emails": "emails", "email": "emails", "0-49": "emails"})
+DEFAULT_PROPERTIES["emails"] = ["hs_createdate", "hs_lastmodifieddate", "hs_object_id"]
+ALWAYS_PROPERTIES["emails"] = ["hs_createdate", "hs_lastmodifieddate", "hs_object_id"]
+ASSOCIATION_TYPES.update(
+    {
+        ("contacts", "emails"): {197: None},
+        ("emails", "contacts"): {198: None},
+        ("deals", "emails"): {209: None},
+        ("emails", "deals"): {210: None},
+        ("companies", "emails"): {185: None},
+        ("emails", "companies"): {186: None},
+    }
+)
+INVERSE_TYPE.update({197: 198, 198: 197, 209: 210, 210: 209, 185: 186, 186: 185})
+_GROUPS["emails"] = ("email", "Email information")
+_SEED_PROPERTIES["emails"] = [
+    ("hs_timestamp", "Activity date", "datetime", "date", []),
+    (
+        "hs_email_direction",
+        "Email direction",
+        "enumeration",
+        "select",
+        ["EMAIL", "INCOMING_EMAIL", "FORWARDED_EMAIL"],
+    ),
+    (
+        "hs_email_status",
+        "Email send status",
+        "enumeration",
+        "select",
+        ["BOUNCED", "FAILED", "SCHEDULED", "SENDING", "SENT"],
+    ),
+    ("hs_email_subject", "Subject", "string", "text", []),
+    ("hs_email_text", "Body", "string", "text", []),
+    ("hs_email_html", "HTML body", "string", "html", []),
+]
+REQUIRED_ON_CREATE["emails"] = ("hs_timestamp",)
+# --- end of emails ---------------------------------------------------------------------
 CONFLICT_SHAPES = ("409_existing_id", "409_no_id", "400_validation")
 """How a taken ``hasUniqueValue`` value is answered; HubSpot has been seen to use each."""
 _VALID_TYPES = {"string", "number", "date", "datetime", "enumeration", "bool", "phone_number"}

@@ -84,6 +84,11 @@ def readyz(services: ServicesDep) -> JSONResponse:
         except Exception as exc:
             log.warning("readiness check %s failed: %s", name, exc)
             checks[name] = f"failed: {type(exc).__name__}"
+    if checks.get("mapping") == "ok":
+        from adapter.notify.status import mail_status
+
+        # Informative only: without SMTP the service still does everything else.
+        body["mail"] = mail_status(services.settings, services.mappings.current)
     ready = all(value in ("ok", "paused") for value in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks, **body},
