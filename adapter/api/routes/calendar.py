@@ -1,0 +1,103 @@
+"""Calendar feeds: `/calendar/{token}.ics`, and one owner's `/calendar/{token}/owner/{email}.ics`.
+
+The token in the URL is the credential (calendar apps send no headers), so an
+unknown or revoked token is a plain 404, never a hint that the feed exists.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Request, status
+from fastapi.responses import Response
+
+from adapter.api.deps import ServicesDep
+from adapter.api.schemas import NO_NUL, error_responses
+from adapter.backends.local.reader import owner_key
+from adapter.calendar import Feed, TokenStore, build_feed
+from adapter.timeutil import as_utc
+
+router = APIRouter(tags=["calendar"])
+
+FeedToken = Annotated[
+    str,
+    Path(
+        max_length=100,
+        pattern=NO_NUL,
+        description="A feed token (`bookme-crm calendar token create`)",
+    ),
+]
+OwnerEmail = Annotated[
+    str, Path(max_length=320, pattern=NO_NUL, description="The owner's email, as in the mapping")
+]
+_FEED_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "An iCalendar (RFC 5545) feed",
+        "content": {"text/calendar": {"schema": {"type": "string"}}},
+    },
+    304: {"description": "Not modified since the `ETag` / `Last-Modified` the client holds"},
+    **error_responses(404, s404="Unknown or revoked token"),
+}
+
+
+def _not_modified(request: Request, feed: Feed) -> bool:
+    """RFC 9110 §13.2.2: ``If-None-Match`` decides when present, else ``If-Modified-Since``."""
+    match = request.headers.get("if-none-match")
+    if match is not None:
+        presented = {tag.strip().removeprefix("W/") for tag in match.split(",")}
+        return "*" in presented or feed.etag in presented
+    since = request.headers.get("if-modified-since")
+    if since is None or feed.last_modified is None:
+        return False
+    try:
+        moment: datetime = parsedate_to_datetime(since)
+    except (TypeError, ValueError, IndexError):
+        return False  # an unreadable date is ignored, as RFC 9110 says
+    if moment.tzinfo is None:
+        return False
+    return feed.last_modified.replace(microsecond=0) <= as_utc(moment)
+
+
+def _serve(request: Request, services: ServicesDep, token: str, owner: str | None) -> Response:
+    if not TokenStore(services.engine).is_active(token):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Not found")
+    if services.settings.crm_backend != "local":
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, detail="Calendar feeds are served with CRM_BACKEND=local"
+        )
+    feed = build_feed(services.engine, owner=owner)
+    headers = {
+        "ETag": feed.etag,
+        # Revalidate on every poll: the 304 makes that cheap, and a change shows at once.
+        "Cache-Control": "private, no-cache",
+    }
+    if feed.last_modified is not None:
+        headers["Last-Modified"] = format_datetime(feed.last_modified, usegmt=True)
+    if _not_modified(request, feed):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    headers["Content-Disposition"] = 'inline; filename="bookme.ics"'
+    return Response(feed.body, media_type="text/calendar; charset=utf-8", headers=headers)
+
+
+@router.get(
+    "/calendar/{token}.ics",
+    summary="iCalendar feed of every meeting and open task",
+    response_class=Response,
+    responses=_FEED_RESPONSES,
+)
+def calendar_feed(request: Request, services: ServicesDep, token: FeedToken) -> Response:
+    return _serve(request, services, token, None)
+
+
+@router.get(
+    "/calendar/{token}/owner/{email}.ics",
+    summary="iCalendar feed of one owner's meetings and open tasks",
+    response_class=Response,
+    responses=_FEED_RESPONSES,
+)
+def owner_calendar_feed(
+    request: Request, services: ServicesDep, token: FeedToken, email: OwnerEmail
+) -> Response:
+    return _serve(request, services, token, owner_key(email))
