@@ -1,6 +1,6 @@
 """Calendar feeds: the CRM's meetings and open tasks as iCalendar subscriptions, behind tokens."""
 
 from adapter.calendar.feed import Feed, build_feed
-from adapter.calendar.tokens import CalendarToken, TokenStore, calendar_metadata
+from adapter.calendar.tokens import CalendarToken, TokenStore, calendar_metadata, feed_urls
 
-__all__ = ["CalendarToken", "Feed", "TokenStore", "build_feed", "calendar_metadata"]
+__all__ = ["CalendarToken", "Feed", "TokenStore", "build_feed", "calendar_metadata", "feed_urls"]

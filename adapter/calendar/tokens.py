@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import quote
 
 from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, insert, select, update
 
@@ -122,3 +123,12 @@ class TokenStore:
                 )
             ).first()
         return found is not None
+
+
+def feed_urls(base_url: str, secret: str, owner: str | None = None) -> tuple[str, str]:
+    """The feed's ``https``/``http`` URL and the same as a ``webcal://`` subscription link."""
+    base = base_url.rstrip("/")
+    path = f"/calendar/{secret}" + (f"/owner/{quote(owner, safe='@')}" if owner else "") + ".ics"
+    url = base + path
+    scheme, _, rest = url.partition("://")
+    return url, "webcal://" + rest if scheme in ("http", "https") else url
