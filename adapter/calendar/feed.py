@@ -60,7 +60,7 @@ HISTORY = timedelta(days=90)
 CANCELLED_KEPT = timedelta(days=30)
 TASK_MINUTES = 15
 PRODID = "-//bookme-crm//Calendar feed//EN"
-REFRESH = timedelta(minutes=15)
+REFRESH = timedelta(minutes=15)  # X-PUBLISHED-TTL below says the same
 _SETTLED = (SYNCED, SUPERSEDED)
 _CHUNK = 500  # keeps an IN list inside every dialect's parameter limit
 
@@ -232,8 +232,12 @@ def _meeting_entry(
         uid=meeting_uid(booking_id),
         start=start,
         end=start + timedelta(minutes=minutes),
-        summary=f"{subject} · {lead_title}",
-        description=f"Join: {url}\n\n{description}" if url else description,
+        # The lead's title names who and what ("workshop - Ada Lovelace"); the subject
+        # ("workshop - Scheduled") says less, so it opens the description instead.
+        summary=lead_title,
+        description="\n\n".join(
+            part for part in (subject, url and f"Join: {url}", description) if part
+        ),
         url=url,
         cancelled=cancelled,
         task=False,
@@ -354,7 +358,9 @@ def render(
     calendar.add("name", name)
     # How often a subscriber should poll (RFC 7986, and Outlook's older property).
     calendar.add("refresh-interval", REFRESH, parameters={"VALUE": "DURATION"})
-    calendar.add("x-published-ttl", REFRESH)
+    calendar.add(
+        "x-published-ttl", "PT15M"
+    )  # an x- property: icalendar would write a timedelta as text
     for entry in entries:
         calendar.add_component(_vevent(entry, sequences.get(entry.booking_id, 0)))
     body = calendar.to_ical()
