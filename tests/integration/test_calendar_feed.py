@@ -225,3 +225,17 @@ def test_an_owner_feed_lists_that_owners_bookings_and_no_one_elses(
         assert {uid.split("-")[1].split("@")[0] for uid in mine} == expected
         assert len(mine) == 3 * len(expected)  # the meeting and its two tasks
     assert both(feed(owners_client, f"/calendar/{secret}/owner/eve@example.com.ics")) == {}
+
+
+def test_malformed_tokens_are_404_and_an_overlong_owner_a_400_naming_the_field(
+    client: TestClient, services: Services
+) -> None:
+    """A token of any length or shape is just unknown (404, checked first); with a live token,
+    an owner email over 320 characters is a 400 naming ``email``."""
+    assert client.get(f"/calendar/bcal_{'x' * 500}.ics").status_code == 404
+    assert client.get(f"/calendar/{'x' * 500}/owner/{'a' * 400}.ics").status_code == 404
+    answer = client.get(f"/calendar/{token(services)}/owner/{'a' * 400}@example.com.ics")
+    assert answer.status_code == 400
+    assert answer.json()["details"] == [
+        {"field": "email", "message": "at most 320 characters, without NUL"}
+    ]

@@ -11,34 +11,32 @@ from email.utils import format_datetime, parsedate_to_datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Request, status
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from adapter.api.deps import ServicesDep
-from adapter.api.schemas import NO_NUL, error_responses
+from adapter.api.schemas import error_responses
 from adapter.backends.local.reader import owner_key
 from adapter.calendar import Feed, TokenStore, build_feed
 from adapter.timeutil import as_utc
 
 router = APIRouter(tags=["calendar"])
 
-FeedToken = Annotated[
-    str,
-    Path(
-        max_length=100,
-        pattern=NO_NUL,
-        description="A feed token (`bookme-crm calendar token create`)",
-    ),
-]
+# No length or pattern rules on the path: a malformed token is just another unknown
+# one (404), so a feed URL's validity is decided in one place, the token lookup.
+FeedToken = Annotated[str, Path(description="A feed token (`bookme-crm calendar token create`)")]
 OwnerEmail = Annotated[
-    str, Path(max_length=320, pattern=NO_NUL, description="The owner's email, as in the mapping")
+    str, Path(description="The owner's email, as in the mapping (at most 320 characters)")
 ]
+MAX_EMAIL = 320
 _FEED_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
         "description": "An iCalendar (RFC 5545) feed",
         "content": {"text/calendar": {"schema": {"type": "string"}}},
     },
     304: {"description": "Not modified since the `ETag` / `Last-Modified` the client holds"},
-    **error_responses(404, s404="Unknown or revoked token"),
+    **error_responses(
+        400, 404, s400="The owner's email is too long", s404="Unknown or revoked token"
+    ),
 }
 
 
@@ -63,6 +61,12 @@ def _not_modified(request: Request, feed: Feed) -> bool:
 def _serve(request: Request, services: ServicesDep, token: str, owner: str | None) -> Response:
     if not TokenStore(services.engine).is_active(token):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Not found")
+    if owner is not None and (len(owner) > MAX_EMAIL or "\x00" in owner):
+        message = f"at most {MAX_EMAIL} characters, without NUL"
+        return JSONResponse(
+            {"error": "Invalid request", "details": [{"field": "email", "message": message}]},
+            status_code=status.HTTP_400_BAD_REQUEST,
+        )
     # Without the local CRM, the service's own record of the bookings (adapter.calendar.feed).
     recorded = services.mappings.current if services.settings.crm_backend != "local" else None
     feed = build_feed(services.engine, owner=owner, mapping=recorded)
