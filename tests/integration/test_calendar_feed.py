@@ -239,3 +239,39 @@ def test_malformed_tokens_are_404_and_an_overlong_owner_a_400_naming_the_field(
     assert answer.json()["details"] == [
         {"field": "email", "message": "at most 320 characters, without NUL"}
     ]
+
+
+@pytest.mark.postgres
+def test_the_lifecycle_feed_on_postgresql(
+    make_settings: Callable[..., Settings], pg_url: str
+) -> None:
+    """The same create → reschedule → cancel sequences and statuses on PostgreSQL."""
+    from adapter.api.app import create_app
+    from adapter.services import build_services
+
+    services = build_services(make_settings(database_url=pg_url))
+    try:
+        with TestClient(create_app(services=services, embedded_workers=1)) as client:
+            path = f"/calendar/{token(services)}.ics"
+            book(client, updatedAt="2026-11-01T10:00:00Z")
+            assert both(feed(client, path))[UID]["sequence"] == 0
+            book(
+                client,
+                event="booking.rescheduled",
+                scheduledDate="2027-03-01T10:00:00Z",
+                updatedAt="2026-11-02T10:00:00Z",
+            )
+            moved = both(feed(client, path))
+            assert (moved[UID]["sequence"], moved[UID]["start"]) == (
+                1,
+                datetime(2027, 3, 1, 10, tzinfo=UTC),
+            )
+            book(client, event="booking.cancelled", updatedAt="2026-11-03T10:00:00Z")
+            final = both(feed(client, path))
+            assert (set(final), final[UID]["status"], final[UID]["sequence"]) == (
+                {UID},
+                "CANCELLED",
+                2,
+            )
+    finally:
+        services.close()

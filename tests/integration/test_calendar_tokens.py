@@ -7,7 +7,9 @@ import logging
 import re
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import inspect
 from typer.testing import CliRunner
 
 from adapter.cli import app
@@ -71,3 +73,38 @@ def test_a_feed_url_in_an_access_log_line_is_masked(captured: io.StringIO) -> No
     assert "/calendar/" in out
     assert secret not in out
     assert "AbC-123_xyz" not in out
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_migration_0016_makes_the_tokens_table_and_downgrades(
+    request: pytest.FixtureRequest, tmp_path: Path, database: str
+) -> None:
+    """On SQLite and PostgreSQL, 0016 creates calendar_tokens as the store declares it (a unique
+    hash), the store works on it, and downgrading to 0015 drops it."""
+    from alembic import command
+
+    from adapter import db
+    from adapter.calendar import TokenStore
+
+    url = (
+        f"sqlite:///{tmp_path / 'm.db'}"
+        if database == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    engine = db.make_engine(url)
+    try:
+        db.upgrade(engine)
+        columns = {c["name"] for c in inspect(engine).get_columns("calendar_tokens")}
+        assert columns == {"id", "token_hash", "label", "created_at", "revoked_at"}
+        made, secret = TokenStore(engine).create("m")
+        assert TokenStore(engine).is_active(secret)
+        with engine.begin() as conn:
+            config = db._config()
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0015_owner_rotations")
+        assert "calendar_tokens" not in inspect(engine).get_table_names()
+        assert made.id
+    finally:
+        engine.dispose()
