@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -124,6 +125,12 @@ def _reads(engine: Engine) -> Engine:
     return engine.execution_options(sqlite_begin="DEFERRED")
 
 
+def _midnight(now: datetime) -> datetime:
+    """The windows (``HISTORY``, ``CANCELLED_KEPT``) move a day at a time, so a feed whose
+    records did not change is the same all day (``FeedCache``)."""
+    return as_utc(now).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 # --- the local CRM ------------------------------------------------------------------
 
 
@@ -131,6 +138,7 @@ def local_entries(
     engine: Engine, *, owner: str | None, now: datetime
 ) -> tuple[list[Entry], dict[str, int], datetime | None]:
     """The local CRM's meetings and open tasks, their sequences, and the newest change."""
+    now = _midnight(now)
     meetings_query = (
         select(
             activities.c.booking_id,
@@ -253,6 +261,7 @@ def recorded_entries(
     engine: Engine, mapping: MappingConfig, *, owner: str | None, now: datetime
 ) -> tuple[list[Entry], dict[str, int], datetime | None]:
     """Each booking's meeting as its newest synced snapshot planned it."""
+    day = _midnight(now)
     newest = (
         select(events.c.key, func.max(events.c.seq).label("seq"))
         .where(events.c.state == SYNCED)
@@ -295,7 +304,7 @@ def recorded_entries(
             continue
         meeting = plan.meeting
         cancelled = meeting.outcome == "CANCELED"
-        if meeting.start < now - HISTORY or (cancelled and synced < now - CANCELLED_KEPT):
+        if meeting.start < day - HISTORY or (cancelled and synced < day - CANCELLED_KEPT):
             continue
         entries.append(
             _meeting_entry(
@@ -313,6 +322,72 @@ def recorded_entries(
     entries.sort(key=lambda entry: (entry.start, entry.uid))
     changed = [as_utc(row.synced_at) for row in rows if row.synced_at is not None]
     return entries, sequences, max(changed) if changed else None
+
+
+# --- what changes a feed, cheaply -----------------------------------------------------
+
+
+def fingerprint(
+    engine: Engine, *, owner: str | None, recorded: bool, now: datetime
+) -> tuple[Any, ...]:
+    """Aggregates that change whenever the feed's records do: a poll compares these
+    (milliseconds) instead of building the feed (about 0.7 s for 1,000 bookings).
+
+    Every write of the local CRM sets ``updated_at``, and a task removed from a booking
+    lowers a count. The outbox's newest ``seq`` moves with every snapshot received; one
+    that is then superseded changes no record, only the next ``SEQUENCE``, which the
+    next real change of the booking carries anyway.
+    """
+    queries: list[Any] = [select(func.max(events.c.seq))]
+    if recorded:
+        queries.append(
+            select(func.count(), func.max(events.c.synced_at)).where(events.c.state == SYNCED)
+        )
+    else:
+        queries += [
+            select(func.count(), func.max(activities.c.updated_at)).where(
+                activities.c.type == "MEETING", *_owned(activities.c.owner_email, owner)
+            ),
+            select(func.count(), func.max(tasks.c.updated_at)).where(
+                *_owned(tasks.c.owner_email, owner)
+            ),
+        ]
+    with _reads(engine).connect() as conn, conn.begin():
+        found = tuple(tuple(conn.execute(query).one()) for query in queries)
+    return (_midnight(now), owner, recorded, *found)
+
+
+class FeedCache:
+    """The feeds last built, by owner, each with the fingerprint it was built at."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._feeds: dict[tuple[Any, ...], tuple[tuple[Any, ...], MappingConfig | None, Feed]] = {}
+        self._lock = threading.Lock()
+
+    def get(
+        self,
+        engine: Engine,
+        *,
+        owner: str | None = None,
+        mapping: MappingConfig | None = None,
+        now: datetime | None = None,
+    ) -> Feed:
+        """``build_feed``'s answer, built again only when the fingerprint moved."""
+        now = now or utcnow()
+        key = (str(engine.url), owner)
+        mark = fingerprint(engine, owner=owner, recorded=mapping is not None, now=now)
+        with self._lock:
+            cached = self._feeds.get(key)
+        # A reloaded mapping (a new object) plans the recorded bookings anew.
+        if cached is not None and cached[0] == mark and cached[1] is mapping:
+            return cached[2]
+        feed = build_feed(engine, owner=owner, mapping=mapping, now=now)
+        with self._lock:
+            if len(self._feeds) >= self._size:
+                self._feeds.pop(next(iter(self._feeds)))
+            self._feeds[key] = (mark, mapping, feed)
+        return feed
 
 
 # --- the calendar -------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,9 @@ import pytest
 import vobject
 from fastapi.testclient import TestClient
 
-from adapter.calendar import TokenStore
+from adapter.booking import parse_booking
+from adapter.calendar import FeedCache, TokenStore, build_feed
+from adapter.ingest import accept_booking
 from adapter.services import Services
 from adapter.settings import Settings
 from tests.conftest import ADMIN_TOKEN, DEFAULT_MAPPING, WEBHOOK_SECRET, seed_booking
@@ -121,9 +123,11 @@ def test_the_utc_times_are_written_with_a_z(client: TestClient, services: Servic
 
 
 def test_a_task_done_by_hand_leaves_the_feed(client: TestClient, services: Services) -> None:
-    """PATCH /api/tasks/{id} done: that task's VEVENT is gone, the meeting's stays."""
+    """PATCH /api/tasks/{id} done: that task's VEVENT is gone (the cached feed is not served
+    again), the meeting's stays."""
     path = f"/calendar/{token(services)}.ics"
     book(client)
+    assert PREP_UID in both(feed(client, path))  # served once, so the cache holds it
     (prep,) = [
         task
         for task in client.get("/api/tasks?bookingId=test-123", headers=ADMIN).json()
@@ -275,3 +279,45 @@ def test_the_lifecycle_feed_on_postgresql(
             )
     finally:
         services.close()
+
+
+def test_a_cancelled_meeting_stays_30_days_and_old_meetings_leave_after_90(
+    client: TestClient, services: Services
+) -> None:
+    """STATUS:CANCELLED is served for 30 days after the cancellation, then the meeting leaves;
+    a meeting leaves 90 days after its start."""
+    book(client, bookingId="gone", updatedAt="2026-11-01T10:00:00Z")
+    book(client, bookingId="gone", event="booking.cancelled", updatedAt="2026-11-02T10:00:00Z")
+    book(client, bookingId="kept", scheduledDate="2027-01-10T10:00:00Z")
+    cancelled_uid, kept_uid = "booking-gone@bookme-crm", "booking-kept@bookme-crm"
+    day = datetime.now(UTC)
+    assert (
+        both(build_feed(services.engine, now=day + timedelta(days=29)).body.decode())[
+            cancelled_uid
+        ]["status"]
+        == "CANCELLED"
+    )
+    later = both(build_feed(services.engine, now=day + timedelta(days=31)).body.decode())
+    assert cancelled_uid not in later
+    assert kept_uid in later
+    start = datetime(2027, 1, 10, 10, tzinfo=UTC)
+    assert kept_uid in both(
+        build_feed(services.engine, now=start + timedelta(days=89)).body.decode()
+    )
+    assert kept_uid not in both(
+        build_feed(services.engine, now=start + timedelta(days=92)).body.decode()
+    )
+
+
+def test_the_feed_cache_answers_an_unchanged_feed_without_building_it(services: Services) -> None:
+    """Twice with nothing changed: the very same Feed object; after a booking, a new one."""
+    cache = FeedCache()
+    first = cache.get(services.engine)
+    assert cache.get(services.engine) is first
+    assert cache.get(services.engine, owner="ada@example.com") is not first
+    body = seed_booking()
+    accept_booking(services.store, parse_booking(body), body, services.mappings.current)
+    assert services.new_worker().drain() == 1
+    changed = cache.get(services.engine)
+    assert changed is not first
+    assert UID in both(changed.body.decode())

@@ -6,6 +6,7 @@ unknown or revoked token is a plain 404, never a hint that the feed exists.
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Annotated
@@ -16,10 +17,11 @@ from fastapi.responses import JSONResponse, Response
 from adapter.api.deps import ServicesDep
 from adapter.api.schemas import error_responses
 from adapter.backends.local.reader import owner_key
-from adapter.calendar import Feed, TokenStore, build_feed
+from adapter.calendar import Feed, FeedCache, TokenStore
 from adapter.timeutil import as_utc
 
 router = APIRouter(tags=["calendar"])
+_CACHE_LOCK = threading.Lock()
 
 # No length or pattern rules on the path: a malformed token is just another unknown
 # one (404), so a feed URL's validity is decided in one place, the token lookup.
@@ -38,6 +40,16 @@ _FEED_RESPONSES: dict[int | str, dict[str, object]] = {
         400, 404, s400="The owner's email is too long", s404="Unknown or revoked token"
     ),
 }
+
+
+def _cache(request: Request) -> FeedCache:
+    """The app's feed cache, made on first use (one per app, so tests never share one)."""
+    state = request.app.state
+    with _CACHE_LOCK:
+        if not hasattr(state, "calendar_feeds"):
+            state.calendar_feeds = FeedCache()
+        cache: FeedCache = state.calendar_feeds
+    return cache
 
 
 def _not_modified(request: Request, feed: Feed) -> bool:
@@ -69,7 +81,7 @@ def _serve(request: Request, services: ServicesDep, token: str, owner: str | Non
         )
     # Without the local CRM, the service's own record of the bookings (adapter.calendar.feed).
     recorded = services.mappings.current if services.settings.crm_backend != "local" else None
-    feed = build_feed(services.engine, owner=owner, mapping=recorded)
+    feed = _cache(request).get(services.engine, owner=owner, mapping=recorded)
     headers = {
         "ETag": feed.etag,
         # Revalidate on every poll: the 304 makes that cheap, and a change shows at once.
