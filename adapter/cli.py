@@ -948,7 +948,7 @@ def calendar_token_list() -> None:
         typer.echo(f"{token.id}  {iso_z(token.created_at)}  {state:<33}  {token.label}")
 
 
-@calendar_token_app.command("revoke")
+@calendar_token_app.command("revoke", cls=_PlainCommand)
 def calendar_token_revoke(
     token_id: Annotated[str, typer.Argument(metavar="ID", help="The id `token list` shows.")],
 ) -> None:

@@ -66,9 +66,23 @@ def test_create_prints_an_owner_feed_url_in_lower_case(services: Services, tmp_p
 def test_a_feed_url_in_an_access_log_line_is_masked(captured: io.StringIO) -> None:  # noqa: F811
     """uvicorn's access line for a feed names the path without the token."""
     secret = "bcal_AbC-123_xyz"
-    logging.getLogger("uvicorn.access").info(
-        '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", f"/calendar/{secret}.ics", "1.1", 200
-    )
+    access = logging.getLogger("uvicorn.access")
+    # An in-process uvicorn run earlier (LiveServer) leaves this logger at WARNING.
+    level, disabled = access.level, access.disabled
+    access.setLevel(logging.INFO)
+    access.disabled = False
+    try:
+        access.info(
+            '%s - "%s %s HTTP/%s" %d',
+            "127.0.0.1:5000",
+            "GET",
+            f"/calendar/{secret}.ics",
+            "1.1",
+            200,
+        )
+    finally:
+        access.setLevel(level)
+        access.disabled = disabled
     out = captured.getvalue()
     assert "/calendar/" in out
     assert secret not in out
