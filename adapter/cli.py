@@ -35,6 +35,7 @@ from outbox.store import REPLAYABLE, STATES, OutboxStore
 if TYPE_CHECKING:
     from adapter.backends.hubspot.client import HubSpotApi
     from adapter.backends.hubspot.setup import SetupReport
+    from adapter.calendar import TokenStore
 
 
 class _PlainCommand(TyperCommand):
@@ -68,6 +69,10 @@ hubspot_app = typer.Typer(help="Prepare a HubSpot portal for the backend.", **_P
 app.add_typer(mappings_app, name="mappings")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(hubspot_app, name="hubspot")
+calendar_app = typer.Typer(help="Calendar feeds of meetings and open tasks.", **_PLAIN)
+calendar_token_app = typer.Typer(help="Create, list and revoke feed tokens.", **_PLAIN)
+app.add_typer(calendar_app, name="calendar")
+calendar_app.add_typer(calendar_token_app, name="token")
 
 log = logging.getLogger("adapter")
 
@@ -922,6 +927,57 @@ def _webhook_url(url: str) -> str:
     if parsed.path in ("", "/"):
         parsed = parsed.copy_with(path=WEBHOOK_PATH)
     return str(parsed)
+
+
+def _calendar_tokens() -> TokenStore:
+    from adapter.calendar import TokenStore
+
+    return TokenStore(_store().engine)
+
+
+@calendar_token_app.command("create")
+def calendar_token_create(
+    label: Annotated[
+        str, typer.Option(metavar="TEXT", help="Who or what the feed is for (shown in lists).")
+    ] = "",
+    url: Annotated[
+        str,
+        typer.Option(metavar="URL", help="The service's public base URL, to print the feed URLs."),
+    ] = "http://127.0.0.1:8000",
+    owner: Annotated[
+        str | None,
+        typer.Option(metavar="EMAIL", help="Also print the URL of this owner's feed."),
+    ] = None,
+) -> None:
+    """Make a feed token and print its feed URLs: the token is shown this once, only its
+    hash is kept."""
+    from adapter.calendar import feed_urls
+
+    made, secret = _calendar_tokens().create(label)
+    typer.echo(f"token {made.id} created; its feed URLs are shown only now:")
+    for target in (None, owner) if owner else (None,):
+        for link in feed_urls(url, secret, target.strip().lower() if target else None):
+            typer.echo(f"  {link}")
+
+
+@calendar_token_app.command("list")
+def calendar_token_list() -> None:
+    """Every feed token: id, created, revoked or active, label (never the token itself)."""
+    for token in _calendar_tokens().list():
+        state = f"revoked {iso_z(token.revoked_at)}" if token.revoked_at else "active"
+        typer.echo(f"{token.id}  {iso_z(token.created_at)}  {state:<33}  {token.label}")
+
+
+@calendar_token_app.command("revoke", cls=_PlainCommand)
+def calendar_token_revoke(
+    token_id: Annotated[str, typer.Argument(metavar="ID", help="The id `token list` shows.")],
+) -> None:
+    """Revoke a feed token: its feeds answer 404 from now on."""
+    token = _calendar_tokens().revoke(token_id)
+    if token is None:
+        typer.echo(f"no feed token {token_id!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"token {token.id} revoked")
 
 
 def _setting_source(name: str) -> str:

@@ -35,7 +35,9 @@ _SENSITIVE_KEYS = (
     "cookie",
 )
 # Credentials that may sit inside free text (an exception message, a URL).
-_SENSITIVE_TEXT = re.compile(r"(?i)(bearer\s+)\S+|whsec_\S+|\bpat-[\w-]+|(://[^:/@\s]+:)[^@\s]+@")
+_SENSITIVE_TEXT = re.compile(
+    r"(?i)(bearer\s+)\S+|whsec_\S+|\bpat-[\w-]+|\bbcal_[\w-]+|(://[^:/@\s]+:)[^@\s]+@"
+)
 
 
 def _is_sensitive(key: object) -> bool:

@@ -17,3 +17,20 @@ document.addEventListener("submit", function (event) {
     button.dataset.busy = "true";
   });
 });
+
+// A "Copy" button puts its feed URL on the clipboard and says so; without the
+// clipboard API (plain http other than localhost) it selects the URL to copy by hand.
+document.addEventListener("click", function (event) {
+  var button = event.target instanceof Element && event.target.closest("button[data-copy]");
+  if (!button) return;
+  var input = document.getElementById(button.getAttribute("data-copy"));
+  var status = document.getElementById(button.getAttribute("aria-describedby"));
+  if (!input) return;
+  function say(text) { if (status) status.textContent = text; }
+  function byHand() { input.focus(); input.select(); say("Selected: press Ctrl+C or ⌘C"); }
+  if (navigator.clipboard && window.isSecureContext) {
+    navigator.clipboard.writeText(input.value).then(function () { say("Copied"); }, byHand);
+  } else {
+    byHand();
+  }
+});
