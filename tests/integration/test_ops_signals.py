@@ -153,7 +153,8 @@ def test_sigterm_finishes_the_batch_in_hand_and_leaves_nothing_leased(
 ) -> None:
     """SIGTERM while work is pending: exit 0 within the deadline, no lease left behind."""
     env, services = setup
-    ids = [ingest(services, bookingId=f"bk-{n}") for n in range(300)]
+    # Enough that the worker (hundreds a second) is still busy when SIGTERM lands.
+    ids = [ingest(services, bookingId=f"bk-{n}") for n in range(1500)]
     worker = WorkerProcess(
         tmp_path,
         {**env, "WORKER_SHUTDOWN_SECONDS": "15", "WORKER_BATCH_SIZE": "5"},
