@@ -390,6 +390,16 @@ def _hubspot_api(settings: Settings) -> HubSpotApi:
     )
 
 
+def _mapping_for(api: HubSpotApi, settings: Settings) -> MappingConfig:
+    """The mapping in use for a HubSpot command; exit 2 (closing ``api``) if it is invalid."""
+    try:
+        return load_mapping(settings.mappings_path)
+    except MappingError as exc:
+        api.close()
+        typer.echo(f"mapping error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 def _check_against_hubspot(mapping: MappingConfig) -> None:
     """``mappings check --hubspot``: the portal's properties and owners against the mapping."""
     from adapter.backends.hubspot.portal_check import check_mapping
@@ -540,12 +550,7 @@ def hubspot_setup() -> None:
 
     settings = _settings()
     api = _hubspot_api(settings)
-    try:
-        mapping = load_mapping(settings.mappings_path)
-    except MappingError as exc:
-        api.close()
-        typer.echo(f"mapping error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    mapping = _mapping_for(api, settings)
     try:
         report = run_setup(api, mapping)
     except AdapterError as exc:
@@ -590,12 +595,7 @@ def hubspot_verify(
 
     settings = _settings()
     api = _hubspot_api(settings)
-    try:
-        mapping = load_mapping(settings.mappings_path)
-    except MappingError as exc:
-        api.close()
-        typer.echo(f"mapping error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    mapping = _mapping_for(api, settings)
     verifier = Verifier(api, mapping.defaults.hubspot, search_wait=search_wait, keep=keep)
     typer.echo(
         f"Verifying {settings.hubspot_base_url} with records keyed {verifier.key} "
