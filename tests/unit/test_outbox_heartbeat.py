@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,22 +15,14 @@ from adapter.settings import Settings
 from adapter.worker import default_owner
 from outbox.db import make_engine
 from outbox.exceptions import LeaseLost
-from outbox.schema import outbox_metadata
 from outbox.store import OutboxStore
 from tests.unit.test_outbox_store import Clock, new
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[Engine]:
-    """A bare outbox on a real SQLite file, and again on the real PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/outbox.db"
-    else:
-        url = request.getfixturevalue("pg_url")
-    eng = make_engine(url)
-    outbox_metadata.create_all(eng)
-    yield eng
-    eng.dispose()
+@pytest.fixture
+def engine(outbox_engine: Engine) -> Engine:
+    """The bare outbox of ``tests/conftest.py``, on SQLite and again on PostgreSQL."""
+    return outbox_engine
 
 
 @pytest.fixture

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
 
-from outbox.db import make_engine
-from outbox.schema import events, outbox_metadata
+from outbox.schema import events
 from outbox.store import Event, NewEvent, OutboxStore
 from outbox.writer import OutboxWriter
 
@@ -28,17 +26,10 @@ class CountingStore(OutboxStore):
         return super().enqueue_group(news)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    url = (
-        f"sqlite:///{tmp_path}/outbox.db"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    eng = make_engine(url)
-    outbox_metadata.create_all(eng)
-    yield eng
-    eng.dispose()
+@pytest.fixture
+def engine(outbox_engine: Engine) -> Engine:
+    """The bare outbox of ``tests/conftest.py``, on SQLite and again on PostgreSQL."""
+    return outbox_engine
 
 
 def _new(key: str, body: str = "a", webhook_id: str | None = None) -> NewEvent:
