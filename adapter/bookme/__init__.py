@@ -2,8 +2,8 @@
 
 ``client`` talks HTTP, ``resource`` turns BookMe's resource into the webhook
 body, ``importer`` accepts it through the webhook's outbox path, ``backfill``
-pages through the list resumably (its position in ``store``). Errors:
-``errors``.
+pages through the list resumably (its position in ``store``); ``push`` sends
+changes made in the CRM back (reschedule, cancel). Errors: ``errors``.
 """
 
 from adapter.bookme.client import BookingPage, BookMeClient
@@ -12,10 +12,12 @@ from adapter.bookme.errors import (
     BookMeMalformed,
     BookMeNotConfigured,
     BookMeNotFound,
+    BookMeRefused,
     BookMeRejected,
     BookMeUnavailable,
 )
 from adapter.bookme.importer import ImportOutcome, InvalidBookingId, import_booking
+from adapter.bookme.push import BookMePusher
 
 __all__ = [
     "BookMeClient",
@@ -23,6 +25,8 @@ __all__ = [
     "BookMeMalformed",
     "BookMeNotConfigured",
     "BookMeNotFound",
+    "BookMePusher",
+    "BookMeRefused",
     "BookMeRejected",
     "BookMeUnavailable",
     "BookingPage",

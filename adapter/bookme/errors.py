@@ -4,10 +4,13 @@
     ├── BookMeNotConfigured     BOOKME_API_URL is not set
     ├── BookMeNotFound          BookMe has no such booking (404)
     ├── BookMeRejected          BookMe refused the request (401/403: the token; other 4xx)
+    │   └── BookMeRefused       a push refused on its merits (409/422): ``.reason`` is BookMe's
     ├── BookMeUnavailable       5xx, 429, timeouts, connection errors — after the retries
     └── BookMeMalformed         the answer is not a booking resource (``.details``: per field)
 
-Nothing is stored when one of these is raised.
+Nothing is stored when one of these is raised by a read. A push
+(``adapter.bookme.push``) that raises ``BookMeUnavailable`` may or may not have
+reached BookMe: it is repeated with the same ``Idempotency-Key``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,16 @@ class BookMeNotFound(BookMeError):
 
 class BookMeRejected(BookMeError):
     """BookMe refused the request with a 4xx other than 404 and 429; retrying cannot help."""
+
+
+class BookMeRefused(BookMeRejected):
+    """BookMe refused a reschedule or cancellation (409/422: the slot is taken, the
+    booking is cancelled…); ``reason`` is BookMe's own message, ``status`` its code."""
+
+    def __init__(self, message: str, *, reason: str, status: int) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
 
 
 class BookMeUnavailable(BookMeError):

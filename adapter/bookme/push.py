@@ -1,0 +1,166 @@
+"""``BookMePusher``: changes made in the CRM sent back to BookMe (reschedule, cancel).
+
+BookMe has not published this part of its API. This module is written against
+a small assumption, and it is the one file to change if the real API differs
+(README, "Pushing back to BookMe")::
+
+    POST {BOOKME_API_URL}/api/bookings/{id}/reschedule  {"scheduledStart": iso, "duration": min}
+    POST {BOOKME_API_URL}/api/bookings/{id}/cancel      {"reason": text}
+
+with ``Authorization: Bearer <BOOKME_API_TOKEN>`` and an ``Idempotency-Key``
+header; 2xx answers with the booking resource. We assume BookMe honours the key
+as Stripe-style APIs do: a repeated key with the same request returns the first
+answer and changes nothing. That is what makes a push whose answer was lost (a
+timeout after the request was sent) safe to repeat.
+
+One attempt per call: the outbox retries a push with backoff (the same key),
+so retrying here too would only multiply the calls. Answers are translated
+here and only here:
+
+- 2xx → the resource (a dict; ``{}`` if the body is not one);
+- 409 / 422 → ``BookMeRefused`` with BookMe's reason (the slot is taken…);
+- 404 → ``BookMeNotFound``; 401 / 403 and other 4xx → ``BookMeRejected``;
+- 5xx, 429, timeouts, connection errors → ``BookMeUnavailable`` (retryable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from adapter import __version__
+from adapter.bookme.errors import (
+    BookMeNotFound,
+    BookMeRefused,
+    BookMeRejected,
+    BookMeUnavailable,
+)
+from adapter.timeutil import as_utc
+
+__all__ = ["PUSH_TIMEOUT", "BookMePusher", "iso_ms"]
+
+PUSH_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+REFUSALS = (409, 422)
+
+
+def iso_ms(moment: datetime) -> str:
+    """A start as sent to BookMe: ISO 8601 in UTC, to the millisecond, with ``Z``."""
+    utc = as_utc(moment)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+
+
+def _reason(response: httpx.Response) -> str:
+    """BookMe's own words for a refusal (its ``message``, else ``error``, else the text)."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+    else:
+        text = ""
+        if isinstance(body, Mapping):
+            text = str(body.get("message") or body.get("error") or "")
+        elif isinstance(body, str):
+            text = body
+    return text[:500] or f"HTTP {response.status_code}"
+
+
+class BookMePusher:
+    """Sends reschedules and cancellations to BookMe. A context manager, or ``close()``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: httpx.Timeout | float = PUSH_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "User-Agent": f"bookme-crm/{__version__}",
+        }
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> BookMePusher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def reschedule(
+        self, booking_id: str, *, start: datetime, duration: int, idempotency_key: str
+    ) -> dict[str, Any]:
+        """Ask BookMe to move ``booking_id`` to ``start`` for ``duration`` minutes."""
+        body = {"scheduledStart": iso_ms(start), "duration": duration}
+        return self._post(booking_id, "reschedule", body, idempotency_key)
+
+    def cancel(
+        self, booking_id: str, *, reason: str | None, idempotency_key: str
+    ) -> dict[str, Any]:
+        """Ask BookMe to cancel ``booking_id``, giving ``reason`` (may be empty)."""
+        return self._post(booking_id, "cancel", {"reason": reason or ""}, idempotency_key)
+
+    def _post(
+        self, booking_id: str, action: str, body: dict[str, Any], idempotency_key: str
+    ) -> dict[str, Any]:
+        path = f"/api/bookings/{quote(booking_id, safe='')}/{action}"
+        try:
+            response = self._http.post(
+                path, json=body, headers={"Idempotency-Key": idempotency_key}
+            )
+        except httpx.TimeoutException as exc:
+            raise BookMeUnavailable(
+                f"BookMe did not answer the {action} of booking {booking_id!r} in time "
+                f"({type(exc).__name__}); it may have been applied: repeated with the same "
+                "Idempotency-Key"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise BookMeUnavailable(
+                f"cannot reach BookMe for the {action} of booking {booking_id!r} "
+                f"({type(exc).__name__})"
+            ) from exc
+        status = response.status_code
+        if status >= 500 or status == 429:
+            raise BookMeUnavailable(
+                f"BookMe answered {status} to the {action} of booking {booking_id!r}: "
+                f"{_reason(response)}"
+            )
+        if status in REFUSALS:
+            reason = _reason(response)
+            raise BookMeRefused(
+                f"BookMe refused the {action} of booking {booking_id!r} ({status}): {reason}",
+                reason=reason,
+                status=status,
+            )
+        if status == 404:
+            raise BookMeNotFound(f"BookMe has no booking {booking_id!r} to {action}")
+        if status in (401, 403):
+            raise BookMeRejected(f"BookMe refused the API token ({status}): check BOOKME_API_TOKEN")
+        if status >= 400:
+            raise BookMeRejected(
+                f"BookMe refused the {action} of booking {booking_id!r} ({status}): "
+                f"{_reason(response)}"
+            )
+        try:
+            answer = response.json()
+        except ValueError:
+            return {}
+        return answer if isinstance(answer, dict) else {}
