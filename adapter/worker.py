@@ -49,6 +49,10 @@ class JobHandler(Protocol):
 PlanHook = Callable[[Connection, BookingPlan, dict[str, Any]], None]
 """Runs on the transaction that marks a booking synced (scheduling its follow-up jobs)."""
 
+PlanStep = Callable[[BookingPlan], BookingPlan]
+"""Completes a plan before the backend sees it, from the service's own records (e.g. the
+tasks the service added to a booking, ``adapter.changes.tasks``); may read the database."""
+
 
 def default_owner() -> str:
     """``host:pid:nonce:thread``: the process's heartbeat id, then the worker thread."""
@@ -74,6 +78,7 @@ class Worker:
         owners: OwnerRotations | None = None,
         handlers: Mapping[str, JobHandler] | None = None,
         plan_hooks: Sequence[PlanHook] = (),
+        plan_steps: Sequence[PlanStep] = (),
     ) -> None:
         self.store = store
         self.backend = backend
@@ -89,6 +94,7 @@ class Worker:
         # Jobs by kind; a kind without a handler is a booking snapshot.
         self.handlers = dict(handlers or {})
         self.plan_hooks = tuple(plan_hooks)
+        self.plan_steps = tuple(plan_steps)
         self._wake = threading.Event()
 
     def wake(self) -> None:
@@ -167,6 +173,8 @@ class Worker:
                         booking, self.mapping(), now=self.clock(), received_at=event.received_at
                     )
                     plan = self._assign_owner(plan)
+                    for step in self.plan_steps:
+                        plan = step(plan)
                 except MappingError as exc:
                     self._fail(event.id, claim.token, exc)
                     continue
@@ -174,8 +182,8 @@ class Worker:
                     invalid = PermanentError(f"payload invalid now: {exc}")
                     self._fail(event.id, claim.token, invalid)
                     continue
-                except SQLAlchemyError as exc:  # the owner assignment's database
-                    self._fail(event.id, claim.token, RetryableError(f"assigning owner: {exc}"))
+                except SQLAlchemyError as exc:  # the owner assignment's or a step's database
+                    self._fail(event.id, claim.token, RetryableError(f"completing plan: {exc}"))
                     continue
             jobs.append(SyncJob(event.id, event.key, claim.token, plan))
         if not jobs:

@@ -461,10 +461,18 @@ _MEETING_UPDATED = (
 def _meeting_upsert(dialect: str) -> ReturningInsert[tuple[str]]:
     stmt = upsert_insert(dialect, activities)
     new = stmt.excluded
+    # A meeting a salesperson marked COMPLETED (BookMe never does) stays completed while
+    # BookMe only says it is on; a cancellation or no-show from BookMe still wins.
+    held = and_(
+        activities.c.outcome == "COMPLETED", new.outcome.in_(("SCHEDULED", "RESCHEDULED"))
+    )
     # The same row (and id) for ever: the plan is the booking's newest snapshot.
     return stmt.on_conflict_do_update(
         index_elements=[activities.c.booking_id],
-        set_={name: new[name] for name in _MEETING_UPDATED},
+        set_={
+            **{name: new[name] for name in _MEETING_UPDATED},
+            "outcome": _if(held, activities.c.outcome, new.outcome),
+        },
     ).returning(activities.c.id)
 
 
@@ -508,6 +516,7 @@ def _build_derive_stage() -> Update:
         .where(leads.c.id == lead_id)
         .values(
             stage=case(
+                (leads.c.manual_stage.is_not(None), leads.c.manual_stage),
                 (any_meeting(*LIVE_OUTCOMES), live),
                 (any_meeting("NO_SHOW"), func.coalesce(leads.c.no_show_stage, live)),
                 (any_meeting("CANCELED"), func.coalesce(leads.c.cancelled_stage, live)),
@@ -521,7 +530,8 @@ _DERIVE_STAGE = _build_derive_stage()
 
 
 def _derive_stage(conn: Connection, lead_id: str) -> None:
-    """Set the lead's stage from the outcomes of all its meetings (see ``LeadPlan``).
+    """Set the lead's stage from the outcomes of all its meetings (see ``LeadPlan``),
+    unless a salesperson set it (``manual_stage``): their stage is kept.
 
     One statement, run while this transaction holds the lead's row lock, so it
     sees every committed meeting of the lead. A lead left with no meeting keeps

@@ -165,6 +165,9 @@ leads = Table(
     Column("live_stage", String(64), nullable=True),
     Column("cancelled_stage", String(64), nullable=True),
     Column("no_show_stage", String(64), nullable=True),
+    # The stage a salesperson set (``PATCH /api/leads/{id}``, 0021): while set, it is
+    # the lead's stage whatever its meetings say.
+    Column("manual_stage", String(64), nullable=True),
     *_owner(),
     _version(),
     *_timestamps(),
