@@ -24,6 +24,7 @@ from adapter import db
 from adapter.api.throttle import FailureThrottle
 from adapter.backends import CrmBackend, build_backend
 from adapter.backends.base import backend_pause
+from adapter.changes.tasks import ExtraTasks
 from adapter.errors import MappingError
 from adapter.heartbeat import Heartbeat, process_worker_id
 from adapter.mapping import MappingConfig, load_mapping
@@ -196,6 +197,7 @@ class Services:
     def new_worker(self, clock: Callable[[], datetime] = utcnow) -> Worker:
         s = self.settings
         handlers, hooks = self._notify(clock)
+        handlers.update(self._changes(clock))
         worker = Worker(
             self.store,
             self.backend,
@@ -208,6 +210,7 @@ class Services:
             metrics=self.metrics,
             handlers=handlers,
             plan_hooks=hooks,
+            plan_steps=[ExtraTasks(self.engine).extend],
         )
         self.workers.append(worker)
         return worker
@@ -236,6 +239,21 @@ class Services:
             clock=clock,
         )
         return {SEND_KIND: handler}, [SendScheduler(self.store, clock=clock).schedule]
+
+    def _changes(self, clock: Callable[[], datetime]) -> dict[str, JobHandler]:
+        """The room that pushes changes made in the CRM back to BookMe. Always there:
+        without ``BOOKME_API_URL`` a push is dead at once with that reason, and replayable."""
+        from adapter.bookme.push import pusher_for
+        from adapter.changes import PUSH_KIND
+        from adapter.changes.push import PushHandler
+
+        handler = PushHandler(
+            self.store,
+            lambda: pusher_for(self.settings),
+            clock=clock,
+            wake=self.wake_workers,
+        )
+        return {PUSH_KIND: handler}
 
     def mail_record(self) -> MailRecord:
         """Where the CRM in use records a sent mail and tells a task done by hand."""

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     # Import and backfill from BookMe's API (``bookme-crm import``).
     bookme_api_url: str | None = None
     bookme_api_token: SecretStr | None = None
+    # Pushing changes made in the CRM back to BookMe (``adapter.changes.push``): how long
+    # one reschedule or cancel may take before it is retried (same Idempotency-Key).
+    bookme_push_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
     @field_validator("crm_webhook_secret", "admin_token", "hubspot_access_token", mode="before")
     @classmethod

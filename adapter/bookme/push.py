@@ -28,30 +28,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 
 from adapter import __version__
 from adapter.bookme.errors import (
+    BookMeNotConfigured,
     BookMeNotFound,
     BookMeRefused,
     BookMeRejected,
     BookMeUnavailable,
 )
-from adapter.timeutil import as_utc
+from adapter.timeutil import iso_z
 
-__all__ = ["PUSH_TIMEOUT", "BookMePusher", "iso_ms"]
+if TYPE_CHECKING:
+    from adapter.settings import Settings
+
+__all__ = ["PUSH_TIMEOUT", "BookMePusher", "pusher_for"]
 
 PUSH_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 REFUSALS = (409, 422)
-
-
-def iso_ms(moment: datetime) -> str:
-    """A start as sent to BookMe: ISO 8601 in UTC, to the millisecond, with ``Z``."""
-    utc = as_utc(moment)
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
 
 
 def _reason(response: httpx.Response) -> str:
@@ -67,6 +65,21 @@ def _reason(response: httpx.Response) -> str:
         elif isinstance(body, str):
             text = body
     return text[:500] or f"HTTP {response.status_code}"
+
+
+def pusher_for(settings: Settings) -> BookMePusher:
+    """A pusher for ``BOOKME_API_URL``; ``BookMeNotConfigured`` when it is not set."""
+    if settings.bookme_api_url is None:
+        raise BookMeNotConfigured(
+            "the BookMe API is not configured: set BOOKME_API_URL (and BOOKME_API_TOKEN) "
+            "to push changes made in the CRM back to BookMe"
+        )
+    token = settings.bookme_api_token
+    return BookMePusher(
+        settings.bookme_api_url,
+        token.get_secret_value() if token is not None else None,
+        timeout=httpx.Timeout(settings.bookme_push_timeout_seconds, connect=5.0),
+    )
 
 
 class BookMePusher:
@@ -106,10 +119,13 @@ class BookMePusher:
         self._http.close()
 
     def reschedule(
-        self, booking_id: str, *, start: datetime, duration: int, idempotency_key: str
+        self, booking_id: str, *, start: datetime, duration: int | None, idempotency_key: str
     ) -> dict[str, Any]:
-        """Ask BookMe to move ``booking_id`` to ``start`` for ``duration`` minutes."""
-        body = {"scheduledStart": iso_ms(start), "duration": duration}
+        """Ask BookMe to move ``booking_id`` to ``start`` (UTC, to the millisecond) for
+        ``duration`` minutes (left out when ``None``: BookMe keeps the booking's)."""
+        body: dict[str, Any] = {"scheduledStart": iso_z(start)}
+        if duration is not None:
+            body["duration"] = duration
         return self._post(booking_id, "reschedule", body, idempotency_key)
 
     def cancel(

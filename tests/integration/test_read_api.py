@@ -19,6 +19,7 @@ from adapter.api.routes.crm import router
 from adapter.api.throttle import FailureThrottle
 from adapter.backends.base import SyncJob, SyncResult
 from adapter.backends.local import LocalBackend, crm_metadata
+from adapter.changes import changes_metadata
 from adapter.metrics import Metrics
 from adapter.plan import BookingPlan, CompanyPlan, ContactPlan, LeadPlan, MeetingPlan, TaskPlan
 from outbox.db import make_engine
@@ -148,6 +149,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     """A SQLite file holding three bookings: one past, two upcoming (one with a company)."""
     engine = make_engine(f"sqlite:///{tmp_path / 'crm.db'}")
     crm_metadata.create_all(engine)
+    changes_metadata.create_all(engine)  # the backend's record_written
     plans = [
         make_plan("bk-past", "past@example.com", "Past Person", NOW - timedelta(days=3)),
         make_plan("bk-late", "Test@Example.com", "Test Person", NOW + timedelta(days=9)),

@@ -29,6 +29,8 @@ from adapter.backends.local import (
     tasks,
     translate_error,
 )
+from adapter.changes import changes_metadata
+from adapter.changes.tasks import tasks_metadata
 from adapter.errors import PermanentError, RetryableError
 from adapter.owners import owners_metadata
 from adapter.plan import BookingPlan, CompanyPlan, ContactPlan, LeadPlan, MeetingPlan, TaskPlan
@@ -42,6 +44,8 @@ MIGRATIONS = (
     VERSIONS / "0003_lifecycle.py",
     VERSIONS / "0012_crm_properties.py",  # the mapped properties beside the records
     VERSIONS / "0015_owner_rotations.py",
+    VERSIONS / "0019_crm_changes.py",  # the backend records what it wrote (record_written)
+    VERSIONS / "0021_bookme_push.py",  # a lead's stage set by hand
 )
 
 
@@ -168,6 +172,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     """A SQLite file with the local CRM's tables."""
     engine = make_engine(f"sqlite:///{tmp_path / 'crm.db'}")
     crm_metadata.create_all(engine)
+    changes_metadata.create_all(engine)  # the backend's record_written
     yield engine
     engine.dispose()
 
@@ -491,14 +496,15 @@ def migrate(conn: Connection, migrations: tuple[Path, ...] = MIGRATIONS) -> None
 
 
 def test_migration_mirrors_the_tables(tmp_path: Path) -> None:
-    """Migrations 0002, 0003, 0012, 0015 create exactly the CRM's tables, constraints, indexes."""
+    """Migrations 0002, 0003, 0012, 0015, 0019, 0021 create exactly the CRM's tables,
+    constraints and indexes."""
     engine = make_engine(f"sqlite:///{tmp_path / 'migrated.db'}")
     try:
         with engine.begin() as conn:
             migrate(conn)
             diff = compare_metadata(
                 MigrationContext.configure(conn),
-                [crm_metadata, owners_metadata],  # type: ignore[arg-type]
+                [crm_metadata, owners_metadata, changes_metadata, tasks_metadata],  # type: ignore[arg-type]
             )
         assert diff == []
         LocalBackend(engine).apply([job_for(make_plan(company="Acme"))], Settles())
@@ -524,7 +530,7 @@ def test_postgres_migration_and_concurrent_upserts(pg_engine: Engine) -> None:
     """On PostgreSQL the migration matches and 8 concurrent applies keep one of each."""
     with pg_engine.connect() as conn:
         context = MigrationContext.configure(conn)
-        metadata = [crm_metadata, owners_metadata]
+        metadata = [crm_metadata, owners_metadata, changes_metadata, tasks_metadata]
         assert compare_metadata(context, metadata) == []  # type: ignore[arg-type]
     backend = LocalBackend(pg_engine)
     plan = make_plan(company="Acme")

@@ -27,6 +27,8 @@ from adapter.backends.local import (
     tasks,
 )
 from adapter.backends.local.backend import snapshot_version
+from adapter.changes import changes_metadata
+from adapter.changes.tasks import tasks_metadata
 from adapter.owners import owners_metadata
 from adapter.plan import (
     BookingPlan,
@@ -224,6 +226,7 @@ def new_engine(path: Path) -> Engine:
     """A SQLite file with the local CRM's tables."""
     engine = make_engine(f"sqlite:///{path}")
     crm_metadata.create_all(engine)
+    changes_metadata.create_all(engine)  # the backend's record_written
     return engine
 
 
@@ -524,8 +527,10 @@ def test_migration_0003_upgrades_a_populated_database(tmp_path: Path) -> None:
             run_migration(conn, "0003_lifecycle")
             run_migration(conn, "0012_crm_properties")  # crm_metadata holds its table too
             run_migration(conn, "0015_owner_rotations")
+            run_migration(conn, "0019_crm_changes")  # the backend's record_written
+            run_migration(conn, "0021_bookme_push")  # crm_leads.manual_stage
             context = MigrationContext.configure(conn)
-            metadata = [crm_metadata, owners_metadata]
+            metadata = [crm_metadata, owners_metadata, changes_metadata, tasks_metadata]
             assert compare_metadata(context, metadata) == []  # type: ignore[arg-type]
         [lead] = rows(engine, leads)
         assert (lead.live_stage, lead.version) == ("CONTACTED", "")
@@ -538,6 +543,9 @@ def test_migration_0003_upgrades_a_populated_database(tmp_path: Path) -> None:
         assert (contact.first_name, contact.phone) == ("Erik", "+46 1")
         assert rows(engine, companies)[0].name == "Holm Design"
         with engine.begin() as conn:
+            run_migration(conn, "0021_bookme_push", "downgrade")
+            assert "manual_stage" not in {c["name"] for c in inspect(conn).get_columns("crm_leads")}
+            run_migration(conn, "0019_crm_changes", "downgrade")
             run_migration(conn, "0015_owner_rotations", "downgrade")
             run_migration(conn, "0003_lifecycle", "downgrade")
             columns = {c["name"] for c in inspect(conn).get_columns("crm_leads")}
@@ -549,7 +557,7 @@ def test_migration_0003_upgrades_a_populated_database(tmp_path: Path) -> None:
 
 @pytest.fixture
 def pg_engine(pg_url: str) -> Iterator[Engine]:
-    """A fresh PostgreSQL database holding the CRM tables, migrated to 0003."""
+    """A fresh PostgreSQL database holding the CRM tables (and what the backend records)."""
     engine = make_engine(pg_url)
     try:
         with engine.begin() as conn:
@@ -557,6 +565,8 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
             run_migration(conn, "0003_lifecycle")
             run_migration(conn, "0012_crm_properties")
             run_migration(conn, "0015_owner_rotations")
+            run_migration(conn, "0019_crm_changes")
+            run_migration(conn, "0021_bookme_push")
         yield engine
     finally:
         engine.dispose()
@@ -567,7 +577,7 @@ def test_postgres_lifecycle_basics(pg_engine: Engine) -> None:
     """On PostgreSQL: the migration matches, and reschedule, cancel, stages and LWW hold."""
     with pg_engine.connect() as conn:
         context = MigrationContext.configure(conn)
-        metadata = [crm_metadata, owners_metadata]
+        metadata = [crm_metadata, owners_metadata, changes_metadata, tasks_metadata]
         assert compare_metadata(context, metadata) == []  # type: ignore[arg-type]
     backend = LocalBackend(pg_engine)
     [created] = apply(backend, make_plan(), make_plan(booking_id="bk-2"))[:1]

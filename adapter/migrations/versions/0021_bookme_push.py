@@ -9,7 +9,7 @@ each of the booking's plans so its next event does not archive them.
 lead's stage is this instead of the one derived from its meetings.
 
 Revision ID: 0021_bookme_push
-Revises: 0018_calendar_tokens
+Revises: 0019_crm_changes
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0021_bookme_push"
-down_revision = "0018_calendar_tokens"
+down_revision = "0019_crm_changes"
 branch_labels = None
 depends_on = None
 
@@ -39,6 +39,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("crm_leads") as batch:
+    # recreate="never": plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+), no table copy
+    # (a copy of crm_leads would break the foreign keys that point at it).
+    with op.batch_alter_table("crm_leads", recreate="never") as batch:
         batch.drop_column("manual_stage")
     op.drop_table("booking_extra_tasks")
