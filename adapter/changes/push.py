@@ -213,9 +213,7 @@ class PushHandler:
                 )
 
 
-def _overtaken(
-    change: Change, job: dict[str, Any], latest: Event | None
-) -> tuple[str, str] | None:
+def _overtaken(change: Change, job: dict[str, Any], latest: Event | None) -> tuple[str, str] | None:
     """(state, detail) when BookMe's newest snapshot is newer than the change; else ``None``."""
     if latest is None or latest.snapshot_at <= change.changed_at:
         return None

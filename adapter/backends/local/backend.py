@@ -520,9 +520,7 @@ def _meeting_upsert(dialect: str) -> ReturningInsert[tuple[str]]:
     new = stmt.excluded
     # A meeting a salesperson marked COMPLETED (BookMe never does) stays completed while
     # BookMe only says it is on; a cancellation or no-show from BookMe still wins.
-    held = and_(
-        activities.c.outcome == "COMPLETED", new.outcome.in_(("SCHEDULED", "RESCHEDULED"))
-    )
+    held = and_(activities.c.outcome == "COMPLETED", new.outcome.in_(("SCHEDULED", "RESCHEDULED")))
     # The same row (and id) for ever: the plan is the booking's newest snapshot.
     return stmt.on_conflict_do_update(
         index_elements=[activities.c.booking_id],
