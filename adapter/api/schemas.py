@@ -59,6 +59,7 @@ _ERRORS: dict[int, tuple[type[BaseModel], str]] = {
     404: (ErrorBody, "Not found"),
     413: (ErrorBody, "Body over the limit"),
     415: (ErrorBody, "Not JSON"),
+    422: (InvalidBody, "The change cannot be made: details name the field and say why"),
     429: (ErrorBody, "Too many wrong credentials from this address; see Retry-After"),
 }
 

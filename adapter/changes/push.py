@@ -36,6 +36,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Connection
+
 from adapter.bookme.errors import BookMeError, BookMeRefused, BookMeUnavailable
 from adapter.bookme.push import BookMePusher
 from adapter.changes import store as changes
@@ -88,11 +90,14 @@ class PushHandler:
         action = str(job["action"])
         with self.store.engine.connect() as conn:
             change = changes.get(conn, change_id)
-            replaced = [
-                c
-                for c in changes.changes_for_booking(conn, booking_id)
-                if c.state == changes.PENDING and c.push_event_id not in (None, event.id)
-            ]
+            history = changes.changes_for_booking(conn, booking_id)
+        replaced = [
+            c
+            for c in history
+            if c.state == changes.PENDING and c.push_event_id not in (None, event.id)
+        ]
+        # One push carries every change of the edit that queued it (start and duration).
+        group = sorted({change_id, *(c.id for c in history if c.push_event_id == event.id)})
         self._retire_replaced(replaced, change_id)
         if change is None:
             with self.store.transaction() as conn:
@@ -102,14 +107,14 @@ class PushHandler:
         overtaken = _overtaken(change, job, latest)
         if overtaken is not None:
             state, detail = overtaken
-            self._settle(claim, change, state, detail)
+            self._settle(claim, change, group, state, detail)
             return
         extra_log = {"change_id": change_id, "booking_id": booking_id, "action": action}
         log.info("pushing change %s to BookMe: %s", change_id, action, extra=extra_log)
         try:
             answer = self._send(job, booking_id, action)
         except BookMeRefused as exc:
-            self._refused(claim, change, action, exc.reason, latest)
+            self._refused(claim, change, group, action, exc.reason, latest)
             log.warning(
                 "BookMe refused change %s (%s): %s",
                 change_id,
@@ -121,19 +126,21 @@ class PushHandler:
         except BookMeUnavailable as exc:
             if self.store.retry.exhausted(event.attempts):
                 with self.store.transaction() as conn:
-                    changes.set_state(
+                    _set_states(
                         conn,
-                        change_id,
+                        group,
                         changes.FAILED,
-                        detail=f"gave up after {event.attempts} attempts: {exc.message}",
+                        f"gave up after {event.attempts} attempts: {exc.message}",
                     )
             raise RetryableError(exc.message) from exc
         except BookMeError as exc:
             with self.store.transaction() as conn:
-                changes.set_state(conn, change_id, changes.FAILED, detail=exc.message)
+                _set_states(conn, group, changes.FAILED, exc.message)
             raise PermanentError(exc.message) from exc
         detail = _accepted(action, answer)
-        self._settle(claim, change, changes.PUSHED, detail, updated_at=answer.get("updatedAt"))
+        self._settle(
+            claim, change, group, changes.PUSHED, detail, updated_at=answer.get("updatedAt")
+        )
         log.info("BookMe accepted change %s: %s", change_id, detail, extra=extra_log)
 
     def _send(self, job: dict[str, Any], booking_id: str, action: str) -> dict[str, Any]:
@@ -156,6 +163,7 @@ class PushHandler:
         self,
         claim: Claim,
         change: Change,
+        group: list[int],
         state: str,
         detail: str,
         *,
@@ -165,13 +173,14 @@ class PushHandler:
         if isinstance(updated_at, str):
             result["bookmeUpdatedAt"] = updated_at
         with self.store.transaction() as conn:
-            changes.set_state(conn, change.id, state, detail=detail)
+            _set_states(conn, group, state, detail)
             self.store.mark_synced(conn, claim.event.id, claim.token, result)
 
     def _refused(
         self,
         claim: Claim,
         change: Change,
+        group: list[int],
         action: str,
         reason: str,
         latest: Event | None,
@@ -182,7 +191,7 @@ class PushHandler:
         what = "cancellation" if action == "cancel" else "reschedule"
         booking_id = change.booking_id
         with self.store.transaction() as conn:
-            changes.set_state(conn, change.id, changes.REFUSED, detail=reason)
+            _set_states(conn, group, changes.REFUSED, reason)
             if latest is not None:
                 extra.add(conn, _refusal_task(change, what, reason, latest, now), now=now)
                 self.store.enqueue(conn, _reapply(latest, change.id))
@@ -211,6 +220,11 @@ class PushHandler:
                     changes.SUPERSEDED,
                     detail=f"replaced by a later change made in the CRM (change {change_id})",
                 )
+
+
+def _set_states(conn: Connection, group: list[int], state: str, detail: str) -> None:
+    for change_id in group:
+        changes.set_state(conn, change_id, state, detail=detail)
 
 
 def _overtaken(change: Change, job: dict[str, Any], latest: Event | None) -> tuple[str, str] | None:

@@ -15,14 +15,15 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
+from adapter import db
 from adapter.api.routes.crm import router
 from adapter.api.throttle import FailureThrottle
 from adapter.backends.base import SyncJob, SyncResult
-from adapter.backends.local import LocalBackend, crm_metadata
-from adapter.changes import changes_metadata
+from adapter.backends.local import LocalBackend
 from adapter.metrics import Metrics
 from adapter.plan import BookingPlan, CompanyPlan, ContactPlan, LeadPlan, MeetingPlan, TaskPlan
 from outbox.db import make_engine
+from outbox.store import OutboxStore
 
 TOKEN = "admin-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -137,6 +138,7 @@ class FakeServices:
 
     engine: Engine
     admin_token: str | None
+    store: OutboxStore
     throttle: FailureThrottle = field(
         default_factory=lambda: FailureThrottle(
             "10000/minute", failures=Metrics().auth_failures, throttled=Metrics().auth_throttled
@@ -148,8 +150,7 @@ class FakeServices:
 def engine(tmp_path: Path) -> Iterator[Engine]:
     """A SQLite file holding three bookings: one past, two upcoming (one with a company)."""
     engine = make_engine(f"sqlite:///{tmp_path / 'crm.db'}")
-    crm_metadata.create_all(engine)
-    changes_metadata.create_all(engine)  # the backend's record_written
+    db.upgrade(engine)  # the CRM, and the change history the edits record into
     plans = [
         make_plan("bk-past", "past@example.com", "Past Person", NOW - timedelta(days=3)),
         make_plan("bk-late", "Test@Example.com", "Test Person", NOW + timedelta(days=9)),
@@ -165,7 +166,9 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 def client(engine: Engine) -> TestClient:
     """A client of an app serving only the read API."""
     app = FastAPI()
-    app.state.services = FakeServices(engine=engine, admin_token=TOKEN)
+    app.state.services = FakeServices(
+        engine=engine, admin_token=TOKEN, store=OutboxStore(engine)
+    )
     app.include_router(router)
     return TestClient(app, headers=AUTH)
 

@@ -206,6 +206,22 @@ class LocalCrmReader:
         rows = self._all(query.limit(limit).offset(offset))
         return self._with_properties("meeting", [_activity(row) for row in rows])
 
+    def activity(self, activity_id: str) -> Activity | None:
+        """One activity, or ``None``."""
+        query = (
+            select(activities, leads.c.title.label("lead_title"))
+            .join(leads, leads.c.id == activities.c.lead_id)
+            .where(activities.c.id == activity_id)
+        )
+        found = self._with_properties("meeting", [_activity(row) for row in self._all(query)])
+        return found[0] if found else None
+
+    def task(self, task_id: str) -> Task | None:
+        """One task, or ``None``."""
+        rows = self._all(select(tasks).where(tasks.c.id == task_id))
+        found = self._with_properties("task", [Task(**_fields(row, Task)) for row in rows])
+        return found[0] if found else None
+
     def tasks(
         self,
         *,
