@@ -25,9 +25,7 @@ from tests.fakes.bookme import FakeBookMe, iso_ms
 
 BOOKME_TOKEN = "fake-bookme-token"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-START = (datetime.now(UTC) + timedelta(days=10)).replace(
-    hour=8, minute=30, second=0, microsecond=0
-)
+START = (datetime.now(UTC) + timedelta(days=10)).replace(hour=8, minute=30, second=0, microsecond=0)
 MOVED = START + timedelta(days=1, hours=2)
 
 
@@ -193,9 +191,7 @@ def test_a_refused_reschedule_puts_the_meeting_back_and_tells_the_owner(
 
     answer = loop.patch_meeting(activity_id, activityDate=iso_ms(MOVED))
     assert answer.status_code == 200, answer.text
-    wait_for(
-        lambda: [c for c in loop.changes("bk_rt") if c.state == "refused"], what="the refusal"
-    )
+    wait_for(lambda: [c for c in loop.changes("bk_rt") if c.state == "refused"], what="the refusal")
     wait_for(lambda: loop.meeting(activity_id)["activityDate"] == iso_ms(START), what="revert")
     wait_for(loop.settled)
 
@@ -281,7 +277,8 @@ def test_bookme_down_dead_letters_the_push_with_its_reason_and_a_replay_pushes_i
     (job,) = wait_for(
         lambda: [j for j in loop.jobs(PUSH_KIND) if j.state == "dead"], what="dead push"
     )
-    assert "503" in job.last_error and "gave up after 3 attempts" in job.last_error
+    assert "503" in job.last_error
+    assert "gave up after 3 attempts" in job.last_error
     (change,) = loop.changes("bk_rt")
     assert change.state == "failed"
     assert "503" in (change.detail or "")

@@ -166,9 +166,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 def client(engine: Engine) -> TestClient:
     """A client of an app serving only the read API."""
     app = FastAPI()
-    app.state.services = FakeServices(
-        engine=engine, admin_token=TOKEN, store=OutboxStore(engine)
-    )
+    app.state.services = FakeServices(engine=engine, admin_token=TOKEN, store=OutboxStore(engine))
     app.include_router(router)
     return TestClient(app, headers=AUTH)
 
