@@ -754,6 +754,12 @@ class OutboxStore:
             row = conn.execute(select(events).where(events.c.id == event_id)).first()
         return None if row is None else Event.from_row(row)
 
+    def for_key(self, key: str, *, limit: int = 50) -> list[Event]:
+        """The key's events (a booking's snapshots), newest received first."""
+        query = select(events).where(events.c.key == key).order_by(events.c.seq.desc())
+        with self._reader.connect() as conn:
+            return [Event.from_row(row) for row in conn.execute(query.limit(limit))]
+
     def list(self, state: str | None = None, *, limit: int = 100, offset: int = 0) -> list[Event]:
         """Events, newest first, optionally of one state."""
         query = select(events).order_by(events.c.seq.desc()).limit(limit).offset(offset)

@@ -12,7 +12,9 @@ a wrong CSRF token are refused with 403 and change nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, time
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -25,15 +27,18 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapter.api.deps import ServicesDep
-from adapter.api.routes.crm import ReaderDep
+from adapter.api.routes.crm import STAGE, ReaderDep
 from adapter.api.schemas import NO_NUL
 from adapter.api.throttle import client_address
 from adapter.backends.base import backend_pause
 from adapter.backends.hubspot import account as hubspot_account
 from adapter.backends.hubspot import store as hubspot_store
+from adapter.backends.local import edits
+from adapter.backends.local.edits import CLOSED
 from adapter.backends.local.reader import Activity, Task, owner_key
 from adapter.bookme import BookMeError, import_booking
-from adapter.timeutil import utcnow
+from adapter.changes import store as changes
+from adapter.timeutil import as_utc, utcnow
 from adapter.ui import display
 from adapter.ui.session import Session, SessionCodec, SessionStore, clear, token_matches
 from outbox.exceptions import EventNotFound
@@ -53,6 +58,10 @@ UPCOMING_LIMIT = 20
 TASK_LIMIT = 50
 LEAD_PAGE = 50
 EVENT_LIMIT = 50
+HISTORY_LIMIT = 20
+MAX_REASON = 1000
+DASHBOARD = "dashboard"
+DEFAULT_STAGES = ("NEW", "CONTACTED", "QUALIFIED", "PROPOSAL", "NEGOTIATION", "WON", "LOST")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; "
@@ -321,7 +330,8 @@ def home(
 def complete_task(
     request: Request, services: ServicesDep, reader: ReaderDep, task_id: str, form: FormDep
 ) -> Response:
-    """Mark a task done through the read API's own write (``PATCH /api/tasks/{id}``)."""
+    """Mark a task done through the API's own edit (``PATCH /api/tasks/{id}``): recorded
+    in the booking's history (source ``dashboard``), its automatic mail dropped."""
     checked = _checked_post(request, services, form)
     if isinstance(checked, Response):
         return checked
@@ -329,12 +339,128 @@ def complete_task(
     if services.settings.crm_backend != "local":
         return _done(services, checked, back, "Tasks live in HubSpot with this backend.")
     try:
-        task = reader.set_task_status(task_id, "done")
+        edited = edits.set_task_status(
+            services.store, task_id, "done", source=DASHBOARD, actor=DASHBOARD, now=utcnow()
+        )
+        task = reader.task(task_id) if edited is not None else None
     except SQLAlchemyError as exc:
         return _unreadable(Page(request, services, checked), exc)
     if task is None:
         return _done(services, checked, back, "That task no longer exists.")
     return _done(services, checked, back, f"Marked “{task.title}” done.")
+
+
+def _meeting_edit(
+    request: Request,
+    services: ServicesDep,
+    reader: ReaderDep,
+    activity_id: str,
+    form: Mapping[str, str],
+    edit: Callable[[], edits.MeetingEdit],
+    said: Callable[[Activity], str],
+) -> Response:
+    """Run one meeting edit from a dashboard form, as ``PATCH /api/activities/{id}`` does."""
+    checked = _checked_post(request, services, form)
+    if isinstance(checked, Response):
+        return checked
+    back = _safe_next(form.get("next"), "/ui/leads")
+    if services.settings.crm_backend != "local":
+        return _done(services, checked, back, "Meetings live in HubSpot with this backend.")
+    try:
+        edited = edits.edit_meeting(
+            services.store, activity_id, edit(), source=DASHBOARD, actor=DASHBOARD, now=utcnow()
+        )
+        meeting = reader.activity(activity_id) if edited is not None else None
+    except (edits.EditRefused, FormInvalid) as exc:
+        return _done(services, checked, back, f"Not changed: {exc}.")
+    except SQLAlchemyError as exc:
+        return _unreadable(Page(request, services, checked), exc)
+    if meeting is None:
+        return _done(services, checked, back, "That meeting no longer exists.")
+    services.wake_workers()
+    return _done(services, checked, back, said(meeting))
+
+
+class FormInvalid(Exception):
+    """A dashboard form field that cannot be read; the message names it."""
+
+
+def _form_start(form: Mapping[str, str], zone: ZoneInfo) -> datetime:
+    """The form's ``date`` and ``time`` on the dashboard's clock, as an aware datetime."""
+    try:
+        day = date.fromisoformat(form.get("date", "").strip())
+    except ValueError as exc:
+        raise FormInvalid("date: give a date like 2027-03-04") from exc
+    try:
+        clock = time.fromisoformat(form.get("time", "").strip())
+    except ValueError as exc:
+        raise FormInvalid("time: give a time like 09:30") from exc
+    return datetime.combine(day, clock, tzinfo=zone)
+
+
+def _form_duration(form: Mapping[str, str]) -> int:
+    text = form.get("duration", "").strip()
+    if not text.isdigit() or not 1 <= int(text) <= 1440:
+        raise FormInvalid("duration: give whole minutes, 1–1440")
+    return int(text)
+
+
+@router.post("/meetings/{activity_id}/reschedule")
+def reschedule_meeting(
+    request: Request, services: ServicesDep, reader: ReaderDep, activity_id: str, form: FormDep
+) -> Response:
+    """ "Reschedule…": move the meeting; BookMe is asked to follow (``bookme.push``)."""
+    zone = ZoneInfo(services.settings.ui_timezone)
+
+    def edit() -> edits.MeetingEdit:
+        return edits.MeetingEdit(start=_form_start(form, zone), duration=_form_duration(form))
+
+    def said(meeting: Activity) -> str:
+        when = display.local_time(meeting.activity_date, zone)
+        return f"Moved to {when}; BookMe is being asked to follow."
+
+    return _meeting_edit(request, services, reader, activity_id, form, edit, said)
+
+
+@router.post("/meetings/{activity_id}/cancel")
+def cancel_meeting(
+    request: Request, services: ServicesDep, reader: ReaderDep, activity_id: str, form: FormDep
+) -> Response:
+    """ "Cancel meeting": with the reason typed, sent to BookMe with the cancellation."""
+
+    def edit() -> edits.MeetingEdit:
+        reason = form.get("reason", "").strip()
+        if len(reason) > MAX_REASON:
+            raise FormInvalid(f"reason: at most {MAX_REASON} characters")
+        return edits.MeetingEdit(outcome="CANCELED", reason=reason or None)
+
+    def said(meeting: Activity) -> str:
+        return f"Cancelled “{meeting.subject}”; BookMe is being asked to cancel the booking."
+
+    return _meeting_edit(request, services, reader, activity_id, form, edit, said)
+
+
+@router.post("/leads/{lead_id}/stage")
+def set_stage(
+    request: Request, services: ServicesDep, reader: ReaderDep, lead_id: str, form: FormDep
+) -> Response:
+    """The stage picker: the lead's stage set by hand (``PATCH /api/leads/{id}``)."""
+    checked = _checked_post(request, services, form)
+    if isinstance(checked, Response):
+        return checked
+    back = f"/ui/leads/{quote(lead_id, safe='')}"
+    stage = form.get("stage", "").strip().upper()
+    if not re.fullmatch(STAGE, stage):
+        return _done(services, checked, back, "Not changed: stage: pick a stage.")
+    try:
+        edited = edits.set_lead_stage(
+            services.store, lead_id, stage, source=DASHBOARD, actor=DASHBOARD, now=utcnow()
+        )
+    except SQLAlchemyError as exc:
+        return _unreadable(Page(request, services, checked), exc)
+    if edited is None:
+        return _done(services, checked, "/ui/leads", "That lead no longer exists.")
+    return _done(services, checked, back, f"Stage set to {stage}.")
 
 
 @router.get("/leads")
@@ -376,9 +502,40 @@ def lead_page(request: Request, services: ServicesDep, reader: ReaderDep, lead_i
             )
             for m in meetings
         }
+        bookings = [m.metadata.booking_id for m in meetings]
+        incoming = {key: services.store.for_key(key, limit=HISTORY_LIMIT) for key in bookings}
+        reads = services.engine.execution_options(sqlite_begin="DEFERRED")
+        with reads.connect() as conn:
+            outgoing = {key: changes.changes_for_booking(conn, key) for key in bookings}
     except SQLAlchemyError as exc:
         return _unreadable(page, exc)
-    return page.render("lead.html", lead=lead, meetings=meetings, tasks=tasks)
+    zone = page.zone
+    return page.render(
+        "lead.html",
+        lead=lead,
+        meetings=meetings,
+        tasks=tasks,
+        incoming=incoming,
+        outgoing=outgoing,
+        stages=stage_choices(services, lead.stage),
+        local_date=lambda moment: f"{as_utc(moment).astimezone(zone):%Y-%m-%d}",
+        local_clock=lambda moment: f"{as_utc(moment).astimezone(zone):%H:%M}",
+        closed=CLOSED,
+    )
+
+
+def stage_choices(services: Services, current: str) -> list[str]:
+    """The stage picker's choices: the usual pipeline, every stage the mapping names, and
+    the lead's own."""
+    mapping = services.mappings.current
+    named: set[str] = {*DEFAULT_STAGES, current, mapping.defaults.lead.stage}
+    for config in mapping.event_types.values():
+        if config.lead.stage:
+            named.add(config.lead.stage)
+    named.update(mapping.defaults.hubspot.deal_stages)
+    return [stage for stage in DEFAULT_STAGES if stage in named] + sorted(
+        named - set(DEFAULT_STAGES)
+    )
 
 
 def joinable(meeting: Activity) -> bool:
@@ -402,6 +559,14 @@ def sync_health(request: Request, services: ServicesDep) -> Response:
         oldest = store.oldest_pending_age()
         problems = {state: store.list(state, limit=EVENT_LIMIT) for state in REPLAYABLE}
         recent = store.list(limit=EVENT_LIMIT)
+        reads = services.engine.execution_options(sqlite_begin="DEFERRED")
+        with reads.connect() as conn:
+            crm_recent = changes.recent(conn, limit=EVENT_LIMIT)
+            crm_problems = [
+                change
+                for state in (changes.REFUSED, changes.FAILED)
+                for change in changes.recent(conn, limit=EVENT_LIMIT, state=state)
+            ]
         bookings: list[hubspot_store.BookingRecords] = []
         deletions: list[hubspot_store.Deletion] = []
         account = hubspot_account.StoredAccount()
@@ -435,6 +600,8 @@ def sync_health(request: Request, services: ServicesDep) -> Response:
         portal=portal,
         hubspot_link=hubspot_link,
         pause=pause,
+        crm_recent=crm_recent,
+        crm_problems=sorted(crm_problems, key=lambda c: c.recorded_at, reverse=True),
     )
 
 

@@ -322,7 +322,7 @@ def test_bookme_s_newer_snapshot_supersedes_an_unpushed_change(
     nothing is sent, the change is superseded (and says by what); BookMe's time stays."""
     with FakeBookMe(token=BOOKME_TOKEN) as bookme:
         services = build_services(
-            make_settings(bookme_api_url=bookme.url, bookme_api_token=BOOKME_TOKEN)
+            make_settings(bookme_api_url=bookme.url, bookme_api_token=BOOKME_TOKEN, sync_wait_ms=0)
         )
         try:
             app = create_app(services=services, embedded_workers=0)
