@@ -315,46 +315,111 @@ def test_a_slow_bookme_does_not_hold_up_webhooks_or_the_edit(
     wait_for(loop.settled)
 
 
-def test_bookme_s_newer_snapshot_supersedes_an_unpushed_change(
-    make_settings: Callable[..., Settings],
-) -> None:
-    """The booking was moved in BookMe after the salesperson's edit, before the push ran:
-    nothing is sent, the change is superseded (and says by what); BookMe's time stays."""
+@dataclass
+class ByHand:
+    """The app with no worker of its own (the test drains), and the fake BookMe."""
+
+    services: Services
+    bookme: FakeBookMe
+    client: Any  # TestClient
+
+    def post(self, held: dict[str, Any], event: str) -> None:
+        body = json.dumps(self.bookme.webhook_body(held, event)).encode()
+        answer = self.client.post("/api/bookings/incoming", content=body, headers=sign(body))
+        assert answer.is_success, answer.text
+
+    def drain(self) -> None:
+        self.services.new_worker().drain()
+
+    def meeting(self) -> dict[str, Any]:
+        (meeting,) = self.client.get("/api/activities", headers=AUTH).json()
+        return dict(meeting)
+
+    def move(self, start: datetime) -> None:
+        answer = self.client.patch(
+            f"/api/activities/{self.meeting()['id']}",
+            json={"activityDate": iso_ms(start)},
+            headers=AUTH,
+        )
+        assert answer.status_code == 200, answer.text
+
+    def changes(self) -> list[Any]:
+        with self.services.engine.connect() as conn:
+            return list(conn.execute(select(crm_changes).order_by(crm_changes.c.id)))
+
+
+@pytest.fixture
+def by_hand(make_settings: Callable[..., Settings]) -> Iterator[ByHand]:
+    from fastapi.testclient import TestClient
+
     with FakeBookMe(token=BOOKME_TOKEN) as bookme:
         services = build_services(
             make_settings(bookme_api_url=bookme.url, bookme_api_token=BOOKME_TOKEN, sync_wait_ms=0)
         )
         try:
-            app = create_app(services=services, embedded_workers=0)
-            from fastapi.testclient import TestClient
-
-            with TestClient(app) as client:
-                held = bookme.add_booking(resource())
-                body = json.dumps(bookme.webhook_body(held, "booking.created")).encode()
-                assert client.post("/api/bookings/incoming", content=body, headers=sign(body))
-                services.new_worker().drain()
-                (meeting,) = client.get("/api/activities", headers=AUTH).json()
-                answer = client.patch(
-                    f"/api/activities/{meeting['id']}",
-                    json={"activityDate": iso_ms(MOVED)},
-                    headers=AUTH,
-                )
-                assert answer.status_code == 200
-                elsewhere = START + timedelta(days=5)
-                moved = {
-                    **held,
-                    "scheduledStart": iso_ms(elsewhere),
-                    "updatedAt": iso_ms(datetime.now(UTC) + timedelta(seconds=1)),
-                }
-                body = json.dumps(bookme.webhook_body(moved, "booking.rescheduled")).encode()
-                assert client.post("/api/bookings/incoming", content=body, headers=sign(body))
-                services.new_worker().drain()
-                (meeting,) = client.get("/api/activities", headers=AUTH).json()
+            with TestClient(create_app(services=services, embedded_workers=0)) as client:
+                yield ByHand(services, bookme, client)
         finally:
             services.close()
-    assert bookme.calls["POST reschedule"] == 0
-    with services.engine.connect() as conn:
-        (change,) = conn.execute(select(crm_changes)).all()
+
+
+def later(seconds: float = 1) -> str:
+    return iso_ms(datetime.now(UTC) + timedelta(seconds=seconds))
+
+
+def test_bookme_s_newer_snapshot_supersedes_an_unpushed_change(by_hand: ByHand) -> None:
+    """The booking was moved in BookMe after the salesperson's edit, before the push ran:
+    nothing is sent, the change is superseded (and says by what); BookMe's time stays."""
+    held = by_hand.bookme.add_booking(resource())
+    by_hand.post(held, "booking.created")
+    by_hand.drain()
+    by_hand.move(MOVED)
+    elsewhere = START + timedelta(days=5)
+    moved = {**held, "scheduledStart": iso_ms(elsewhere), "updatedAt": later()}
+    by_hand.post(moved, "booking.rescheduled")
+    by_hand.drain()
+
+    assert by_hand.bookme.calls["POST reschedule"] == 0
+    (change,) = by_hand.changes()
     assert change.state == "superseded"
     assert iso_ms(elsewhere) in change.detail
-    assert meeting["activityDate"] == iso_ms(elsewhere)
+    assert by_hand.meeting()["activityDate"] == iso_ms(elsewhere)
+
+
+def test_bookme_already_showing_the_change_counts_as_pushed_without_a_call(
+    by_hand: ByHand,
+) -> None:
+    """BookMe's newer snapshot already has the time the salesperson chose (its answer
+    was lost, its webhook came): nothing is sent again, the change is pushed."""
+    held = by_hand.bookme.add_booking(resource())
+    by_hand.post(held, "booking.created")
+    by_hand.drain()
+    by_hand.move(MOVED)
+    by_hand.post(
+        {**held, "scheduledStart": iso_ms(MOVED), "updatedAt": later()}, "booking.rescheduled"
+    )
+    by_hand.drain()
+
+    assert by_hand.bookme.calls["POST reschedule"] == 0
+    (change,) = by_hand.changes()
+    assert change.state == "pushed"
+    assert "BookMe already shows" in change.detail
+
+
+def test_two_quick_edits_push_only_the_latest(by_hand: ByHand) -> None:
+    """Moved twice before the push ran: one reschedule to the second time; the first
+    change is superseded by the second."""
+    held = by_hand.bookme.add_booking(resource())
+    by_hand.post(held, "booking.created")
+    by_hand.drain()
+    first, second = MOVED, MOVED + timedelta(hours=3)
+    by_hand.move(first)
+    by_hand.move(second)
+    by_hand.drain()
+
+    assert by_hand.bookme.calls["POST reschedule"] == 1
+    assert by_hand.bookme.booking("bk_rt")["scheduledStart"] == iso_ms(second)
+    one, two = by_hand.changes()
+    assert (one.new_value, one.state) == (iso_ms(first), "superseded")
+    assert f"change {two.id}" in one.detail
+    assert (two.old_value, two.new_value, two.state) == (iso_ms(first), iso_ms(second), "pushed")
