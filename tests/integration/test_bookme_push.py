@@ -179,6 +179,31 @@ def test_a_reschedule_goes_to_bookme_once_and_its_webhook_converges_without_ping
         assert summary["dueDate"] > iso_ms(MOVED)
 
 
+@pytest.mark.postgres
+def test_the_round_trip_and_a_refusal_on_postgresql(
+    make_loop: Callable[..., Loop], pg_url: str
+) -> None:
+    """On PostgreSQL: the accepted reschedule converges with one call; a refused one is
+    reverted with its task."""
+    loop = make_loop(database_url=pg_url)
+    activity_id = loop.book()["activity"]["id"]
+    assert loop.patch_meeting(activity_id, activityDate=iso_ms(MOVED)).status_code == 200
+    wait_for(lambda: loop.bookme.deliveries, what="BookMe's webhook")
+    wait_for(loop.settled)
+    assert loop.bookme.calls["POST reschedule"] == 1
+    assert loop.meeting(activity_id)["activityDate"] == iso_ms(MOVED)
+
+    taken = MOVED + timedelta(days=1)
+    loop.bookme.take_slot(taken, 30)
+    assert loop.patch_meeting(activity_id, activityDate=iso_ms(taken)).status_code == 200
+    wait_for(lambda: [c for c in loop.changes("bk_rt") if c.state == "refused"], what="the refusal")
+    wait_for(lambda: loop.meeting(activity_id)["activityDate"] == iso_ms(MOVED), what="revert")
+    wait_for(loop.settled)
+    assert loop.bookme.calls["POST reschedule"] == 2
+    assert any(t["key"].startswith("bookme-refused-") for t in loop.tasks("bk_rt"))
+    assert [c.state for c in loop.changes("bk_rt")] == ["pushed", "refused"]
+
+
 def test_a_refused_reschedule_puts_the_meeting_back_and_tells_the_owner(
     make_loop: Callable[..., Loop],
 ) -> None:
