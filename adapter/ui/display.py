@@ -75,3 +75,18 @@ def hubspot_record_url(
     """The record's page in the HubSpot app, on the portal's own host (``app-eu1...`` in the EU)."""
     type_id = HUBSPOT_OBJECT_TYPE_IDS[kind]
     return f"https://{ui_domain}/contacts/{portal_id}/record/{type_id}/{object_id}"
+
+
+def change_value(field: str, value: str | None, zone: ZoneInfo) -> str:
+    """A recorded CRM change's value as the dashboard shows it: a start on the display
+    timezone's clock, minutes with their unit, other values as they are."""
+    if value is None:
+        return "–"
+    if field == "start":
+        try:
+            return local_time(datetime.fromisoformat(value.replace("Z", "+00:00")), zone)
+        except ValueError:
+            return value
+    if field == "duration":
+        return f"{value} min"
+    return value

@@ -149,6 +149,7 @@ class Page:
             "ago": lambda moment: display.relative_time(moment, self.now),
             "iso": lambda moment: moment.isoformat(),
             "outcome": display.outcome,
+            "change_value": lambda field, value: display.change_value(field, value, self.zone),
             "joinable": joinable,
             "now": self.now,
         }

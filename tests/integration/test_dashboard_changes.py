@@ -7,6 +7,7 @@ import html
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,6 +17,7 @@ from adapter.api.app import create_app
 from adapter.changes.store import crm_changes
 from adapter.services import Services, build_services
 from adapter.settings import Settings
+from adapter.ui.display import local_time
 from outbox.schema import events
 from tests.fakes.bookme import FakeBookMe, iso_ms
 from tests.integration.test_dashboard import ADMIN, book, log_in, page_csrf
@@ -116,7 +118,9 @@ def test_reschedule_from_the_lead_page_is_recorded_pushed_and_shown(
     assert "BookMe → CRM" in page
     assert "booking.created" in page
     assert "CRM → BookMe" in page
-    assert f"start: {iso_ms(START)} → {iso_ms(moved)}" in page
+    utc = ZoneInfo("UTC")
+    assert f"start: {local_time(START, utc)} → {local_time(moved, utc)}" in page
+    assert "duration: 120 min → 90 min" in page
     assert "BookMe moved the booking to" in page
 
 
