@@ -379,7 +379,13 @@ def by_hand(make_settings: Callable[..., Settings]) -> Iterator[ByHand]:
 
     with FakeBookMe(token=BOOKME_TOKEN) as bookme:
         services = build_services(
-            make_settings(bookme_api_url=bookme.url, bookme_api_token=BOOKME_TOKEN, sync_wait_ms=0)
+            make_settings(
+                bookme_api_url=bookme.url,
+                bookme_api_token=BOOKME_TOKEN,
+                sync_wait_ms=0,
+                outbox_retry_base_seconds=0.05,
+                outbox_retry_cap_seconds=0.05,
+            )
         )
         try:
             with TestClient(create_app(services=services, embedded_workers=0)) as client:
@@ -448,3 +454,27 @@ def test_two_quick_edits_push_only_the_latest(by_hand: ByHand) -> None:
     assert (one.new_value, one.state) == (iso_ms(first), "superseded")
     assert f"change {two.id}" in one.detail
     assert (two.old_value, two.new_value, two.state) == (iso_ms(first), iso_ms(second), "pushed")
+
+
+def test_a_lost_answer_is_retried_with_the_same_key_and_applied_once(by_hand: ByHand) -> None:
+    """BookMe applied the reschedule but the connection dropped before its answer: the
+    outbox retries with the same Idempotency-Key, BookMe answers as the first time, and
+    the booking was moved once."""
+    held = by_hand.bookme.add_booking(resource())
+    by_hand.post(held, "booking.created")
+    by_hand.drain()
+    by_hand.bookme.drop_after_commit()
+    by_hand.move(MOVED)
+    by_hand.drain()  # the first attempt: answer lost, retrying
+    (change,) = by_hand.changes()
+    assert change.state == "pending"
+    assert by_hand.bookme.applied == 1
+    time.sleep(0.1)  # the retry's backoff
+    by_hand.drain()
+
+    assert by_hand.bookme.calls["POST reschedule"] == 2
+    assert by_hand.bookme.applied == 1
+    keys = [r.headers["idempotency-key"] for r in by_hand.bookme.requests]
+    assert keys == [f"bookme-crm:change:{change.id}"] * 2
+    (change,) = by_hand.changes()
+    assert change.state == "pushed"
