@@ -113,7 +113,16 @@ def crm_state(engine: Engine) -> dict[str, list[Row]]:
         if name in natural
         for row in table_rows
     }
-    skip = {"id", "created_at", "updated_at"}
+    by_id.update(
+        {row["id"]: f"crm_tasks:{row['booking_id']}|{row['key']}" for row in rows["crm_tasks"]}
+    )
+    # crm_field_state (adapter.changes) is what the backend last wrote to each record:
+    # it converges too, but when it was written, and which of a lead's bookings wrote
+    # it last, depend on the order.
+    skip = {"id", "created_at", "updated_at", "written_at", "seen_at"}
+    for row in rows.get("crm_field_state", []):
+        if row["object_type"] == "deal":
+            row.pop("booking_id")
     state: dict[str, list[Row]] = {}
     for name, table_rows in rows.items():
         clean = [

@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Delete,
     Engine,
     Table,
     Update,
@@ -664,11 +665,30 @@ _DELETE_UNPLANNED_TASK_PROPERTIES = delete(properties).where(
 )
 
 
+@functools.cache
+def _delete_unplanned_task_states() -> Delete:
+    # Imported here: adapter.changes.store uses this package's models (an import cycle).
+    from adapter.changes.store import crm_field_state
+
+    return delete(crm_field_state).where(
+        crm_field_state.c.object_type == "task",
+        crm_field_state.c.crm_id.in_(
+            select(tasks.c.id).where(
+                tasks.c.booking_id == bindparam("p_booking_id", type_=tasks.c.booking_id.type),
+                tasks.c.key.not_in(bindparam("p_keys", type_=tasks.c.key.type, expanding=True)),
+                tasks.c.status != DONE,
+            )
+        ),
+    )
+
+
 def _delete_unplanned_tasks(conn: Connection, plan: BookingPlan) -> None:
     """Remove the booking's tasks that the plan no longer names, unless they are done."""
     params = {"p_booking_id": plan.booking_id, "p_keys": [task.key for task in plan.tasks]}
-    # Their mapped properties go first: the properties table has no foreign key to cascade.
+    # Their mapped properties and what we recorded writing to them go first: neither
+    # table has a foreign key to cascade.
     conn.execute(_DELETE_UNPLANNED_TASK_PROPERTIES, params)
+    conn.execute(_delete_unplanned_task_states(), params)
     conn.execute(_DELETE_UNPLANNED_TASKS, params)
 
 
