@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -49,9 +50,10 @@ class JobHandler(Protocol):
 PlanHook = Callable[[Connection, BookingPlan, dict[str, Any]], None]
 """Runs on the transaction that marks a booking synced (scheduling its follow-up jobs)."""
 
-PlanStep = Callable[[BookingPlan], BookingPlan]
-"""Completes a plan before the backend sees it, from the service's own records (e.g. the
-tasks the service added to a booking, ``adapter.changes.tasks``); may read the database."""
+PlanStep = Callable[[Sequence[BookingPlan]], list[BookingPlan]]
+"""Completes a batch's plans (in order) before the backend sees them, from the service's own
+records (e.g. the tasks the service added to a booking, ``adapter.changes.tasks``); may read
+the database, once per batch."""
 
 
 def default_owner() -> str:
@@ -173,8 +175,6 @@ class Worker:
                         booking, self.mapping(), now=self.clock(), received_at=event.received_at
                     )
                     plan = self._assign_owner(plan)
-                    for step in self.plan_steps:
-                        plan = step(plan)
                 except MappingError as exc:
                     self._fail(event.id, claim.token, exc)
                     continue
@@ -182,10 +182,11 @@ class Worker:
                     invalid = PermanentError(f"payload invalid now: {exc}")
                     self._fail(event.id, claim.token, invalid)
                     continue
-                except SQLAlchemyError as exc:  # the owner assignment's or a step's database
-                    self._fail(event.id, claim.token, RetryableError(f"completing plan: {exc}"))
+                except SQLAlchemyError as exc:  # the owner assignment's database
+                    self._fail(event.id, claim.token, RetryableError(f"assigning owner: {exc}"))
                     continue
             jobs.append(SyncJob(event.id, event.key, claim.token, plan))
+        jobs = self._complete(jobs)
         if not jobs:
             return
         if stop is not None and stop.is_set():
@@ -223,6 +224,21 @@ class Worker:
                     self._synced(job, received[job.event_id])
                 else:  # the backend dropped it: settle raised LeaseLost
                     log.warning("lease lost; another worker owns this event now")
+
+    def _complete(self, jobs: list[SyncJob]) -> list[SyncJob]:
+        """The batch's plans through the plan steps; if a step's database fails, every job
+        of the batch is retried."""
+        if not jobs or not self.plan_steps:
+            return jobs
+        plans = [job.plan for job in jobs]
+        try:
+            for step in self.plan_steps:
+                plans = step(plans)
+        except SQLAlchemyError as exc:
+            for job in jobs:
+                self._fail(job.event_id, job.lease_token, RetryableError(f"completing plan: {exc}"))
+            return []
+        return [replace(job, plan=plan) for job, plan in zip(jobs, plans, strict=True)]
 
     def _assign_owner(self, plan: BookingPlan) -> BookingPlan:
         """Turn the plan's round robin into the booking's assigned owner.

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, Text, select
 
@@ -83,17 +84,18 @@ def for_booking(conn: Connection, booking_id: str) -> list[ExtraTask]:
         .where(extra_tasks.c.booking_id == booking_id)
         .order_by(extra_tasks.c.created_at, extra_tasks.c.key)
     )
-    return [
-        ExtraTask(
-            booking_id=row.booking_id,
-            key=row.key,
-            title=row.title,
-            description=row.description,
-            due_at=row.due_at,
-            priority=row.priority,
-        )
-        for row in rows
-    ]
+    return [_task(row) for row in rows]
+
+
+def _task(row: Any) -> ExtraTask:
+    return ExtraTask(
+        booking_id=row.booking_id,
+        key=row.key,
+        title=row.title,
+        description=row.description,
+        due_at=row.due_at,
+        priority=row.priority,
+    )
 
 
 class ExtraTasks:
@@ -102,11 +104,20 @@ class ExtraTasks:
     def __init__(self, engine: Engine) -> None:
         self._reads = engine.execution_options(sqlite_begin="DEFERRED")
 
-    def extend(self, plan: BookingPlan) -> BookingPlan:
-        """``plan`` with the booking's extra tasks (cancelled with the booking, else open)."""
+    def extend(self, plans: Sequence[BookingPlan]) -> list[BookingPlan]:
+        """Each plan with its booking's extra tasks (cancelled with the booking, else open):
+        one read for the whole batch."""
+        booking_ids = sorted({plan.booking_id for plan in plans})
+        found: dict[str, list[ExtraTask]] = {}
         with self._reads.connect() as conn:
-            found = for_booking(conn, plan.booking_id)
-        return with_tasks(plan, found)
+            rows = conn.execute(
+                select(extra_tasks)
+                .where(extra_tasks.c.booking_id.in_(booking_ids))
+                .order_by(extra_tasks.c.created_at, extra_tasks.c.key)
+            )
+            for row in rows:
+                found.setdefault(row.booking_id, []).append(_task(row))
+        return [with_tasks(plan, found.get(plan.booking_id, ())) for plan in plans]
 
 
 def with_tasks(plan: BookingPlan, found: Sequence[ExtraTask]) -> BookingPlan:

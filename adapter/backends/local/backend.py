@@ -33,7 +33,6 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    Delete,
     Engine,
     Table,
     Update,
@@ -63,7 +62,6 @@ from adapter.backends.base import (
 )
 from adapter.backends.local.models import activities, companies, contacts, leads, tasks
 from adapter.backends.local.properties import properties, write_properties
-from adapter.changes.normalise import normalise
 from adapter.db import upsert_insert
 from adapter.errors import AdapterError, PermanentError, RetryableError
 from adapter.plan import BookingPlan, CompanyPlan, ContactPlan, TaskPlan
@@ -159,18 +157,11 @@ def write_plan(conn: Connection, plan: BookingPlan, now: datetime | None = None)
     contact_id, contact_email = _upsert_contact(conn, plan.contact, company, version, now)
     lead_id, lead_title = _upsert_lead(conn, plan, contact_id, company, version, now)
     previous_lead = _lock_previous_lead(conn, plan.booking_id, lead_id)
-    activity_id, outcome = _upsert_meeting(conn, plan, lead_id, contact_id, now)
-    stage = _derive_stage(conn, lead_id)
-    written = _Written(conn, plan.booking_id, now)
-    written.meeting(activity_id, plan, outcome, lead_key=plan.lead.lead_key)
-    written.deal(lead_id, stage, lead_key=plan.lead.lead_key)
+    activity_id = _upsert_meeting(conn, plan, lead_id, contact_id, now)
+    _derive_stage(conn, lead_id)
     if previous_lead is not None:
-        written.deal(previous_lead, _derive_stage(conn, previous_lead))
-    task_refs = []
-    for task in plan.tasks:
-        ref, status = _upsert_task(conn, plan, task, lead_id, now)
-        written.task(ref.id, status, task_key=task.key, lead_key=plan.lead.lead_key)
-        task_refs.append(ref)
+        _derive_stage(conn, previous_lead)
+    task_refs = [_upsert_task(conn, plan, task, lead_id, now) for task in plan.tasks]
     _delete_unplanned_tasks(conn, plan)
     _write_properties(
         conn, plan, company, contact_id, lead_id, activity_id, task_refs, version, now
@@ -183,55 +174,6 @@ def write_plan(conn: Connection, plan: BookingPlan, now: datetime | None = None)
         activity=ActivityRef(id=activity_id),
         tasks=task_refs,
     )
-
-
-class _Written:
-    """What this write leaves in the CRM, told to ``adapter.changes`` (``record_written``),
-    so that a salesperson's later edit is compared with it, and BookMe's own values
-    coming back (a reschedule we pushed) are never taken for an edit."""
-
-    def __init__(self, conn: Connection, booking_id: str, now: datetime) -> None:
-        self.conn = conn
-        self.booking_id = booking_id
-        self.now = now
-
-    def meeting(self, activity_id: str, plan: BookingPlan, outcome: str, *, lead_key: str) -> None:
-        values = {
-            "start": normalise("start", plan.meeting.start),
-            "duration": normalise("duration", plan.meeting.duration_minutes),
-            "outcome": normalise("outcome", outcome),
-        }
-        self._record("meeting", activity_id, values, lead_key=lead_key)
-
-    def deal(self, lead_id: str, stage: str, *, lead_key: str | None = None) -> None:
-        self._record("deal", lead_id, {"stage": normalise("stage", stage)}, lead_key=lead_key)
-
-    def task(self, task_id: str, status: str, *, task_key: str, lead_key: str) -> None:
-        values = {"status": normalise("status", status)}
-        self._record("task", task_id, values, lead_key=lead_key, task_key=task_key)
-
-    def _record(
-        self,
-        object_type: str,
-        crm_id: str,
-        values: dict[str, str | None],
-        *,
-        lead_key: str | None,
-        task_key: str | None = None,
-    ) -> None:
-        # Imported here: adapter.changes.store uses this package's models (an import cycle).
-        from adapter.changes.store import record_written
-
-        record_written(
-            self.conn,
-            object_type,
-            crm_id,
-            booking_id=self.booking_id,
-            values=values,
-            now=self.now,
-            lead_key=lead_key,
-            task_key=task_key,
-        )
 
 
 def _write_properties(
@@ -529,13 +471,12 @@ def _meeting_upsert(dialect: str) -> ReturningInsert[tuple[str]]:
             **{name: new[name] for name in _MEETING_UPDATED},
             "outcome": _if(held, activities.c.outcome, new.outcome),
         },
-    ).returning(activities.c.id, activities.c.outcome)
+    ).returning(activities.c.id)
 
 
 def _upsert_meeting(
     conn: Connection, plan: BookingPlan, lead_id: str, contact_id: str, now: datetime
-) -> tuple[str, str]:
-    """The meeting's id, and the outcome it holds now (a COMPLETED one is kept)."""
+) -> str:
     meeting = plan.meeting
     row = conn.execute(
         _meeting_upsert(conn.dialect.name),
@@ -557,7 +498,8 @@ def _upsert_meeting(
             "updated_at": now,
         },
     ).one()
-    return str(row.id), str(row.outcome)
+    activity_id: str = row.id
+    return activity_id
 
 
 def _build_derive_stage() -> Update:
@@ -579,14 +521,13 @@ def _build_derive_stage() -> Update:
                 else_=leads.c.stage,
             )
         )
-        .returning(leads.c.stage)
     )
 
 
 _DERIVE_STAGE = _build_derive_stage()
 
 
-def _derive_stage(conn: Connection, lead_id: str) -> str:
+def _derive_stage(conn: Connection, lead_id: str) -> None:
     """Set the lead's stage from the outcomes of all its meetings (see ``LeadPlan``),
     unless a salesperson set it (``manual_stage``): their stage is kept.
 
@@ -594,7 +535,7 @@ def _derive_stage(conn: Connection, lead_id: str) -> str:
     sees every committed meeting of the lead. A lead left with no meeting keeps
     its stage.
     """
-    return str(conn.execute(_DERIVE_STAGE, {"p_lead_id": lead_id}).scalar_one())
+    conn.execute(_DERIVE_STAGE, {"p_lead_id": lead_id})
 
 
 _TASK_FOLLOWED = (
@@ -618,13 +559,12 @@ def _task_upsert(dialect: str) -> ReturningInsert[tuple[str, str, datetime]]:
     return stmt.on_conflict_do_update(
         index_elements=[tasks.c.booking_id, tasks.c.key],
         set_={name: _if(done, tasks.c[name], new[name]) for name in _TASK_FOLLOWED},
-    ).returning(tasks.c.id, tasks.c.title, tasks.c.due_date, tasks.c.status)
+    ).returning(tasks.c.id, tasks.c.title, tasks.c.due_date)
 
 
 def _upsert_task(
     conn: Connection, plan: BookingPlan, task: TaskPlan, lead_id: str, now: datetime
-) -> tuple[TaskRef, str]:
-    """The task's reference, and the status it holds now (a done one stays done)."""
+) -> TaskRef:
     row = conn.execute(
         _task_upsert(conn.dialect.name),
         {
@@ -643,7 +583,7 @@ def _upsert_task(
     ).one()
     due = iso_z(row.due_date)
     assert due is not None  # due_date is NOT NULL
-    return TaskRef(id=row.id, title=row.title, dueDate=due), str(row.status)
+    return TaskRef(id=row.id, title=row.title, dueDate=due)
 
 
 _DELETE_UNPLANNED_TASKS = delete(tasks).where(
@@ -665,30 +605,11 @@ _DELETE_UNPLANNED_TASK_PROPERTIES = delete(properties).where(
 )
 
 
-@functools.cache
-def _delete_unplanned_task_states() -> Delete:
-    # Imported here: adapter.changes.store uses this package's models (an import cycle).
-    from adapter.changes.store import crm_field_state
-
-    return delete(crm_field_state).where(
-        crm_field_state.c.object_type == "task",
-        crm_field_state.c.crm_id.in_(
-            select(tasks.c.id).where(
-                tasks.c.booking_id == bindparam("p_booking_id", type_=tasks.c.booking_id.type),
-                tasks.c.key.not_in(bindparam("p_keys", type_=tasks.c.key.type, expanding=True)),
-                tasks.c.status != DONE,
-            )
-        ),
-    )
-
-
 def _delete_unplanned_tasks(conn: Connection, plan: BookingPlan) -> None:
     """Remove the booking's tasks that the plan no longer names, unless they are done."""
     params = {"p_booking_id": plan.booking_id, "p_keys": [task.key for task in plan.tasks]}
-    # Their mapped properties and what we recorded writing to them go first: neither
-    # table has a foreign key to cascade.
+    # Their mapped properties go first: the properties table has no foreign key to cascade.
     conn.execute(_DELETE_UNPLANNED_TASK_PROPERTIES, params)
-    conn.execute(_delete_unplanned_task_states(), params)
     conn.execute(_DELETE_UNPLANNED_TASKS, params)
 
 

@@ -3,7 +3,9 @@
 Each edit is one transaction: the CRM row is changed, the change is recorded
 (``adapter.changes.observe``, with its source and actor) and routed
 (``adapter.changes.route``: a moved or cancelled meeting queues its push to
-BookMe in the outbox). Either all of it commits or none of it.
+BookMe in the outbox). Either all of it commits or none of it. The row's values
+before the edit are recorded as what the service wrote (``_baseline``), so the
+edit is compared with what the CRM showed.
 
 What a salesperson may not do is refused with ``EditRefused`` naming the
 field, and nothing changes: moving or re-opening a cancelled meeting (BookMe
@@ -90,7 +92,7 @@ def edit_meeting(
             return None
         _check_meeting(row, edit, now)
         lead_key = conn.execute(select(leads.c.lead_key).where(leads.c.id == row.lead_id)).scalar()
-        _known(conn, "meeting", activity_id, row.booking_id, _meeting_values(row), now, lead_key)
+        _baseline(conn, "meeting", activity_id, row.booking_id, _meeting_values(row), now, lead_key)
         values: dict[str, Any] = {"updated_at": now}
         if edit.start is not None:
             values["activity_date"] = edit.start
@@ -157,7 +159,7 @@ def set_lead_stage(
             .limit(1)
         ).scalar()
         before = {"stage": normalise("stage", row.stage)}
-        _known(conn, "deal", lead_id, booking_id or "", before, now, row.lead_key)
+        _baseline(conn, "deal", lead_id, booking_id or "", before, now, row.lead_key)
         conn.execute(
             update(leads)
             .where(leads.c.id == lead_id)
@@ -194,7 +196,7 @@ def set_task_status(
             return None
         lead_key = conn.execute(select(leads.c.lead_key).where(leads.c.id == row.lead_id)).scalar()
         before = {"status": normalise("status", row.status)}
-        _known(conn, "task", task_id, row.booking_id, before, now, lead_key, task_key=row.key)
+        _baseline(conn, "task", task_id, row.booking_id, before, now, lead_key, task_key=row.key)
         conn.execute(
             update(tasks).where(tasks.c.id == task_id).values(status=status, updated_at=now)
         )
@@ -213,7 +215,7 @@ def set_task_status(
     return Edited(task_id, recorded)
 
 
-def _known(
+def _baseline(
     conn: Connection,
     object_type: str,
     crm_id: str,
@@ -224,10 +226,14 @@ def _known(
     *,
     task_key: str | None = None,
 ) -> None:
-    """A record written before changes were tracked: what it holds now counts as written,
-    so the edit is compared with it (``observe`` ignores objects it does not know)."""
-    if changes.shown(conn, object_type, crm_id):
-        return
+    """What the row holds before the edit is what the service last wrote to it.
+
+    In the local CRM the row is the truth: every write the service makes lands in
+    it, so instead of recording each of its writes (a read and an upsert per
+    record, which tripled the drain's cost), the row's values are recorded here,
+    just before the edit is observed against them. ``old_value`` is then what the
+    salesperson saw, and an edit back to a value BookMe restored is still a change.
+    """
     changes.record_written(
         conn,
         object_type,
