@@ -3,7 +3,7 @@
 Pages read through the same objects as the JSON API (``LocalCrmReader`` for
 the local CRM, ``OutboxStore`` for sync health, ``hubspot_objects`` for
 HubSpot ids); actions go through the same calls as their API twins
-(``set_task_status`` as ``PATCH /api/tasks/{id}``, the audited
+(``adapter.backends.local.edits`` as the PATCH endpoints, the audited
 ``OutboxStore.replay`` as ``POST /admin/outbox/{id}/replay``). GET pages
 redirect to the login form without a session; POSTs without a session or with
 a wrong CSRF token are refused with 403 and change nothing.

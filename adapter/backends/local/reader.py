@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 from pydantic.alias_generators import to_camel
-from sqlalchemy import Engine, Row, Select, select, update
+from sqlalchemy import Engine, Row, Select, select
 
 from adapter.backends.local.models import activities, companies, contacts, leads, tasks
 from adapter.backends.local.properties import read_properties
@@ -254,19 +254,6 @@ class LocalCrmReader:
             .order_by(tasks.c.owner_email)
         )
         return [str(row.owner_email) for row in self._all(query)]
-
-    def set_task_status(self, task_id: str, status: TaskStatus) -> Task | None:
-        """The read API's one write: set a task's status; ``None`` if there is no such task."""
-        with self._engine.begin() as conn:
-            changed = conn.execute(
-                update(tasks)
-                .where(tasks.c.id == task_id)
-                .values(status=status, updated_at=self._clock())
-            )
-            if changed.rowcount == 0:
-                return None
-            row = conn.execute(select(tasks).where(tasks.c.id == task_id)).one()
-        return self._with_properties("task", [Task(**_fields(row, Task))])[0]
 
 
 def _activity(row: Row[Any]) -> Activity:
