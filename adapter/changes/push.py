@@ -20,10 +20,11 @@ for the booking's time, so:
   reschedule (we assume BookMe honours the key; README). When the attempts run
   out the job is dead with BookMe's reason and the change ``failed``; a replay
   runs it again.
-- BookMe has a newer snapshot of the booking than the change (it was moved or
-  cancelled in BookMe after the salesperson's edit) → nothing is sent: the
+- BookMe has a newer snapshot of the booking than the change that moved or
+  cancelled it (in BookMe, after the salesperson's edit) → nothing is sent: the
   change is ``superseded`` (BookMe's newer snapshot wins), or ``pushed`` when
-  that snapshot already shows what the change asked for.
+  that snapshot already shows what the change asked for. A newer snapshot that
+  left the time alone (new notes) does not stop the push.
 - Other refusals (404, the token, other 4xx, not configured) →
   ``PermanentError``: dead at once, the change ``failed`` with the reason.
 """
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 __all__ = ["PushHandler", "refusal_task_key"]
 
 CANCELLED_EVENTS = ("booking.cancelled",)
+RESCHEDULED_EVENTS = ("booking.rescheduled",)
 # A re-applied snapshot is ordered this much after the one it copies: later than it
 # (the outbox applies only newer snapshots), earlier than any BookMe can send next.
 REAPPLY_OFFSET = timedelta(microseconds=1)
@@ -104,7 +106,8 @@ class PushHandler:
                 self.store.mark_synced(conn, event.id, claim.token, {"outcome": "unknown"})
             return
         latest = self.store.newest_for_key(booking_id)
-        overtaken = _overtaken(change, job, latest)
+        members = [c for c in history if c.id in group] or [change]
+        overtaken = _overtaken(members, job, latest)
         if overtaken is not None:
             state, detail = overtaken
             self._settle(claim, change, group, state, detail)
@@ -227,28 +230,43 @@ def _set_states(conn: Connection, group: list[int], state: str, detail: str) -> 
         changes.set_state(conn, change_id, state, detail=detail)
 
 
-def _overtaken(change: Change, job: dict[str, Any], latest: Event | None) -> tuple[str, str] | None:
-    """(state, detail) when BookMe's newest snapshot is newer than the change; else ``None``."""
-    if latest is None or latest.snapshot_at <= change.changed_at:
+def _overtaken(
+    members: list[Change], job: dict[str, Any], latest: Event | None
+) -> tuple[str, str] | None:
+    """(state, detail) when BookMe changed the booking after the CRM did (its newest
+    snapshot is newer than the change and moved or cancelled the booking); else ``None``:
+    push. A newer snapshot that left the time alone (new notes) does not stop the push.
+    """
+    changed_at = min(change.changed_at for change in members)
+    if latest is None or latest.snapshot_at <= changed_at:
         return None
     payload = latest.payload
     stamp = iso_z(latest.snapshot_at)
-    cancelled = latest.kind in CANCELLED_EVENTS or payload.get("event") in CANCELLED_EVENTS
+    event = payload.get("event", latest.kind)
+    cancelled = event in CANCELLED_EVENTS
     if job.get("action") == "cancel":
         if cancelled:
             return changes.PUSHED, f"BookMe already shows the booking cancelled ({stamp})"
-        return (
-            changes.SUPERSEDED,
-            f"BookMe changed the booking after this change ({stamp}); its snapshot wins",
-        )
+        if event in RESCHEDULED_EVENTS:
+            return (
+                changes.SUPERSEDED,
+                f"BookMe rescheduled the booking after this change ({stamp}); its snapshot wins",
+            )
+        return None
     start = normalise("start", payload.get("scheduledDate"))
     duration = payload.get("duration")
-    wanted_duration = job.get("duration")
-    same_time = start == job.get("scheduledStart") and (
-        wanted_duration is None or duration == wanted_duration
-    )
-    if same_time and not cancelled:
+    wanted = (job.get("scheduledStart"), job.get("duration"))
+    # What the CRM showed before the edit: the changed fields' old values, the rest as asked.
+    before = {"start": wanted[0], "duration": None if wanted[1] is None else str(wanted[1])}
+    before.update({change.field: change.old_value for change in members})
+    shows = (start, duration if wanted[1] is not None else None)
+    if shows == wanted and not cancelled:
         return changes.PUSHED, f"BookMe already shows {start}, {duration} min ({stamp})"
+    unmoved = start == before["start"] and (
+        before["duration"] is None or str(duration) == before["duration"]
+    )
+    if unmoved and not cancelled:
+        return None
     shown = "cancelled" if cancelled else f"{start}, {duration} min"
     return (
         changes.SUPERSEDED,

@@ -478,3 +478,21 @@ def test_a_lost_answer_is_retried_with_the_same_key_and_applied_once(by_hand: By
     assert keys == [f"bookme-crm:change:{change.id}"] * 2
     (change,) = by_hand.changes()
     assert change.state == "pushed"
+
+
+def test_a_newer_bookme_snapshot_that_left_the_time_alone_does_not_stop_the_push(
+    by_hand: ByHand,
+) -> None:
+    """BookMe's newer snapshot only changed the notes: the salesperson's move is still
+    pushed (only BookMe moving or cancelling the booking wins over it)."""
+    held = by_hand.bookme.add_booking(resource())
+    by_hand.post(held, "booking.created")
+    by_hand.drain()
+    by_hand.move(MOVED)
+    by_hand.post({**held, "notes": "Bring slides", "updatedAt": later()}, "booking.updated")
+    by_hand.drain()
+
+    assert by_hand.bookme.calls["POST reschedule"] == 1
+    (change,) = by_hand.changes()
+    assert change.state == "pushed"
+    assert by_hand.bookme.booking("bk_rt")["scheduledStart"] == iso_ms(MOVED)
