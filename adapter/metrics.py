@@ -91,6 +91,13 @@ class Metrics:
             ["how"],
             registry=self.registry,
         )
+        self.bookme_pushes = Counter(
+            "bookme_pushes",
+            "Changes made in the CRM sent back to BookMe, by outcome: pushed, refused, "
+            "superseded (BookMe's newer snapshot won), unavailable (retried), failed.",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.auth_failures = Counter(
             "bookme_auth_failures",
             "Wrong credentials presented, by surface (webhook, admin, login).",

@@ -252,6 +252,7 @@ class Services:
             lambda: pusher_for(self.settings),
             clock=clock,
             wake=self.wake_workers,
+            counted=lambda outcome: self.metrics.bookme_pushes.labels(outcome).inc(),
         )
         return {PUSH_KIND: handler}
 

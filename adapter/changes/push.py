@@ -77,11 +77,13 @@ class PushHandler:
         *,
         clock: Callable[[], datetime] = utcnow,
         wake: Callable[[], None] | None = None,
+        counted: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.pusher = pusher
         self.clock = clock
         self.wake = wake
+        self.counted = counted or (lambda _outcome: None)
 
     def handle(self, claim: Claim) -> None:
         """Push the claimed change to BookMe; raises ``AdapterError`` to retry or dead-letter."""
@@ -111,6 +113,7 @@ class PushHandler:
         if overtaken is not None:
             state, detail = overtaken
             self._settle(claim, change, group, state, detail)
+            self.counted(state)
             return
         extra_log = {"change_id": change_id, "booking_id": booking_id, "action": action}
         log.info("pushing change %s to BookMe: %s", change_id, action, extra=extra_log)
@@ -118,6 +121,7 @@ class PushHandler:
             answer = self._send(job, booking_id, action)
         except BookMeRefused as exc:
             self._refused(claim, change, group, action, exc.reason, latest)
+            self.counted(changes.REFUSED)
             log.warning(
                 "BookMe refused change %s (%s): %s",
                 change_id,
@@ -127,6 +131,7 @@ class PushHandler:
             )
             return
         except BookMeUnavailable as exc:
+            self.counted("unavailable")
             if self.store.retry.exhausted(event.attempts):
                 with self.store.transaction() as conn:
                     _set_states(
@@ -137,6 +142,7 @@ class PushHandler:
                     )
             raise RetryableError(exc.message) from exc
         except BookMeError as exc:
+            self.counted(changes.FAILED)
             with self.store.transaction() as conn:
                 _set_states(conn, group, changes.FAILED, exc.message)
             raise PermanentError(exc.message) from exc
@@ -144,6 +150,7 @@ class PushHandler:
         self._settle(
             claim, change, group, changes.PUSHED, detail, updated_at=answer.get("updatedAt")
         )
+        self.counted(changes.PUSHED)
         log.info("BookMe accepted change %s: %s", change_id, detail, extra=extra_log)
 
     def _send(self, job: dict[str, Any], booking_id: str, action: str) -> dict[str, Any]:

@@ -287,6 +287,9 @@ def test_5xx_then_success_is_one_reschedule_with_one_idempotency_key(
     assert change.state == "pushed"
     (job,) = loop.jobs(PUSH_KIND)
     assert (job.state, job.attempts) == ("synced", 2)
+    metrics = loop.http.get("/metrics", headers=AUTH).text
+    assert 'bookme_pushes_total{outcome="unavailable"} 1.0' in metrics
+    assert 'bookme_pushes_total{outcome="pushed"} 1.0' in metrics
 
 
 def test_bookme_down_dead_letters_the_push_with_its_reason_and_a_replay_pushes_it(
