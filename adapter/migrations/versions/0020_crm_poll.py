@@ -2,7 +2,7 @@
 (``adapter.hubspot_sync.store``).
 
 Revision ID: 0020_crm_poll
-Revises: 0018_calendar_tokens
+Revises: 0019_crm_changes
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0020_crm_poll"
-down_revision = "0018_calendar_tokens"
+down_revision = "0019_crm_changes"
 branch_labels = None
 depends_on = None
 
