@@ -212,6 +212,14 @@ class Poller:
                 break
             if consumed + PAGE_SIZE > MAX_SEARCH_RESULTS:
                 # HubSpot pages through 10,000 results at most: query again from here.
+                if page_newest <= since_ms:
+                    log.warning(
+                        "HubSpot poll of %s: more than %d objects modified in one millisecond; "
+                        "the rest are read when they change again",
+                        tracked.hubspot_type,
+                        MAX_SEARCH_RESULTS,
+                    )
+                    break
                 since_ms, after, consumed = page_newest, None, 0
             else:
                 after = page.after

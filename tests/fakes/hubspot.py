@@ -177,7 +177,8 @@ null`` is forever),
 ``DELETE /_fake/faults``, ``POST /_fake/config`` (``search_lag``, ``rate_limit``,
 ``rate_window``, ``search_rate_limit``, ``search_window``, ``token``,
 ``conflict_shape``, ``daily_limit``, ``ui_domain``, ``data_hosting_location``,
-``time_zone``, ``app_id``, ``client_secret``, ``webhook_url``) and
+``time_zone``, ``app_id``, ``client_secret``, ``webhook_url``, ``datetime_answers``:
+``"iso"`` or ``"epoch_ms"``, how date-time properties are answered) and
 ``POST /_fake/flush-search`` (make every write searchable now).
 """
 
@@ -1078,8 +1079,10 @@ class FakeHubSpot:
         app_id: int = APP_ID,
         client_secret: str = CLIENT_SECRET,
         webhook_url: str | None = None,
+        datetime_answers: str = "iso",
     ) -> None:
         self.token = token
+        self.datetime_answers = datetime_answers
         self.app_id = app_id
         self.client_secret = client_secret
         self.webhook_url = webhook_url
@@ -1338,6 +1341,7 @@ class FakeHubSpot:
             "app_id": self.app_id,
             "client_secret": self.client_secret,
             "webhook_url": self.webhook_url,
+            "datetime_answers": self.datetime_answers,
         }
 
     def configure(self, **settings: Any) -> None:
@@ -2183,7 +2187,7 @@ class FakeHubSpot:
                 if requested is None
                 else [*requested, *ALWAYS_PROPERTIES[record.type]]
             )
-            shown = {n: props.get(n) for n in dict.fromkeys(names)}
+            shown = {n: self._shown(record.type, n, props.get(n)) for n in dict.fromkeys(names)}
         body: dict[str, Any] = {
             "id": str(record.id),
             "properties": shown,
@@ -2196,10 +2200,24 @@ class FakeHubSpot:
         names = list(dict.fromkeys(with_history))
         if names:
             body["propertiesWithHistory"] = {
-                name: [dict(entry) for entry in reversed(record.history.get(name, []))]
+                name: [
+                    {**entry, "value": self._shown(record.type, name, entry["value"])}
+                    for entry in reversed(record.history.get(name, []))
+                ]
                 for name in names
             }
         return body
+
+    def _shown(self, object_type: str, name: str, value: str | None) -> str | None:
+        """A stored value as the API answers it: with ``datetime_answers="epoch_ms"``,
+        date-time properties (not the system dates) as epoch milliseconds, as some
+        HubSpot endpoints and portals answer them."""
+        if value is None or self.datetime_answers != "epoch_ms" or name in SYSTEM_PROPERTIES:
+            return value
+        definition = self._properties[object_type].get(name)
+        if definition is None or definition.type not in ("datetime", "date") or not value:
+            return value
+        return str(_epoch_ms(value))
 
     def _written(
         self, record: _Record, sent: Mapping[str, str], *, created: bool

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -263,3 +264,96 @@ def test_the_lease_keeps_a_second_poller_out_until_it_expires(sync: Sync) -> Non
     with sync.engine.begin() as conn:
         assert not poll_store.take_lease(conn, "other", 60, now + timedelta(seconds=59))
         assert poll_store.take_lease(conn, "other", 60, now + timedelta(seconds=61))
+
+
+def test_hubspot_reformatting_our_values_is_not_a_change(sync: Sync) -> None:
+    """HubSpot answering our times as epoch milliseconds (and a whole booking's life
+    written by the service) reads back as echoes: nothing recorded, nothing pushed."""
+    sync.fake.configure(datetime_answers="epoch_ms")
+    sync.book(scheduledDate="2027-02-15T10:00:00.000+00:00")
+    found = sync.api.read_with_history(
+        "meetings", [_meeting(sync)["id"]], ["hs_meeting_start_time"], []
+    )
+    assert next(iter(found.values())).properties["hs_meeting_start_time"] == "1802685600000"
+    poller = sync.poller()
+    poller.poll_once()
+    sync.book(event="booking.rescheduled", scheduledDate="2027-02-15T11:00:00+01:00")
+    report = poller.poll_once()
+    assert report is not None
+    assert report.tally.read >= 3  # the meeting, its deal and tasks were read and compared
+    assert sync.changes() == []
+    assert sync.pushes() == []
+
+
+def test_past_the_search_cap_the_poll_queries_again_from_the_newest_seen(
+    sync: Sync, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HubSpot pages one query through 10,000 results at most (shrunk here to 12, pages
+    of 5): the poll starts a new query from the newest modification seen, the fake
+    never answers its 400, and every one of 15 edits is recorded once."""
+    import adapter.hubspot_sync.poll as poll_module
+    import tests.fakes.hubspot as fake_module
+
+    for index in range(15):
+        sync.book(bookingId=f"bk-{index}", email=f"p{index}@example.com")
+    poller = sync.poller()
+    poller.poll_once()
+    monkeypatch.setattr(fake_module, "MAX_SEARCH_RESULTS", 12)
+    monkeypatch.setattr(poll_module, "MAX_SEARCH_RESULTS", 12)
+    monkeypatch.setattr(poll_module, "PAGE_SIZE", 5)
+    for index in range(15):
+        sync.fake.reschedule_meeting(_meeting(sync, f"bk-{index}")["id"], "2027-04-01T10:00:00Z")
+        time.sleep(0.003)  # a few milliseconds apart, as people edit
+    report = poller.poll_once()
+    assert report is not None
+    assert report.pages["meetings"] >= 4
+    with sync.engine.connect() as conn:
+        rows = conn.execute(select(crm_changes.c.booking_id)).scalars().all()
+    assert sorted(rows) == sorted(f"bk-{index}" for index in range(15))
+    assert sync.fake.errors == []
+
+
+def test_the_fake_search_takes_one_sort_and_compares_dates_as_instants(sync: Sync) -> None:
+    """The search the poll makes, as HubSpot answers it: GTE on hs_lastmodifieddate in epoch
+    ms, ascending; two sorts are refused (HubSpot allows one)."""
+    import httpx
+
+    sync.book()
+    meeting = _meeting(sync)
+    changed = sync.fake.reschedule_meeting(meeting["id"], "2027-02-16T13:30:00Z")
+    since = int(datetime.fromisoformat(changed.replace("Z", "+00:00")).timestamp() * 1000)
+    page = sync.api.search_modified("meetings", "bookme_booking_id", since, [])
+    assert [found.id for found in page.results] == [meeting["id"]]
+    assert sync.api.search_modified("meetings", "bookme_booking_id", since + 1, []).results == []
+    answer = httpx.post(
+        f"{sync.fake.url}/crm/v3/objects/meetings/search",
+        headers={"Authorization": f"Bearer {sync.fake.token}"},
+        json={
+            "sorts": [
+                {"propertyName": "hs_lastmodifieddate", "direction": "ASCENDING"},
+                {"propertyName": "hs_object_id", "direction": "ASCENDING"},
+            ]
+        },
+    )
+    assert answer.status_code == 400
+    assert "one sort" in answer.json()["message"]
+
+
+def test_the_fake_keeps_each_propertys_history_with_its_source(sync: Sync) -> None:
+    """Our writes are INTEGRATION with the app id; a salesperson's CRM_UI with the user;
+    a batch read with propertiesWithHistory answers them newest first."""
+    sync.book()
+    meeting = _meeting(sync)
+    sync.fake.reschedule_meeting(meeting["id"], "2027-02-16T13:30:00Z", user_id=42)
+    found = sync.api.read_with_history(
+        "meetings", [meeting["id"]], ["hs_meeting_start_time"], ["hs_meeting_start_time"]
+    )[meeting["id"]]
+    newest, oldest = found.history["hs_meeting_start_time"]
+    assert (newest.value, newest.source_type, newest.source_id) == (
+        "2027-02-16T13:30:00.000Z",
+        "CRM_UI",
+        "userId:42",
+    )
+    assert (oldest.value, oldest.source_type) == ("2027-02-15T10:00:00.000Z", "INTEGRATION")
+    assert oldest.source_id == str(sync.fake.app_id)
+    assert newest.timestamp > oldest.timestamp
