@@ -357,3 +357,77 @@ def test_the_fake_keeps_each_propertys_history_with_its_source(sync: Sync) -> No
     assert (oldest.value, oldest.source_type) == ("2027-02-15T10:00:00.000Z", "INTEGRATION")
     assert oldest.source_id == str(sync.fake.app_id)
     assert newest.timestamp > oldest.timestamp
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_migration_0020_makes_the_poll_table_with_its_lease_row_and_downgrades(
+    request: pytest.FixtureRequest, tmp_path: Any, database: str
+) -> None:
+    """On SQLite and PostgreSQL, 0020 creates hubspot_poll as the store declares it with the
+    lease row in place; the lease and positions work on it; downgrading to 0019 drops it."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from adapter import db
+
+    url = (
+        f"sqlite:///{tmp_path / 'm.db'}"
+        if database == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    engine = db.make_engine(url)
+    try:
+        db.upgrade(engine)
+        columns = {c["name"] for c in inspect(engine).get_columns("hubspot_poll")}
+        assert columns == {c.name for c in poll_store.hubspot_poll.columns}
+        now = datetime.now(UTC)
+        with engine.begin() as conn:
+            assert poll_store.take_lease(conn, "a", 30, now)
+            assert not poll_store.take_lease(conn, "b", 30, now)
+            poll_store.advance(conn, "meetings", 10, now)
+            poll_store.advance(conn, "meetings", 5, now)
+            assert poll_store.position(conn, "meetings") == 10
+            poll_store.release_lease(conn, "a", now)
+            assert poll_store.take_lease(conn, "b", 30, now)
+        with engine.begin() as conn:
+            config = db._config()
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0019_crm_changes")
+        assert "hubspot_poll" not in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_the_poll_command_runs_one_round_and_says_when_another_polls(
+    sync: Sync, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bookme-crm hubspot poll --once`: one round, its counts; exit 1 while the lease is held."""
+    from typer.testing import CliRunner
+
+    from adapter.cli import app
+
+    sync.book()
+    sync.fake.reschedule_meeting(_meeting(sync)["id"], "2027-02-16T13:30:00Z")
+    monkeypatch.chdir(tmp_path)
+    env = {
+        "CRM_BACKEND": "hubspot",
+        "HUBSPOT_ACCESS_TOKEN": sync.fake.token or "",
+        "HUBSPOT_BASE_URL": sync.fake.url,
+        "MAPPINGS_PATH": str(DEFAULT_MAPPING),
+        "DATABASE_URL": str(sync.engine.url),
+        "DATA_DIR": str(tmp_path / "var"),
+        "HUBSPOT_SEARCH_LAG_SECONDS": "5",
+    }
+    runner = CliRunner()
+    ran = runner.invoke(app, ["hubspot", "poll", "--once"], env=env)
+    assert ran.exit_code == 0, ran.output
+    assert "1 change(s), 1 push(es) queued" in ran.output
+    with sync.engine.begin() as conn:
+        assert poll_store.take_lease(conn, "elsewhere", 60, datetime.now(UTC))
+    busy = runner.invoke(app, ["hubspot", "poll", "--once"], env=env)
+    assert busy.exit_code == 1
+    assert "another process is polling" in busy.output
+    local = runner.invoke(app, ["hubspot", "poll", "--once"], env={**env, "CRM_BACKEND": "local"})
+    assert local.exit_code == 2
