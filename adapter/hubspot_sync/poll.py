@@ -100,6 +100,8 @@ class Poller:
     ) -> None:
         self.api = api
         self.engine = engine
+        # Reads need no write lock (SQLite begins IMMEDIATE by default).
+        self._reader = engine.execution_options(sqlite_begin="DEFERRED")
         self.store = store
         self.deal_stages = deal_stages
         self.interval = interval
@@ -159,7 +161,7 @@ class Poller:
 
     def _start(self, tracked: Tracked) -> int:
         """Where a type's poll starts: its position, else the first write we recorded."""
-        with self.engine.connect() as conn:
+        with self._reader.connect() as conn:
             found = poll_store.position(conn, tracked.hubspot_type)
             if found is not None:
                 return found
@@ -196,13 +198,17 @@ class Poller:
             now = self.clock()
             moments = {found.id: modified_at(found, now) for found in page.results}
             page_newest = max(epoch_ms(moment) for moment in moments.values())
-            objects = self.api.read_with_history(
-                tracked.hubspot_type,
-                [found.id for found in page.results],
-                [*tracked.properties, NOTES]
-                if tracked.object_type == "meeting"
-                else tracked.properties,
-                tracked.properties,
+            ours = self._ours(tracked, [found.id for found in page.results])
+            extra = [NOTES] if tracked.object_type == "meeting" else []
+            objects = (
+                self.api.read_with_history(
+                    tracked.hubspot_type,
+                    ours,
+                    [*tracked.properties, *extra],
+                    tracked.properties,
+                )
+                if ours
+                else {}
             )
             tally = self._record(tracked, objects, window_from, moments, page_newest)
             report.tally.add(tally)
@@ -227,6 +233,19 @@ class Poller:
         if newest_ms is not None:
             report.positions[tracked.hubspot_type] = newest_ms
         return True
+
+    def _ours(self, tracked: Tracked, ids: list[str]) -> list[str]:
+        """The ids among ``ids`` the service recorded writes to (only those are read back)."""
+        with self._reader.connect() as conn:
+            found = set(
+                conn.execute(
+                    select(crm_field_state.c.crm_id).where(
+                        crm_field_state.c.object_type == tracked.object_type,
+                        crm_field_state.c.crm_id.in_(ids),
+                    )
+                ).scalars()
+            )
+        return [object_id for object_id in ids if object_id in found]
 
     def _record(
         self,

@@ -114,17 +114,16 @@ def _uri(request: Request, services: Services) -> str:
     responses={
         200: {"model": DeliveryAnswer, "description": "Verified and stored (or nothing to do)"},
         **error_responses(
-            400, 401, 404, 413, 429, s404="HubSpot webhooks are not enabled (no client secret)"
+            400, 401, 413, 429, s401="Unsigned, forged, stale, or HubSpot webhooks not enabled"
         ),
     },
 )
 async def hubspot_webhooks(request: Request, services: ServicesDep) -> JSONResponse:
     secret = services.settings.hubspot_client_secret
     if secret is None or services.settings.crm_backend != "hubspot":
-        return JSONResponse(
-            {"error": "HubSpot webhooks are off (CRM_BACKEND=hubspot, HUBSPOT_CLIENT_SECRET)"},
-            status_code=404,
-        )
+        # No client secret, no authentic delivery: refused like a forged one.
+        log.info("HubSpot webhook refused (401): needs CRM_BACKEND=hubspot, HUBSPOT_CLIENT_SECRET")
+        return JSONResponse({"error": "Unauthorized"}, status_code=401)
     refuse_if_throttled(request, SURFACE)
     body = await _body(request)
     try:
