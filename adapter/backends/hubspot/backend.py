@@ -49,6 +49,13 @@ and of those we wrote before (recorded in ``hubspot_objects.tags``), as the
 local CRM unions them; tags someone added in HubSpot by hand are not read
 back. Associations are added, never removed.
 
+What sales staff change in HubSpot is read back by ``adapter.hubspot_sync``; so
+that the service's own writes never read back as their changes, each job's
+settle also records the tracked values it wrote (``adapter.changes.record_written``:
+the meeting's start, length and outcome, each task's status) and ``_set_stages``
+those of the deal stages it set, normalised, in the same transaction, and at no
+extra HubSpot call.
+
 Every HubSpot write is idempotent and the plan absolute, so a retry of a job
 (after any failure, at any point) converges on the same records. Each job is
 settled in a short transaction of our database after the HubSpot writes,
