@@ -255,6 +255,7 @@ class Services:
             lambda: self.mappings.current.defaults.hubspot.deal_stages,
             lag_seconds=self.settings.hubspot_search_lag_seconds,
             clock=clock,
+            metrics=self.metrics,
         )
         return {DELIVERY_KIND: handler}
 
@@ -274,6 +275,7 @@ class Services:
             lambda: self.mappings.current.defaults.hubspot.deal_stages,
             interval=s.hubspot_poll_seconds,
             lag_seconds=s.hubspot_search_lag_seconds,
+            metrics=self.metrics,
         )
 
     def start_poller(self) -> None:

@@ -22,9 +22,10 @@ from adapter.backends.hubspot.client import LAST_MODIFIED, HubSpotApi
 from adapter.errors import RetryableError
 from adapter.hubspot_sync import DELIVERY_KIND
 from adapter.hubspot_sync.events import ChangeEvent, delivery_hash
-from adapter.hubspot_sync.poll import from_ms, modified_at
+from adapter.hubspot_sync.poll import count_changes, from_ms, modified_at
 from adapter.hubspot_sync.reading import TRACKED
 from adapter.hubspot_sync.record import NOTES, Tally, normaliser, record_objects
+from adapter.metrics import Metrics
 from adapter.timeutil import utcnow
 from outbox.store import Claim, NewEvent, OutboxStore
 
@@ -54,8 +55,10 @@ class DeliveryHandler:
         *,
         lag_seconds: float = 60.0,
         clock: Callable[[], datetime] = utcnow,
+        metrics: Metrics | None = None,
     ) -> None:
         self.api = api
+        self.metrics = metrics
         self.store = store
         self.deal_stages = deal_stages
         self.lag = timedelta(seconds=lag_seconds)
@@ -113,6 +116,8 @@ class DeliveryHandler:
                 )
         except IntegrityError as exc:  # the poll recorded one of these changes meanwhile
             raise RetryableError("a change of this delivery was recorded concurrently") from exc
+        if self.metrics is not None:
+            count_changes(self.metrics, "webhook", tally)
         log.info(
             "HubSpot delivery %s: %d event(s), %d object(s) read, %d change(s)",
             claim.event.id,

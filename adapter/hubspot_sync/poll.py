@@ -44,6 +44,7 @@ from adapter.errors import AdapterError, PausedError
 from adapter.hubspot_sync import store as poll_store
 from adapter.hubspot_sync.reading import TRACKED, Tracked
 from adapter.hubspot_sync.record import NOTES, Tally, normaliser, record_objects
+from adapter.metrics import Metrics
 from adapter.timeutil import as_utc, utcnow
 from outbox.store import OutboxStore
 
@@ -97,8 +98,10 @@ class Poller:
         max_pages: int = 20,
         clock: Callable[[], datetime] = utcnow,
         owner: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.api = api
+        self.metrics = metrics
         self.engine = engine
         # Reads need no write lock (SQLite begins IMMEDIATE by default).
         self._reader = engine.execution_options(sqlite_begin="DEFERRED")
@@ -121,8 +124,10 @@ class Poller:
             try:
                 self.poll_once()
             except PausedError as exc:
+                self._count("failed")
                 log.info("HubSpot poll skipped: %s", exc)
             except Exception:
+                self._count("failed")
                 log.exception("HubSpot poll failed; trying again next round")
             self._wake.wait(self.interval)
             self._wake.clear()
@@ -134,6 +139,7 @@ class Poller:
         """One round over meetings, tasks and deals; ``None`` when another process polls."""
         if not self._lease():
             log.debug("HubSpot poll: another process holds the lease")
+            self._count("skipped")
             return None
         report = PollReport()
         try:
@@ -143,6 +149,9 @@ class Poller:
         finally:
             with self.engine.begin() as conn:
                 poll_store.release_lease(conn, self.owner, self.clock())
+        self._count("done")
+        if self.metrics is not None:
+            count_changes(self.metrics, "poll", report.tally)
         if report.tally.read:
             log.info(
                 "HubSpot poll: %d object(s) read, %d change(s), %d push(es), %d superseded",
@@ -152,6 +161,10 @@ class Poller:
                 report.tally.superseded,
             )
         return report
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.hubspot_polls.labels(outcome).inc()
 
     def _lease(self) -> bool:
         with self.engine.begin() as conn:
@@ -280,6 +293,13 @@ class Poller:
                     raise
                 log.info("HubSpot poll: a change was recorded concurrently; recording again")
         raise AssertionError("unreachable")
+
+
+def count_changes(metrics: Metrics, source: str, tally: Tally) -> None:
+    """Count a read's changes in ``bookme_hubspot_changes_total``."""
+    recorded = metrics.hubspot_changes.labels(source, "recorded")
+    recorded.inc(tally.changes)
+    metrics.hubspot_changes.labels(source, "superseded").inc(tally.superseded)
 
 
 def _moment_of(moments: Mapping[str, datetime], fallback: datetime, found: Found) -> datetime:

@@ -118,6 +118,9 @@ def test_a_change_seen_by_webhook_and_by_the_poll_is_recorded_once(service: Serv
     poller.poll_once()
     assert len(service.changes()) == 1
     assert len(service.pushes()) == 1
+    metrics = httpx.get(f"{service.url}/metrics").text
+    assert 'bookme_hubspot_changes_total{source="webhook",state="recorded"} 1.0' in metrics
+    assert 'bookme_hubspot_polls_total{outcome="done"} 1.0' in metrics
 
     # HubSpot delivers the same events again (a retry): the same job, nothing new.
     retry = [{**e, "attemptNumber": 1} for e in service.fake.webhook_deliveries[0]["events"]]
