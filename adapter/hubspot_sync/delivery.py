@@ -24,7 +24,7 @@ from adapter.hubspot_sync import DELIVERY_KIND
 from adapter.hubspot_sync.events import ChangeEvent, delivery_hash
 from adapter.hubspot_sync.poll import count_changes, from_ms, modified_at
 from adapter.hubspot_sync.reading import TRACKED
-from adapter.hubspot_sync.record import NOTES, Tally, normaliser, record_objects
+from adapter.hubspot_sync.record import NOTES, Tally, normaliser, record_objects, written
 from adapter.metrics import Metrics
 from adapter.timeutil import utcnow
 from outbox.store import Claim, NewEvent, OutboxStore
@@ -60,6 +60,8 @@ class DeliveryHandler:
         self.api = api
         self.metrics = metrics
         self.store = store
+        # Reads need no write lock (SQLite begins IMMEDIATE by default).
+        self._reader = store.engine.execution_options(sqlite_begin="DEFERRED")
         self.deal_stages = deal_stages
         self.lag = timedelta(seconds=lag_seconds)
         self.clock = clock
@@ -73,15 +75,17 @@ class DeliveryHandler:
                 ids.get(event.object_id, event.occurred_at_ms), event.occurred_at_ms
             )
         # Read before the write transaction: HubSpot is never awaited holding the database.
+        # Only objects the service wrote are read (others are not ours to watch).
         reads = {}
         for object_type, ids in earliest.items():
             tracked = TRACKED[object_type]
+            with self._reader.connect() as conn:
+                ours = [i for i in sorted(ids) if written(conn, tracked.object_type, i) is not None]
+            if not ours:
+                continue
             extra = [NOTES] if tracked.object_type == "meeting" else []
             reads[object_type] = self.api.read_with_history(
-                object_type,
-                sorted(ids),
-                [*tracked.properties, *extra, LAST_MODIFIED],
-                tracked.properties,
+                object_type, ours, [*tracked.properties, *extra, LAST_MODIFIED], tracked.properties
             )
         normalise_value = normaliser(self.deal_stages())
         tally = Tally()

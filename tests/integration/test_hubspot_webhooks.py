@@ -232,3 +232,20 @@ def test_the_webhook_route_is_in_the_openapi_schema(service: Service) -> None:
         "X-HubSpot-Request-Timestamp",
     }
     assert {"200", "400", "401"} <= set(operation["responses"])
+
+
+def test_webhooks_for_the_services_own_writes_record_nothing(service: Service) -> None:
+    """HubSpot also notifies the app of its own writes: read back, they are echoes."""
+    for name in ("hs_meeting_start_time", "hs_meeting_end_time", "hs_meeting_outcome"):
+        service.fake.subscribe("meetings", name)
+    service.fake.subscribe("deals", "dealstage")
+    service.book()
+    service.book(event="booking.rescheduled", scheduledDate="2027-02-20T09:00:00Z")
+    assert service.fake.webhook_queue  # the creates and the reschedule, by our app
+    assert {e["changeSource"] for e in service.fake.webhook_queue} == {"INTEGRATION"}
+    assert set(service.fake.deliver_webhooks(service.hook_url)) == {200}
+    service.wait_deliveries_synced()
+    assert service.changes() == []
+    assert service.pushes() == []
+    assert service.deliveries()[0].result is not None
+    assert service.deliveries()[0].result["read"] >= 1
