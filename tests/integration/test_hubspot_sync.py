@@ -87,9 +87,24 @@ class Sync:
         return [e for e in self.outbox.list(limit=1000) if e.kind == PUSH_KIND]
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, engine: Engine) -> Iterator[Engine]:
+    """The service's migrated database: the SQLite file, and again a fresh PostgreSQL one."""
+    if request.param == "sqlite":
+        yield engine
+        return
+    from adapter import db
+
+    postgres = db.make_engine(request.getfixturevalue("pg_url"))
+    db.upgrade(postgres)
+    yield postgres
+    postgres.dispose()
+
+
 @pytest.fixture
-def sync(fake: FakeHubSpot, engine: Engine) -> Iterator[Sync]:
+def sync(fake: FakeHubSpot, database: Engine) -> Iterator[Sync]:
     """A prepared portal whose search sees writes at once, and the service around it."""
+    engine = database
     fake.configure(search_lag=0.0)
     api = _api(fake)
     mapping = load_mapping(DEFAULT_MAPPING)
