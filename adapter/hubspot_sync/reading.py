@@ -146,6 +146,7 @@ def read_object(
             wrote
             and newest is not None
             and newest.source_type in AUTOMATED
+            and newest.source_id  # a source without an id would take in other apps too
             and own is None
             and learned is None
         ):

@@ -45,6 +45,7 @@ from adapter.backends.hubspot.backend import (
 from adapter.backends.hubspot.client import HubSpotApi, HubSpotAuthError, HubSpotConflict
 from adapter.changes import normalise
 from adapter.errors import AdapterError
+from adapter.hubspot_sync.reading import AUTOMATED
 from adapter.mapping.models import HubSpotSettings
 from adapter.timeutil import iso_z, utcnow
 
@@ -509,7 +510,8 @@ class Verifier:
             )
             return
         entry = ours[0]
-        handled = bool(entry.source_type) and entry.source_type not in ("CRM_UI",)
+        # The poll learns a source as its own only with an id (``adapter.hubspot_sync.reading``).
+        handled = entry.source_type in AUTOMATED and bool(entry.source_id)
         self._row(
             assumption,
             f"{entry.source_type}:{entry.source_id or ''} at {iso_z(entry.timestamp)}",
