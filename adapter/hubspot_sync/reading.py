@@ -140,7 +140,6 @@ def read_object(
         newest = _newest(found, field.properties)
         changed_at = newest.timestamp if newest is not None else modified_at
         actor = newest.source_id if newest is not None else None
-        ours = newest is not None and own is not None and source_of(newest) == own
         wrote = field.name in written and written[field.name] == value
         if (
             wrote
@@ -151,16 +150,17 @@ def read_object(
             and learned is None
         ):
             learned = source_of(newest)
+        known = own or learned
+        ours = newest is not None and known is not None and source_of(newest) == known
         current.append(Current(field.name, value, changed_at, actor, ours))
         if (
             not wrote
             or newest is None
-            or not (ours or (own is None and newest.source_type in AUTOMATED))
+            or not (ours or (known is None and newest.source_type in AUTOMATED))
         ):
             continue
         # Our write holds the field now: what did others set in between that it replaced?
-        mine = own or learned
-        for revision in _others(found, field.properties, mine, since, changed_at):
+        for revision in _others(found, field.properties, known, since, changed_at):
             values = {name: _value_at(found, name, revision.timestamp) for name in field.properties}
             before = normalise(field.name, field.raw(values))
             if before != value and before != written.get(field.name):
