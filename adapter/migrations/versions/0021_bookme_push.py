@@ -9,7 +9,7 @@ each of the booking's plans so its next event does not archive them.
 lead's stage is this instead of the one derived from its meetings.
 
 Revision ID: 0021_bookme_push
-Revises: 0019_crm_changes
+Revises: 0020_crm_poll
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0021_bookme_push"
-down_revision = "0019_crm_changes"
+down_revision = "0020_crm_poll"
 branch_labels = None
 depends_on = None
 
