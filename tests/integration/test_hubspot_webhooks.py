@@ -21,9 +21,20 @@ from adapter.services import Services
 from adapter.settings import Settings
 from outbox.store import SYNCED
 from tests.conftest import DEFAULT_MAPPING, WEBHOOK_SECRET, LiveServer, seed_booking
+from tests.fakes.bookme import FakeBookMe
 from tests.fakes.hubspot import CLIENT_SECRET, FakeHubSpot, post_webhook
 
 HOOK = {"X-Webhook-Secret": WEBHOOK_SECRET}
+BOOKME_TOKEN = "fake-bookme-token"
+# The seed booking (tests.conftest.seed_booking) as BookMe's API holds it.
+BOOKME_BOOKING = {
+    "id": "test-123",
+    "eventType": "workshop",
+    "name": "Test Person",
+    "email": "test@example.com",
+    "scheduledStart": "2027-02-15T10:00:00.000Z",
+    "duration": 120,
+}
 
 
 @dataclass
@@ -31,6 +42,7 @@ class Service:
     fake: FakeHubSpot
     services: Services
     url: str
+    bookme: FakeBookMe
 
     @property
     def hook_url(self) -> str:
@@ -56,6 +68,27 @@ class Service:
         with self.services.engine.connect() as conn:
             return changes_for_booking(conn, booking_id)
 
+    def wait_pushed(self, timeout: float = 15.0) -> list[Any]:
+        """The booking's changes once none is pending a push to BookMe any more."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.changes()
+            if found and all(c.state != "pending" for c in found):
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"pushes still pending: {self.changes()}")
+
+    def settled(self, timeout: float = 15.0) -> None:
+        """Nothing pending in the outbox, and BookMe's webhooks all delivered."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.bookme.wait_for_webhooks()
+            counts = self.services.store.counts()
+            if counts["queued"] == counts["retrying"] == 0:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"outbox not settled: {self.services.store.counts()}")
+
     def wait_deliveries_synced(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -73,6 +106,9 @@ def service(fake: FakeHubSpot, make_settings: Callable[..., Settings]) -> Iterat
     from adapter.services import build_services
 
     fake.configure(search_lag=0.0)
+    bookme = FakeBookMe(token=BOOKME_TOKEN, shared_secret=WEBHOOK_SECRET)
+    bookme.start()
+    bookme.add_booking(BOOKME_BOOKING)
     services = build_services(
         make_settings(
             crm_backend="hubspot",
@@ -81,14 +117,18 @@ def service(fake: FakeHubSpot, make_settings: Callable[..., Settings]) -> Iterat
             hubspot_client_secret=CLIENT_SECRET,
             hubspot_poll_seconds=0,
             hubspot_search_lag_seconds=5,
+            bookme_api_url=bookme.url,
+            bookme_api_token=BOOKME_TOKEN,
         )
     )
     try:
         assert isinstance(services.backend, HubSpotBackend)
         assert run_setup(services.backend.api, load_mapping(DEFAULT_MAPPING)).ok
         with LiveServer(create_app(services=services, embedded_workers=1)) as server:
-            yield Service(fake, services, server.url)
+            bookme.webhook_url = f"{server.url}/api/bookings/incoming"
+            yield Service(fake, services, server.url, bookme)
     finally:
+        bookme.stop()
         services.close()
 
 
@@ -109,9 +149,11 @@ def test_a_change_seen_by_webhook_and_by_the_poll_is_recorded_once(service: Serv
     service.wait_deliveries_synced()
 
     (change,) = service.changes()
-    assert (change.field, change.source, change.state) == ("start", "webhook", "pending")
+    assert (change.field, change.source) == ("start", "webhook")
     assert change.new_value == "2027-02-16T13:30:00.000Z"
     assert len(service.pushes()) == 1
+    (change,) = service.wait_pushed()
+    assert change.state == "pushed"
 
     poller = service.services.hubspot_poller()
     assert poller is not None
@@ -249,3 +291,33 @@ def test_webhooks_for_the_services_own_writes_record_nothing(service: Service) -
     assert service.pushes() == []
     assert service.deliveries()[0].result is not None
     assert service.deliveries()[0].result["read"] >= 1
+
+
+def test_a_reschedule_in_hubspot_goes_to_bookme_once_and_converges(service: Service) -> None:
+    """Moved in HubSpot → the poll records it → one reschedule at BookMe → BookMe's own
+    booking.rescheduled webhook → synced back to HubSpot; the next poll sees our own write
+    (an echo) and BookMe is not called again: no ping-pong."""
+    service.book()
+    meeting_id = service.meeting()["id"]
+    service.fake.reschedule_meeting(meeting_id, "2027-02-16T13:30:00Z")
+    poller = service.services.hubspot_poller()
+    assert poller is not None
+    poller.poll_once()
+    (change,) = service.wait_pushed()
+    assert (change.source, change.state) == ("poll", "pushed")
+    service.settled()
+
+    assert service.bookme.calls["POST reschedule"] == 1
+    (request,) = service.bookme.requests
+    assert request.body == {"scheduledStart": "2027-02-16T13:30:00.000Z", "duration": 120}
+    assert service.bookme.deliveries == [("booking.rescheduled", 200)]
+    rescheduled = [e for e in service.services.store.list(limit=100) if e.key == "test-123"]
+    assert [e.state for e in rescheduled if e.kind == "booking.rescheduled"] == ["synced"]
+    meeting = service.meeting()
+    assert meeting["properties"]["hs_meeting_outcome"] == "RESCHEDULED"
+
+    poller.poll_once()
+    service.settled()
+    assert len(service.changes()) == 1
+    assert len(service.pushes()) == 1
+    assert service.bookme.calls["POST reschedule"] == 1
