@@ -321,3 +321,54 @@ def test_a_reschedule_in_hubspot_goes_to_bookme_once_and_converges(service: Serv
     assert len(service.changes()) == 1
     assert len(service.pushes()) == 1
     assert service.bookme.calls["POST reschedule"] == 1
+
+
+def test_a_meeting_cancelled_in_hubspot_cancels_the_booking_with_the_notes(
+    service: Service,
+) -> None:
+    """Outcome CANCELED in HubSpot, with notes: BookMe's cancel carries them as the reason,
+    and BookMe's booking.cancelled converges without another call."""
+    service.book()
+    service.fake.set_meeting_outcome(
+        service.meeting()["id"], "CANCELED", notes="Customer postponed to spring"
+    )
+    poller = service.services.hubspot_poller()
+    assert poller is not None
+    poller.poll_once()
+    (change,) = service.wait_pushed()
+    service.settled()
+    assert (change.field, change.new_value, change.state) == ("outcome", "CANCELED", "pushed")
+    (request,) = service.bookme.requests
+    assert request.path == "/api/bookings/test-123/cancel"
+    assert "Customer postponed to spring" in request.body["reason"]
+    assert service.bookme.deliveries == [("booking.cancelled", 200)]
+    poller.poll_once()
+    service.settled()
+    assert len(service.changes()) == 1
+    assert service.bookme.calls["POST cancel"] == 1
+
+
+def test_a_reschedule_in_hubspot_that_bookme_refuses_goes_back_with_a_task(
+    service: Service,
+) -> None:
+    """BookMe refuses (slot taken): the HubSpot meeting goes back to BookMe's time, the
+    deal gets a task saying why, and the poll then records nothing new."""
+    service.book()
+    service.bookme.take_slot("2027-02-16T13:30:00Z", 60)
+    meeting_id = service.meeting()["id"]
+    service.fake.reschedule_meeting(meeting_id, "2027-02-16T13:30:00Z")
+    poller = service.services.hubspot_poller()
+    assert poller is not None
+    poller.poll_once()
+    (change,) = service.wait_pushed()
+    service.settled()
+    assert change.state == "refused"
+    assert change.detail == "the slot at 2027-02-16T13:30:00.000Z is already booked"
+    start = service.meeting()["properties"]["hs_timestamp"]
+    assert start.startswith("2027-02-15T10:00:00")
+    titles = [t["properties"]["hs_task_subject"] for t in service.fake.find("tasks")]
+    assert f"BookMe refused the reschedule: {change.detail}" in titles
+    poller.poll_once()
+    service.settled()
+    assert [c.state for c in service.changes()] == ["refused"]
+    assert service.bookme.applied == 0
