@@ -90,4 +90,6 @@ crm_changes = Table(
     Column("source", String(16), nullable=False),
     Column("actor", String(320), nullable=True),
     Column("state", String(16), nullable=False),
+    Index("ix_crm_changes_booking", "booking_id", "changed_at"),
+    Index("ix_crm_changes_field", "field", "changed_at"),
 )
