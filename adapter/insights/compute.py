@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -31,6 +31,8 @@ from sqlalchemy import (
 
 from adapter.insights import definitions as text
 from adapter.insights import sql
+from adapter.insights.days import DayFigures, merged, per_day, percentile_ms
+from adapter.insights.days import refresh as refresh_days
 from adapter.insights.duplicates import duplicates_report
 from adapter.insights.project import BOOKING_KINDS, catch_up, catch_up_changes
 from adapter.insights.report import (
@@ -127,15 +129,9 @@ def _period_bookings(ctx: Context) -> list[Any]:
 # -- webhook success -----------------------------------------------------------------
 
 
-def webhook_success(conn: Connection, ctx: Context) -> WebhookSuccess:
-    day = sql.day(events.c.received_at)
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for row in conn.execute(
-        select(day.label("day"), events.c.state, func.count().label("n"))
-        .where(*_booking_events(ctx))
-        .group_by(day, events.c.state)
-    ):
-        counts[row.day][row.state] += row.n
+def webhook_success(
+    conn: Connection, ctx: Context, figures: Mapping[date, DayFigures]
+) -> WebhookSuccess:
     invalid: dict[str, int] = defaultdict(int)
     if ctx.filters.event_type is None:  # a refused delivery has no trusted event type
         rday = sql.day(refusals.c.received_at)
@@ -149,7 +145,7 @@ def webhook_success(conn: Connection, ctx: Context) -> WebhookSuccess:
     days = []
     totals = {"accepted": 0, "pending": 0, **{r: 0 for r in REFUSAL_REASONS}}
     for d in _days(ctx):
-        states = counts.get(d.isoformat(), {})
+        states = figures[d].states if d in figures else Counter[str]()
         accepted = states.get(SYNCED, 0) + states.get(SUPERSEDED, 0)
         refused = {
             "invalid": invalid.get(d.isoformat(), 0),
@@ -230,42 +226,29 @@ def _refused_events(conn: Connection, ctx: Context) -> list[RefusedEvent]:
 # -- sync time -----------------------------------------------------------------------
 
 
-def _percentile(ordered: Sequence[float], share: float) -> float:
-    """The nearest-rank percentile of sorted values (the value below which ``share`` lie)."""
-    permille = round(share * 1000)
-    rank = max(1, -(-permille * len(ordered) // 1000))  # ceil, in integers
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def sync_stats(values: Iterable[float]) -> SyncStats:
-    ordered = sorted(values)
-    if not ordered:
+def sync_stats(figures: DayFigures) -> SyncStats:
+    """p50/mean/p95/p99/max in seconds from a day's (or merged days') histogram."""
+    histogram = figures.sync_ms
+    count = sum(histogram.values())
+    if not count:
         return SyncStats(count=0, p50=None, mean=None, p95=None, p99=None, max=None)
+
+    def at(share: float) -> float | None:
+        value = percentile_ms(histogram, share)
+        return None if value is None else value / 1000
+
     return SyncStats(
-        count=len(ordered),
-        p50=round(_percentile(ordered, 0.50), 3),
-        mean=round(statistics.fmean(ordered), 3),
-        p95=round(_percentile(ordered, 0.95), 3),
-        p99=round(_percentile(ordered, 0.99), 3),
-        max=round(ordered[-1], 3),
+        count=count,
+        p50=at(0.50),
+        mean=round(figures.sync_sum / count, 3),
+        p95=at(0.95),
+        p99=at(0.99),
+        max=max(histogram) / 1000,
     )
 
 
-def sync_time(conn: Connection, ctx: Context) -> SyncTime:
-    day = sql.day(events.c.received_at)
-    took = sql.seconds(events.c.received_at, events.c.synced_at)
-    per_day: dict[str, list[float]] = defaultdict(list)
-    everything: list[float] = []
-    result = conn.execute(
-        select(day, took).where(
-            *_booking_events(ctx), events.c.state == SYNCED, events.c.synced_at.is_not(None)
-        )
-    )
-    for d, seconds in result:
-        value = max(float(seconds), 0.0)
-        per_day[d].append(value)
-        everything.append(value)
-    overall = sync_stats(everything)
+def sync_time(ctx: Context, figures: Mapping[date, DayFigures]) -> SyncTime:
+    overall = sync_stats(merged(figures.values()))
     return SyncTime(
         definition=text.SYNC,
         target=Target(
@@ -275,7 +258,7 @@ def sync_time(conn: Connection, ctx: Context) -> SyncTime:
         ),
         overall=overall,
         days=tuple(
-            SyncDay(day=d, stats=sync_stats(per_day.get(d.isoformat(), ()))) for d in _days(ctx)
+            SyncDay(day=d, stats=sync_stats(figures.get(d, DayFigures()))) for d in _days(ctx)
         ),
     )
 
@@ -690,9 +673,16 @@ def compute(
             now=now,
         ),
     )
+    timed("days", lambda: refresh_days(engine, now=now))
     with engine.connect() as conn:
-        webhook = timed("webhook", lambda: webhook_success(conn, ctx))
-        sync = timed("sync", lambda: sync_time(conn, ctx))
+        figures = timed(
+            "events",
+            lambda: per_day(
+                conn, filters.start, filters.end, event_type=filters.event_type, now=now
+            ),
+        )
+        webhook = timed("webhook", lambda: webhook_success(conn, ctx, figures))
+        sync = timed("sync", lambda: sync_time(ctx, figures))
         follow = timed("followUps", lambda: follow_ups(conn, ctx))
         response = timed("response", lambda: response_time(conn, ctx))
         groups = timed("bookings", lambda: booking_groups(conn, ctx))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -44,6 +45,19 @@ bookings = Table(
     Column("advanced_at", UtcDateTime(), nullable=True),
     Column("won_at", UtcDateTime(), nullable=True),
     Index("ix_insights_bookings_received", "received_at", "event_type"),
+)
+
+# Closed days' booking events (``adapter.insights.days``): per UTC day and event type,
+# the count per outbox state (JSON), the sync-time histogram in whole ms (JSON) and sum.
+days = Table(
+    "insights_days",
+    insights_metadata,
+    Column("day", String(10), primary_key=True),
+    Column("event_type", String(200), primary_key=True),
+    Column("states", Text, nullable=False),
+    Column("sync_ms", Text, nullable=False),
+    Column("sync_sum", Float, nullable=False),
+    Column("computed_at", UtcDateTime(), nullable=False),
 )
 
 # Small named values: the outbox ``seq`` the projection has read up to.
