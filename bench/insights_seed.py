@@ -264,6 +264,8 @@ def seed(engine: Engine, *, bookings: int, total_events: int, now: datetime) -> 
                     won = after + timedelta(days=rng.uniform(2, 60))
                     steps.append(("deal", "stage", "WON", won))
             for object_type, field, value, at in steps:
+                if at > now - timedelta(minutes=5):
+                    continue  # a change is recorded once made, never ahead of now
                 yield {
                     "dedupe_key": uuid.UUID(int=rng.getrandbits(128)).hex * 2,
                     "booking_id": bid,

@@ -308,46 +308,54 @@ def _task_count(ctx: Context, conn: Connection, keys: Sequence[str]) -> Any:
 
 
 def follow_ups(conn: Connection, ctx: Context) -> FollowUps:
-    pending = (
-        select(events.c.seq)
-        .where(events.c.key == bookings.c.booking_id, events.c.state.in_(PENDING))
-        .exists()
+    # Bookings with an event still in the queue are left out (a handful at any time).
+    waiting = set(
+        conn.execute(select(events.c.key).where(events.c.state.in_(PENDING)).distinct()).scalars()
     )
-    groups = conn.execute(
-        select(bookings.c.event_type, bookings.c.status, func.count().label("n"))
-        .where(*_period_bookings(ctx), ~pending)
-        .group_by(bookings.c.event_type, bookings.c.status)
-    ).all()
+    groups = (
+        conn.execute(
+            select(bookings.c.event_type, bookings.c.status, bookings.c.booking_id).where(
+                *_period_bookings(ctx), bookings.c.booking_id.in_(waiting)
+            )
+        ).all()
+        if waiting
+        else []
+    )
+    held_back: Counter[tuple[str, str]] = Counter((g[0], g[1]) for g in groups)
     per_type: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     keys_of_type: dict[str, set[str]] = defaultdict(set)
     missing: list[MissingFollowUp] = []
-    for group in groups:
-        keys = expected_tasks(ctx.mapping, group.event_type, group.status)
+    for event_type, status, count in conn.execute(
+        select(bookings.c.event_type, bookings.c.status, func.count())
+        .where(*_period_bookings(ctx))
+        .group_by(bookings.c.event_type, bookings.c.status)
+    ):
+        keys = expected_tasks(ctx.mapping, event_type, status)
         if not keys:
             continue
-        keys_of_type[group.event_type].update(keys)
-        short = (
-            conn.execute(
+        keys_of_type[event_type].update(keys)
+        short = [
+            booking_id
+            for booking_id in conn.execute(
                 select(bookings.c.booking_id)
                 .where(
                     *_period_bookings(ctx),
-                    ~pending,
-                    bookings.c.event_type == group.event_type,
-                    bookings.c.status == group.status,
+                    bookings.c.event_type == event_type,
+                    bookings.c.status == status,
                     _task_count(ctx, conn, keys) < len(keys),
                 )
                 .order_by(bookings.c.received_at.desc())
-            )
-            .scalars()
-            .all()
-        )
-        per_type[group.event_type][0] += group.n
-        per_type[group.event_type][1] += group.n - len(short)
+            ).scalars()
+            if booking_id not in waiting
+        ]
+        total = count - held_back[(event_type, status)]
+        per_type[event_type][0] += total
+        per_type[event_type][1] += total - len(short)
         for booking_id in short[: max(0, MISSING_LIMIT - len(missing))]:
             missing.append(
                 MissingFollowUp(
                     booking_id=booking_id,
-                    event_type=group.event_type,
+                    event_type=event_type,
                     missing_keys=_missing_keys(conn, ctx, booking_id, keys),
                 )
             )

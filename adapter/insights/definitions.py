@@ -24,7 +24,8 @@ SYNC = (
 
 DUPLICATES = (
     "A live check of each identity rule in the CRM: contacts per email (trimmed, lower-case), "
-    "companies per name (case-folded, whitespace collapsed), leads per lead key, meetings per "
+    "companies per name (trimmed, lower-case; HubSpot's also with inner whitespace "
+    "collapsed), leads per lead key, meetings per "
     "booking id, tasks per (booking id, task key). The figure is the number of extra records: "
     "in each group sharing one identity, every record but one. Local CRM: checked by SQL on "
     "every report. HubSpot: the objects are read back through the API within the rate "
