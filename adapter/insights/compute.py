@@ -284,27 +284,19 @@ def expected_tasks(mapping: MappingConfig, event_type: str, status: str) -> tupl
     return tuple(t.key for t in tasks if not t.skip_if_past)
 
 
-def _task_count(ctx: Context, conn: Connection, keys: Sequence[str]) -> Any:
-    """A correlated count of the booking's CRM tasks among ``keys``."""
+def _task_in(ctx: Context, keys: Sequence[str]) -> tuple[Any, Any]:
+    """(the CRM's task table, a clause: the task is the booking's, with one of ``keys``)."""
     if ctx.backend == "hubspot":
         from adapter.backends.hubspot.store import hubspot_objects as ho
 
-        return (
-            select(func.count())
-            .where(
-                ho.c.object_type == "task",
-                ho.c.natural_key.in_([bookings.c.booking_id + f"|{k}" for k in keys]),
-                ho.c.hubspot_id.is_not(None),
-            )
-            .scalar_subquery()
+        return ho, and_(
+            ho.c.object_type == "task",
+            ho.c.natural_key.in_([bookings.c.booking_id + f"|{k}" for k in keys]),
+            ho.c.hubspot_id.is_not(None),
         )
     from adapter.backends.local.models import tasks
 
-    return (
-        select(func.count())
-        .where(tasks.c.booking_id == bookings.c.booking_id, tasks.c.key.in_(keys))
-        .scalar_subquery()
-    )
+    return tasks, and_(tasks.c.booking_id == bookings.c.booking_id, tasks.c.key.in_(keys))
 
 
 def follow_ups(conn: Connection, ctx: Context) -> FollowUps:
@@ -312,53 +304,68 @@ def follow_ups(conn: Connection, ctx: Context) -> FollowUps:
     waiting = set(
         conn.execute(select(events.c.key).where(events.c.state.in_(PENDING)).distinct()).scalars()
     )
-    groups = (
-        conn.execute(
-            select(bookings.c.event_type, bookings.c.status, bookings.c.booking_id).where(
-                *_period_bookings(ctx), bookings.c.booking_id.in_(waiting)
-            )
-        ).all()
-        if waiting
-        else []
-    )
-    held_back: Counter[tuple[str, str]] = Counter((g[0], g[1]) for g in groups)
-    per_type: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    keys_of_type: dict[str, set[str]] = defaultdict(set)
-    missing: list[MissingFollowUp] = []
+    totals: Counter[tuple[str, str]] = Counter()
+    expected: dict[tuple[str, str], tuple[str, ...]] = {}
     for event_type, status, count in conn.execute(
         select(bookings.c.event_type, bookings.c.status, func.count())
         .where(*_period_bookings(ctx))
         .group_by(bookings.c.event_type, bookings.c.status)
     ):
         keys = expected_tasks(ctx.mapping, event_type, status)
-        if not keys:
-            continue
-        keys_of_type[event_type].update(keys)
+        if keys:
+            expected[(event_type, status)] = keys
+            totals[(event_type, status)] += count
+    if waiting:
+        for event_type, status in conn.execute(
+            select(bookings.c.event_type, bookings.c.status).where(
+                *_period_bookings(ctx), bookings.c.booking_id.in_(waiting)
+            )
+        ):
+            if (event_type, status) in totals:
+                totals[(event_type, status)] -= 1
+    # One pass: the bookings whose expected tasks are not all in the CRM.
+    short: list[tuple[str, str, str]] = []
+    if expected:
+        table: Any = None
+        clauses: list[Any] = []
+        for (event_type, status), keys in expected.items():
+            table, present = _task_in(ctx, keys)
+            clauses.append(
+                and_(bookings.c.event_type == event_type, bookings.c.status == status, present)
+            )
+        found = select(func.count()).select_from(table).where(or_(*clauses)).scalar_subquery()
+        wanted = case(
+            *(
+                (and_(bookings.c.event_type == t, bookings.c.status == st), len(keys))
+                for (t, st), keys in expected.items()
+            ),
+            else_=0,
+        )
         short = [
-            booking_id
-            for booking_id in conn.execute(
-                select(bookings.c.booking_id)
-                .where(
-                    *_period_bookings(ctx),
-                    bookings.c.event_type == event_type,
-                    bookings.c.status == status,
-                    _task_count(ctx, conn, keys) < len(keys),
-                )
+            (booking_id, event_type, status)
+            for booking_id, event_type, status in conn.execute(
+                select(bookings.c.booking_id, bookings.c.event_type, bookings.c.status)
+                .where(*_period_bookings(ctx), found < wanted)
                 .order_by(bookings.c.received_at.desc())
-            ).scalars()
+            )
             if booking_id not in waiting
         ]
-        total = count - held_back[(event_type, status)]
-        per_type[event_type][0] += total
-        per_type[event_type][1] += total - len(short)
-        for booking_id in short[: max(0, MISSING_LIMIT - len(missing))]:
-            missing.append(
-                MissingFollowUp(
-                    booking_id=booking_id,
-                    event_type=event_type,
-                    missing_keys=_missing_keys(conn, ctx, booking_id, keys),
-                )
-            )
+    incomplete: Counter[str] = Counter(event_type for _, event_type, _ in short)
+    per_type: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    keys_of_type: dict[str, set[str]] = defaultdict(set)
+    for (event_type, status), count in totals.items():
+        per_type[event_type][0] += count
+        keys_of_type[event_type].update(expected[(event_type, status)])
+    for event_type, row in per_type.items():
+        row[1] = row[0] - incomplete[event_type]
+    missing = [
+        MissingFollowUp(
+            booking_id=booking_id,
+            event_type=event_type,
+            missing_keys=_missing_keys(conn, ctx, booking_id, expected[(event_type, status)]),
+        )
+        for booking_id, event_type, status in short[:MISSING_LIMIT]
+    ]
     rows = tuple(
         FollowUpsByType(
             event_type=name,
