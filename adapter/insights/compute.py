@@ -34,7 +34,7 @@ from adapter.insights import sql
 from adapter.insights.days import DayFigures, merged, per_day, percentile_ms
 from adapter.insights.days import refresh as refresh_days
 from adapter.insights.duplicates import duplicates_report
-from adapter.insights.project import BOOKING_KINDS, catch_up, catch_up_changes
+from adapter.insights.project import BOOKING_KINDS, catch_up, catch_up_changes, fill_owners
 from adapter.insights.report import (
     FUNNEL_STEPS,
     REFUSAL_REASONS,
@@ -421,23 +421,8 @@ def _missing_keys(
 # -- response time -------------------------------------------------------------------
 
 
-def _owner_joined() -> tuple[Any, Any]:
-    """Bookings joined to their owner: the local CRM's meeting owner, else the round
-    robin's choice (HubSpot), else ``''``."""
-    from adapter.backends.local.models import activities
-    from adapter.owners.store import assignments
-
-    joined = bookings.outerjoin(
-        activities, activities.c.booking_id == bookings.c.booking_id
-    ).outerjoin(assignments, assignments.c.booking_id == bookings.c.booking_id)
-    owner = func.lower(
-        func.coalesce(activities.c.owner_email, assignments.c.owner_email, literal(""))
-    )
-    return joined, owner
-
-
 def response_time(conn: Connection, ctx: Context) -> ResponseTime:
-    joined, owner = _owner_joined()
+    owner = func.coalesce(bookings.c.owner, literal(""))
     answered = bookings.c.first_action_at.is_not(None)
     took = sql.seconds(bookings.c.received_at, bookings.c.first_action_at)
     judged_after = ctx.now - timedelta(seconds=TARGET_RESPONSE_SECONDS)
@@ -447,14 +432,11 @@ def response_time(conn: Connection, ctx: Context) -> ResponseTime:
             func.sum(case((or_(answered, bookings.c.received_at <= judged_after), 1), else_=0)),
             func.sum(case((and_(answered, took < TARGET_RESPONSE_SECONDS), 1), else_=0)),
         )
-        .select_from(joined)
         .where(*_period_bookings(ctx))
         .group_by(owner)
     ).all()
     values: dict[str, list[float]] = defaultdict(list)
-    for name, seconds in conn.execute(
-        select(owner, took).select_from(joined).where(*_period_bookings(ctx), answered)
-    ):
+    for name, seconds in conn.execute(select(owner, took).where(*_period_bookings(ctx), answered)):
         values[name].append(max(float(seconds), 0.0))
     per_owner = [
         OwnerResponse(
@@ -679,6 +661,7 @@ def compute(
             timings[name] = round(time.perf_counter() - began, 4)
 
     timed("projection", lambda: catch_up(engine, now=now))
+    timed("owners", lambda: fill_owners(engine, now=now))
     timed(
         "changes",
         lambda: catch_up_changes(

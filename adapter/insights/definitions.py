@@ -47,8 +47,9 @@ RESPONSE = (
     "task completed, a meeting marked completed, or a deal stage changed (by a salesperson, "
     "not by the service). Median over answered bookings, and the share answered within 24 h "
     "over bookings received in the period that were answered or are older than 24 h "
-    "(younger unanswered ones cannot be judged yet). Per owner: the meeting's owner in the "
-    "local CRM, or the round robin's choice. Target: a median below 24 h."
+    "(younger unanswered ones cannot be judged yet). Per owner: the booking's owner when it "
+    "was written to the CRM (the local CRM's meeting owner, or the round robin's choice). "
+    "Target: a median below 24 h."
 )
 
 FUNNEL = (

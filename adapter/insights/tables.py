@@ -44,7 +44,10 @@ bookings = Table(
     Column("crm_outcome_at", UtcDateTime(), nullable=True),
     Column("advanced_at", UtcDateTime(), nullable=True),
     Column("won_at", UtcDateTime(), nullable=True),
+    # The booking's owner once it was written to the CRM ('' for none; NULL: not yet read).
+    Column("owner", String(320), nullable=True),
     Index("ix_insights_bookings_received", "received_at", "event_type"),
+    Index("ix_insights_bookings_owner", "owner"),
 )
 
 # Closed days' booking events (``adapter.insights.days``): per UTC day and event type,

@@ -33,10 +33,12 @@ def upgrade() -> None:
         sa.Column("crm_outcome_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("advanced_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("won_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("owner", sa.String(320), nullable=True),
     )
     op.create_index(
         "ix_insights_bookings_received", "insights_bookings", ["received_at", "event_type"]
     )
+    op.create_index("ix_insights_bookings_owner", "insights_bookings", ["owner"])
     op.create_table(
         "insights_days",
         sa.Column("day", sa.String(10), primary_key=True),
@@ -86,5 +88,6 @@ def downgrade() -> None:
     op.drop_table("webhook_refusals")
     op.drop_table("insights_state")
     op.drop_table("insights_days")
+    op.drop_index("ix_insights_bookings_owner", table_name="insights_bookings")
     op.drop_index("ix_insights_bookings_received", table_name="insights_bookings")
     op.drop_table("insights_bookings")
