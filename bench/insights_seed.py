@@ -32,7 +32,7 @@ from adapter.backends.local.models import activities, companies, contacts, leads
 from adapter.insights.compute import compute, not_progress_stages, won_stages
 from adapter.insights.days import refresh as refresh_days
 from adapter.insights.duplicates import _report, local_groups
-from adapter.insights.project import catch_up, catch_up_changes
+from adapter.insights.project import catch_up, catch_up_changes, fill_owners
 from adapter.insights.report import Filters
 from adapter.insights.tables import _changes_metadata, crm_changes, refusals
 from adapter.mapping.loader import load_mapping
@@ -334,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
         read = catch_up(engine, now=now)
         took = time.perf_counter() - began
         print(f"first build: bookings projection over {read} events {took:.1f} s")
+        began = time.perf_counter()
+        read = fill_owners(engine, now=now)
+        print(f"first build: {read} owners read {time.perf_counter() - began:.1f} s")
         began = time.perf_counter()
         read = catch_up_changes(
             engine, not_progress=not_progress_stages(mapping), won=won_stages(mapping), now=now
