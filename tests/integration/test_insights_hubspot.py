@@ -52,3 +52,50 @@ def test_a_failed_hubspot_check_is_recorded_and_waits_the_hour(hs: Harness, engi
     assert failed.checked_at is None
     assert failed.error is not None
     assert check_hubspot(engine, hs.api, now=T0 + timedelta(minutes=5)) is False
+
+
+def test_hubspot_follow_ups_read_hubspot_objects(hs: Harness, engine: Engine) -> None:  # noqa: F811
+    """Follow-ups on HubSpot count the tasks the backend created (``hubspot_objects``):
+    a task row without its HubSpot id (an interrupted create) is missing."""
+    from sqlalchemy import insert, update
+
+    from adapter.backends.hubspot.store import hubspot_objects
+    from adapter.insights.compute import Context, follow_ups
+    from adapter.insights.report import Filters
+    from adapter.insights.tables import bookings
+
+    start = datetime(2027, 2, 15, 10, tzinfo=UTC)
+    for n in range(2):
+        _, error = hs.sync(bookingId=f"bk-{n}", email=f"p{n}@example.com", eventType="workshop")
+        assert error is None
+    with engine.begin() as conn:
+        conn.execute(
+            insert(bookings),
+            [
+                {
+                    "booking_id": f"bk-{n}",
+                    "event_type": "workshop",
+                    "received_at": T0,
+                    "start_at": start,
+                    "status": "live",
+                    "snapshot_at": T0,
+                    "snapshot_seq": n + 1,
+                }
+                for n in range(2)
+            ],
+        )
+        conn.execute(
+            update(hubspot_objects)
+            .where(hubspot_objects.c.natural_key == "bk-1|follow-up")
+            .values(hubspot_id=None, state="intent")
+        )
+    ctx = Context(
+        filters=Filters(T0.date(), T0.date() + timedelta(days=1)),
+        now=T0 + timedelta(days=1),
+        mapping=hs.mapping,
+        backend="hubspot",
+    )
+    with engine.connect() as conn:
+        result = follow_ups(conn, ctx)
+    assert (result.bookings, result.complete) == (2, 1)
+    assert [(m.booking_id, m.missing_keys) for m in result.missing] == [("bk-1", ("follow-up",))]
