@@ -350,6 +350,10 @@ def test_api_json_and_csv(history: History, admin: dict[str, str]) -> None:
     )
     (line,) = list(csv.DictReader(io.StringIO(webhook_csv.text)))
     assert (line["deliveries"], line["invalid"], line["quarantined"]) == ("11", "1", "1")
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/api/insights", "/api/insights.csv"} <= set(paths)
+    params = {p["name"] for p in paths["/api/insights"]["get"]["parameters"]}
+    assert {"from", "to", "eventType", "format", "metric"} <= params
 
 
 @pytest.mark.parametrize(
