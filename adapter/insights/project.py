@@ -146,8 +146,7 @@ def catch_up(engine: Engine, *, now: datetime | None = None) -> int:
                 .limit(BATCH)
             ).all()
             if not rows:
-                _analyze(engine, read)
-                return read
+                break
             _merge(conn, [p for p in map(_parse, rows) if p is not None])
             read += len(rows)
             # The mark passes only events old enough that no lower seq can still commit.
@@ -161,6 +160,8 @@ def catch_up(engine: Engine, *, now: datetime | None = None) -> int:
                 if prefix:
                     _set_mark(conn, rows[prefix - 1].seq)
             cursor = rows[-1].seq
+    _analyze(engine, read)  # outside the batch's transaction: SQLite has one writer
+    return read
 
 
 # -- changes made in the CRM --------------------------------------------------------
