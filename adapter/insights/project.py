@@ -202,7 +202,8 @@ def catch_up_changes(
 ) -> int:
     """Merge the CRM changes recorded since the last call; returns how many were read.
 
-    A change for a booking the projection does not hold yet is read again next time.
+    Run after ``catch_up``: every stored booking event is then in the projection, so a
+    change naming a booking it does not hold names none of ours and is passed over.
     """
     now = now or datetime.now(UTC)
     settled_before = now - SETTLE_MARGIN
@@ -262,7 +263,7 @@ def catch_up_changes(
             if not holding:
                 prefix = 0
                 for row in rows:
-                    if _utc(row.recorded_at) >= settled_before or row.booking_id not in held:
+                    if _utc(row.recorded_at) >= settled_before:
                         holding = True
                         break
                     prefix += 1
