@@ -285,6 +285,15 @@ def expected_tasks(mapping: MappingConfig, event_type: str, status: str) -> tupl
     return tuple(t.key for t in tasks if not t.skip_if_past)
 
 
+def _live_in_hubspot(ho: Any) -> Any:
+    """The row names a HubSpot object that exists: created (not an interrupted create's
+    intent) and not the one found deleted there (until the next event recreates it)."""
+    return and_(
+        ho.c.hubspot_id.is_not(None),
+        or_(ho.c.deleted_id.is_(None), ho.c.deleted_id != ho.c.hubspot_id),
+    )
+
+
 def _task_in(ctx: Context, keys: Sequence[str]) -> tuple[Any, Any]:
     """(the CRM's task table, a clause: the task is the booking's, with one of ``keys``)."""
     if ctx.backend == "hubspot":
@@ -293,7 +302,7 @@ def _task_in(ctx: Context, keys: Sequence[str]) -> tuple[Any, Any]:
         return ho, and_(
             ho.c.object_type == "task",
             ho.c.natural_key.in_([bookings.c.booking_id + f"|{k}" for k in keys]),
-            ho.c.hubspot_id.is_not(None),
+            _live_in_hubspot(ho),
         )
     from adapter.backends.local.models import tasks
 
@@ -419,7 +428,7 @@ def _missing_keys(
                 select(ho.c.natural_key).where(
                     ho.c.object_type == "task",
                     ho.c.natural_key.in_([f"{booking_id}|{k}" for k in keys]),
-                    ho.c.hubspot_id.is_not(None),
+                    _live_in_hubspot(ho),
                 )
             ).scalars()
         }
