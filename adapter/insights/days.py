@@ -110,10 +110,18 @@ def refresh(engine: Engine, *, now: datetime | None = None) -> int:
     now = now or datetime.now(UTC)
     closed_before = _closed_before(now)
     with engine.connect() as conn:
-        dirty = _dirty_days(conn, _mark(conn), closed_before)
+        since = _mark(conn)
+        dirty = set(_dirty_days(conn, since, closed_before))
+    if since is not None:
+        # Days that closed since the last refresh are written whether or not their
+        # events changed after it (they were open, so read live, until now).
+        day = _closed_before(since)
+        while day < closed_before:
+            dirty.add(day)
+            day += timedelta(days=1)
     # Consecutive dirty days are read in one query (the first refresh reads the history).
     runs: list[tuple[date, date]] = []
-    for d in dirty:
+    for d in sorted(dirty):
         if runs and runs[-1][1] == d and (d - runs[-1][0]).days < 31:
             runs[-1] = (runs[-1][0], d + timedelta(days=1))
         else:

@@ -63,9 +63,12 @@ def test_a_closed_day_is_summed_again_when_an_event_settles_later(
         store.mark_synced(conn, ids[0], claims[ids[0]].token, {})
     store.mark_failed(ids[1], claims[ids[1]].token, "CRM down", retryable=True)
 
+    # Summed up while day 1 is open: nothing written; it closes before the next refresh,
+    # which writes it although none of its events changed in between.
+    assert refresh(migrated, now=T0 + timedelta(hours=1)) == 0
     day3 = T0 + timedelta(days=2)
     catch_up(migrated, now=day3)
-    assert refresh(migrated, now=day3) == 1
+    assert refresh(migrated, now=day3) == 2  # day 1, and day 2 (no events) closing too
     with migrated.connect() as conn:
         first = per_day(conn, T0.date(), T0.date() + timedelta(days=1), event_type=None, now=day3)
     figures = first[T0.date()]
@@ -78,7 +81,7 @@ def test_a_closed_day_is_summed_again_when_an_event_settles_later(
     with store.transaction() as conn:
         store.mark_synced(conn, ids[1], claim.token, {})
     day4 = T0 + timedelta(days=3, minutes=5)
-    assert refresh(migrated, now=day4) == 1
+    assert refresh(migrated, now=day4) == 2  # day 1 (its event settled) and day 3, closing
     with migrated.connect() as conn:
         again = per_day(conn, T0.date(), T0.date() + timedelta(days=1), event_type=None, now=day4)
         typed = per_day(
