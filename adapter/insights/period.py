@@ -34,6 +34,10 @@ def parse_filters(
 ) -> Filters:
     """``from``/``to`` are UTC days, both included (default: the last 30 days to today)."""
     last = _day("to", end) or today
+    if last.year < 2 or last.year > 9998:
+        raise FilterError(
+            "to" if end else "from", "must be a date between 0002-01-01 and 9998-12-31"
+        )
     first = _day("from", start) or last - timedelta(days=DEFAULT_DAYS - 1)
     if first > last:
         raise FilterError("from", "must not be after to")

@@ -40,6 +40,8 @@ def test_period_defaults_to_the_last_30_days_both_ends_included() -> None:
         ("2024-01-01", "2025-01-02", None, "from"),
         (None, None, "x" * 201, "eventType"),
         (None, None, "a\x00b", "eventType"),
+        ("0001-01-01", "0001-01-05", None, "to"),
+        (None, "9999-12-31", None, "to"),
     ],
 )
 def test_bad_input_names_its_field(
