@@ -17,7 +17,7 @@ import csv
 import io
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
@@ -43,16 +43,24 @@ def plain(value: float) -> str:
 
 
 def percent(value: float) -> str:
-    """``99.5 %`` (the value is already a percentage)."""
-    return f"{value:.1f} %" if value != int(value) else f"{int(value)} %"
+    """``99.5 %``, ``99.95 %``, ``100 %`` (the value is already a percentage), to 0.01."""
+    return f"{value:.2f}".rstrip("0").rstrip(".") + " %"
+
+
+def hours(value: float) -> str:
+    """Seconds as hours: ``0.5 h``, ``26 h``; under an hour in minutes (``12 min``)."""
+    if value < 3600:
+        return f"{round(value / 60)} min"
+    return f"{value / 3600:.1f}".rstrip("0").rstrip(".") + " h"
 
 
 def seconds(value: float) -> str:
-    """``0.84 s``, ``12.3 s``, ``2 min 5 s``."""
+    """``0.84 s``, ``2 s``, ``12.3 s``, ``2 min 5 s``."""
     if value >= 120:
         minutes, rest = divmod(round(value), 60)
         return f"{minutes} min {rest} s" if rest else f"{minutes} min"
-    return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"
+    shown = f"{value:.2f}" if value < 10 else f"{value:.1f}"
+    return shown.rstrip("0").rstrip(".") + " s"
 
 
 # --- what a chart is made of --------------------------------------------------------
@@ -68,16 +76,10 @@ class Series:
 
 @dataclass(frozen=True)
 class Target:
-    """A goal drawn across the chart: ``above`` means the figure should exceed it."""
+    """A goal drawn across a chart as a dashed red line, labelled ``label`` (``target < 2 s``)."""
 
     value: float
     label: str
-    above: bool = True
-
-    def met(self, value: float | None) -> bool | None:
-        if value is None:
-            return None
-        return value > self.value if self.above else value < self.value
 
 
 @dataclass(frozen=True)
@@ -137,26 +139,27 @@ class Figure:
 
 @dataclass(frozen=True)
 class Tile:
-    """A headline figure, coloured by whether it meets its target, with its definition."""
+    """A headline figure with its definition, coloured by ``met`` (``None``: nothing to judge).
+
+    ``target`` is the goal in words (``> 99 %``); without one the tile only informs.
+    """
 
     id: str
     label: str
     value: float | None
     fmt: Format
     definition: str
-    target: Target | None = None
+    target: str | None = None
+    met: bool | None = None
     detail: str = ""
-    state: str = field(init=False)
 
-    def __post_init__(self) -> None:
-        met = self.target.met(self.value) if self.target else None
-        if self.value is None:
-            state = "no-data"
-        elif met is None:
-            state = "info"
-        else:
-            state = "met" if met else "not-met"
-        object.__setattr__(self, "state", state)
+    @property
+    def state(self) -> str:
+        if self.target is None:
+            return "info" if self.value is not None else "no-data"
+        if self.value is None or self.met is None:
+            return "no-data"
+        return "met" if self.met else "not-met"
 
     def __html__(self) -> str:
         return str(tile(self))
@@ -310,7 +313,7 @@ def _axes(frame: _Frame, ticks: Sequence[float], fmt: Format, labels: Sequence[s
     return el("g", {"class": "axes", "aria-hidden": "true"}, *parts)
 
 
-def _target_line(frame: _Frame, target: Target, fmt: Format) -> Markup:
+def _target_line(frame: _Frame, target: Target) -> Markup:
     y = frame.y(target.value)
     return el(
         "g",
@@ -327,7 +330,19 @@ def _target_line(frame: _Frame, target: Target, fmt: Format) -> Markup:
                 "stroke-dasharray": "8 4",
             },
         ),
-        _text(frame.right, y - 6, f"{target.label} ({fmt(target.value)})", "end", 11, fill=TARGET),
+        _text(
+            frame.right - 4,
+            y - 6,
+            target.label,
+            "end",
+            11,
+            fill=TARGET,
+            font_weight="600",
+            # A white outline keeps the label readable over a bar or a line.
+            stroke="#fff",
+            stroke_width=3,
+            paint_order="stroke",
+        ),
     )
 
 
@@ -533,7 +548,7 @@ def line_chart(
         _legend(series, bars=False),
         _axes(frame, ticks, fmt, categories),
         *marks,
-        _target_line(frame, target, fmt) if target else Markup(""),
+        _target_line(frame, target) if target else Markup(""),
         _no_data(frame, bool(values)),
     )
     table = _series_table(title, first_column, categories, series, fmt)
@@ -595,7 +610,7 @@ def bar_chart(
         _legend(series, bars=True),
         _axes(frame, ticks, fmt, categories),
         *groups,
-        _target_line(frame, target, fmt) if target else Markup(""),
+        _target_line(frame, target) if target else Markup(""),
         _no_data(frame, any(values)),
     )
     table = _series_table(title, first_column or "Category", categories, series, fmt)
@@ -614,26 +629,35 @@ def funnel_chart(
     cohorts: Sequence[Cohort],
     *,
     first_column: str = "Cohort",
+    extra: Sequence[Series] = (),
+    extra_fmt: Format = plain,
     csv_url: str | None = None,
     caption: str = "",
 ) -> Figure:
     """One funnel row per cohort: a bar per step, as wide as its share of the cohort's first
-    step, with the count and the conversion from the step before."""
+    step, with the count and the conversion from the step before.
+
+    ``extra`` series (a value per cohort, e.g. the time to conversion) are added to
+    the table and the CSV, not drawn.
+    """
     for cohort in cohorts:
         if len(cohort.counts) != len(steps):
             raise ValueError(f"cohort {cohort.label!r} has {len(cohort.counts)} counts")
-    column = (WIDTH - FUNNEL_LABEL - 16) / max(len(steps), 1)
+    _check([c.label for c in cohorts], extra)
+    longest = max((len(cohort.label) for cohort in cohorts), default=0)
+    label_width = min(max(FUNNEL_LABEL, 7 * longest + 16), 280)
+    column = (WIDTH - label_width - 16) / max(len(steps), 1)
     parts = [
-        _text(FUNNEL_LABEL + column * (i + 0.5), 20, step, size=12, font_weight="600")
+        _text(label_width + column * (i + 0.5), 20, step, size=12, font_weight="600")
         for i, step in enumerate(steps)
     ]
     for row, cohort in enumerate(cohorts):
         top = 32 + row * FUNNEL_ROW
-        parts.append(_text(FUNNEL_LABEL - 8, top + 20, cohort.label, anchor="end"))
+        parts.append(_text(label_width - 8, top + 20, cohort.label, anchor="end"))
         base = cohort.counts[0] if cohort.counts else 0
         for i, count in enumerate(cohort.counts):
             width = (column - 12) * (count / base if base else 0)
-            middle = FUNNEL_LABEL + column * (i + 0.5)
+            middle = label_width + column * (i + 0.5)
             parts.append(
                 el(
                     "rect",
@@ -666,8 +690,9 @@ def funnel_chart(
         columns.append(step)
         if i:
             columns.append(f"{steps[i - 1]} → {step} (%)")
+    columns.extend(one.name for one in extra)
     rows = []
-    for cohort in cohorts:
+    for position, cohort in enumerate(cohorts):
         cells = [Cell(cohort.label)]
         for i, count in enumerate(cohort.counts):
             cells.append(Cell(plain(count), float(count), series=steps[i]))
@@ -675,6 +700,10 @@ def funnel_chart(
                 rate = conversion(count, cohort.counts[i - 1])
                 label = f"{steps[i - 1]} → {steps[i]} (%)"
                 cells.append(Cell(MISSING if rate is None else percent(rate), rate, series=label))
+        for one in extra:
+            value = one.values[position]
+            text = MISSING if value is None else extra_fmt(value)
+            cells.append(Cell(text, value, series=one.name))
         rows.append(tuple(cells))
     table = Table(title, tuple(columns), tuple(rows))
     return _figure(chart_id, title, svg, table, csv_url, caption or description)
@@ -688,7 +717,7 @@ def conversion(count: int, previous: int) -> float | None:
 def tile(item: Tile) -> Markup:
     """A headline figure: value, target and whether it is met (in words, not colour alone)."""
     shown = "no data" if item.value is None else item.fmt(item.value)
-    verdict = {"met": "met", "not-met": "not met", "no-data": "no data yet", "info": ""}
+    verdict = {"met": "met", "not-met": "not met", "no-data": "nothing to judge yet", "info": ""}
     parts: list[object] = [
         el("h3", {"class": "tile-label", "id": f"{item.id}-label"}, item.label),
         el(
@@ -705,13 +734,15 @@ def tile(item: Tile) -> Markup:
             el(
                 "p",
                 {"class": "tile-target"},
-                f"Target: {item.target.label} ({item.fmt(item.target.value)}) · ",
+                f"Target: {item.target} · ",
                 el("strong", {"class": "verdict"}, verdict[item.state]),
             )
         )
     if item.detail:
         parts.append(el("p", {"class": "tile-detail"}, item.detail))
-    parts.append(el("p", {"class": "definition"}, item.definition))
+    parts.append(
+        el("p", {"class": "definition"}, el("strong", None, "Definition: "), item.definition)
+    )
     return el(
         "section",
         {

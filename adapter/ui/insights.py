@@ -1,0 +1,447 @@
+"""The dashboard's Insights page: the success metrics and the funnel (``adapter.insights``) as
+headline figures and charts, each chart's numbers also as CSV.
+
+The period and event type come from a GET form (no JavaScript needed); the
+report is computed by ``adapter.insights.compute.build_report`` and turned into
+figures here by pure functions (``figures``, ``tiles``), which the page and the
+CSV downloads share, so a CSV holds exactly the numbers its chart draws.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
+
+from fastapi import Request, status
+from fastapi.responses import Response
+from sqlalchemy.exc import SQLAlchemyError
+
+from adapter.api.deps import ServicesDep
+from adapter.insights.report import WEEKDAYS, Filters, FunnelRow, Report
+from adapter.timeutil import utcnow
+from adapter.ui.charts import (
+    Cohort,
+    Figure,
+    Series,
+    Target,
+    Tile,
+    bar_chart,
+    funnel_chart,
+    hours,
+    line_chart,
+    percent,
+    plain,
+    seconds,
+)
+from adapter.ui.views import Page, _logged_in, _secure, _to_login, _unreadable, router
+
+if TYPE_CHECKING:
+    from adapter.services import Services
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DAYS = 30
+MAX_DAYS = 731
+EVENT_TYPE_LENGTH = 200
+STEP_NAMES = {
+    "bookings": "Bookings",
+    "held": "Meetings held",
+    "consultations": "Consultations",
+    "won": "Won",
+}
+
+
+class QueryError(ValueError):
+    """A form field the page cannot use: ``field`` names it, the message says why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Query:
+    """The form's choice: ``first``..``last`` inclusive (UTC days) and an event type or all."""
+
+    first: date
+    last: date
+    event_type: str | None
+
+    @property
+    def filters(self) -> Filters:
+        return Filters(
+            start=self.first, end=self.last + timedelta(days=1), event_type=self.event_type
+        )
+
+    def params(self) -> str:
+        """The query string that brings this choice back (for CSV links)."""
+        fields = {"from": self.first.isoformat(), "to": self.last.isoformat()}
+        if self.event_type:
+            fields["eventType"] = self.event_type
+        return urlencode(fields)
+
+
+def _day(field: str, value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise QueryError(field, f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def parse_query(
+    raw_from: str | None, raw_to: str | None, raw_event_type: str | None, today: date
+) -> Query:
+    """The period and event type from the form; the last 30 days and every type by default."""
+    last = _day("to", raw_to.strip()) if raw_to and raw_to.strip() else today
+    if raw_from and raw_from.strip():
+        first = _day("from", raw_from.strip())
+    else:
+        first = last - timedelta(days=DEFAULT_DAYS - 1)
+    if first > last:
+        raise QueryError("from", f"{first} is after the period's end ({last})")
+    if (last - first).days + 1 > MAX_DAYS:
+        raise QueryError("from", f"the period is longer than {MAX_DAYS} days")
+    event_type = (raw_event_type or "").strip() or None
+    if event_type is not None and (
+        len(event_type) > EVENT_TYPE_LENGTH or any(ord(c) < 32 for c in event_type)
+    ):
+        raise QueryError("eventType", f"must be at most {EVENT_TYPE_LENGTH} printable characters")
+    return Query(first, last, event_type)
+
+
+# --- the report as pictures -----------------------------------------------------------
+
+
+def _share(value: float | None) -> float | None:
+    return None if value is None else value * 100
+
+
+def _hours(value: float | None) -> float | None:
+    return None if value is None else round(value / 3600, 2)
+
+
+def tiles(report: Report) -> list[Tile]:
+    """The headline figures, each judged against the booking design's target."""
+    web, sync, dup = report.webhook, report.sync, report.duplicates
+    follow, response, funnel = report.follow_ups, report.response, report.funnel
+    refused = ", ".join(f"{reason} {count}" for reason, count in web.refused.items())
+    stats = sync.overall
+    spread = " · ".join(
+        f"{name} {seconds(value)}"
+        for name, value in (("p50", stats.p50), ("p95", stats.p95), ("p99", stats.p99))
+        if value is not None
+    )
+    checked = (
+        f"Checked {dup.checked_at:%Y-%m-%d %H:%M} UTC on the {dup.backend} CRM."
+        if dup.checked_at
+        else "Not checked yet."
+    )
+    if dup.error:
+        checked += f" The last check failed: {dup.error}"
+    overall = response.overall
+    within = (
+        f"{percent(overall.share_under_24h * 100)} answered within 24 h; "
+        if overall.share_under_24h is not None
+        else ""
+    )
+    won = funnel.totals.conversion.get("won")
+    return [
+        Tile(
+            "tile-webhook",
+            "Webhook success rate",
+            _share(web.success_rate),
+            percent,
+            web.definition,
+            web.target.text,
+            web.target.met,
+            f"{web.accepted:,} of {web.deliveries:,} deliveries accepted; refused: {refused}; "
+            f"{web.pending:,} still pending.",
+        ),
+        Tile(
+            "tile-sync",
+            "Average sync time",
+            stats.mean,
+            seconds,
+            sync.definition,
+            sync.target.text,
+            sync.target.met,
+            f"{spread} over {stats.count:,} synced events." if stats.count else "",
+        ),
+        Tile(
+            "tile-duplicates",
+            "Duplicate records",
+            float(dup.count),
+            plain,
+            dup.definition,
+            dup.target.text,
+            dup.target.met,
+            checked,
+        ),
+        Tile(
+            "tile-follow-ups",
+            "Follow-ups scheduled",
+            _share(follow.share),
+            percent,
+            follow.definition,
+            follow.target.text,
+            follow.target.met,
+            f"{follow.complete:,} of {follow.bookings:,} bookings have every mapped task.",
+        ),
+        Tile(
+            "tile-response",
+            "Response time to new leads (median)",
+            overall.median,
+            hours,
+            response.definition,
+            response.target.text,
+            response.target.met,
+            f"{within}{overall.answered:,} of {overall.bookings:,} bookings answered.",
+        ),
+        Tile(
+            "tile-conversion",
+            "Consultation → client",
+            _share(won),
+            percent,
+            "Leads won / consultations held, over the period's booking cohorts: the funnel's "
+            "last step (its full definition is under the funnel below).",
+            detail=(
+                f"{funnel.totals.won:,} won of {funnel.totals.consultations:,} consultations "
+                f"and {funnel.totals.bookings:,} bookings."
+            ),
+        ),
+    ]
+
+
+def _cohort_label(row: FunnelRow, by_type: bool) -> str:
+    return f"{row.month} · {row.event_type}" if by_type else row.month
+
+
+def figures(report: Report, params: str = "") -> dict[str, Figure]:
+    """Every chart of the page by id, with its CSV link carrying ``params``."""
+
+    def csv(chart_id: str) -> str:
+        return f"/ui/insights/{chart_id}.csv" + (f"?{params}" if params else "")
+
+    web, sync, funnel, cancels = report.webhook, report.sync, report.funnel, report.cancellations
+    days = [d.day.isoformat() for d in web.days]
+    charts = [
+        line_chart(
+            "webhook-rate",
+            "Webhook success rate per day",
+            "Accepted deliveries as a share of all authenticated deliveries settled that day, "
+            f"against the target {web.target.text}.",
+            days,
+            [Series("Success rate", tuple(_share(d.success_rate) for d in web.days))],
+            fmt=percent,
+            target=Target(web.target.value * 100, f"target {web.target.text}"),
+            low=None,
+            high=100.0,
+            csv_url=csv("webhook-rate"),
+        ),
+        bar_chart(
+            "webhook-deliveries",
+            "Deliveries per day",
+            "Deliveries per day: accepted, refused (invalid, quarantined or dead) and pending.",
+            days,
+            [
+                Series("Accepted", tuple(float(d.accepted) for d in web.days)),
+                Series("Refused", tuple(float(sum(d.refused.values())) for d in web.days)),
+                Series("Pending", tuple(float(d.pending) for d in web.days)),
+            ],
+            first_column="Day",
+            csv_url=csv("webhook-deliveries"),
+        ),
+    ]
+    sync_days = [d.day.isoformat() for d in sync.days]
+    charts.append(
+        line_chart(
+            "sync-time",
+            "Sync time per day",
+            "Seconds from receipt to the CRM write committed: median, mean, 95th and 99th "
+            f"percentile per day, against the target {sync.target.text} (on the mean).",
+            sync_days,
+            [
+                Series(name, tuple(getattr(d.stats, attr) for d in sync.days))
+                for name, attr in (("p50", "p50"), ("mean", "mean"), ("p95", "p95"), ("p99", "p99"))
+            ],
+            fmt=seconds,
+            target=Target(sync.target.value, f"target: mean {sync.target.text}"),
+            csv_url=csv("sync-time"),
+        )
+    )
+    by_type = report.filters.event_type is None and len({r.event_type for r in funnel.rows}) > 1
+    rows = [funnel.totals, *funnel.rows]
+    charts.append(
+        funnel_chart(
+            "funnel",
+            "Funnel by booking month",
+            "For each month of booking (its cohort): bookings, meetings held, consultations and "
+            "leads won, with the conversion from each step to the next.",
+            [STEP_NAMES.get(step, step) for step in funnel.steps],
+            [
+                Cohort(
+                    "All" if row is funnel.totals else _cohort_label(row, by_type),
+                    tuple(int(getattr(row, step)) for step in funnel.steps),
+                )
+                for row in rows
+            ],
+            first_column="Cohort (booking month)",
+            extra=[Series("Median days to won", tuple(row.median_days_to_won for row in rows))],
+            extra_fmt=lambda value: f"{value:.1f} d",
+            caption=funnel.definition,
+            csv_url=csv("funnel"),
+        )
+    )
+    types = sorted({row.event_type for row in cancels.rows})
+    charts.append(
+        _cancel_chart("cancellations-type", "per event type", types, "event_type", report, csv)
+    )
+    charts.append(
+        _cancel_chart(
+            "cancellations-weekday", "per weekday", list(WEEKDAYS), "weekday", report, csv
+        )
+    )
+    follow = report.follow_ups
+    charts.append(
+        bar_chart(
+            "follow-ups",
+            "Follow-ups scheduled per event type",
+            "Share of bookings whose mapped tasks all exist in the CRM, per event type, "
+            f"against the target {follow.target.text}.",
+            [row.event_type for row in follow.per_event_type],
+            [Series("Scheduled", tuple(_share(row.share) for row in follow.per_event_type))],
+            fmt=percent,
+            target=Target(follow.target.value * 100, f"target {follow.target.text}"),
+            first_column="Event type",
+            csv_url=csv("follow-ups"),
+        )
+    )
+    response = report.response
+    owners = response.per_owner
+    charts.append(
+        bar_chart(
+            "response-owners",
+            "Response time to new leads per owner",
+            "Median time from a booking's receipt to the first sales action, per owner, "
+            f"against the target {response.target.text}.",
+            [one.owner or "(no owner)" for one in owners],
+            [Series("Median (h)", tuple(_hours(one.stats.median) for one in owners))],
+            fmt=lambda value: f"{plain(value)} h",
+            target=Target(response.target.value / 3600, f"target {response.target.text}"),
+            first_column="Owner",
+            csv_url=csv("response-owners"),
+        )
+    )
+    return {chart.id: chart for chart in charts}
+
+
+def _cancel_chart(
+    chart_id: str,
+    per: str,
+    categories: list[str],
+    attribute: str,
+    report: Report,
+    csv: Callable[[str], str],
+) -> Figure:
+    cancels = report.cancellations
+    totals = {name: [0, 0, 0] for name in categories}
+    for row in cancels.rows:
+        counts = totals.setdefault(getattr(row, attribute), [0, 0, 0])
+        counts[0] += row.bookings
+        counts[1] += row.cancelled
+        counts[2] += row.no_show
+    names = list(totals)
+    return bar_chart(
+        chart_id,
+        f"Cancellations and no-shows {per}",
+        f"Bookings cancelled and meetings marked no-show, {per}, out of the bookings shown in "
+        "the table.",
+        names,
+        [
+            Series("Cancelled", tuple(float(totals[n][1]) for n in names)),
+            Series("No-shows", tuple(float(totals[n][2]) for n in names)),
+        ],
+        first_column="Event type" if attribute == "event_type" else "Weekday (UTC)",
+        csv_url=csv(chart_id),
+    )
+
+
+# --- routes ---------------------------------------------------------------------------
+
+
+def _report(services: Services, query: Query) -> Report:
+    from adapter.insights.compute import build_report
+
+    return build_report(services, query.filters)
+
+
+@router.get("/insights")
+def insights_page(request: Request, services: ServicesDep) -> Response:
+    """The success metrics and the funnel for the chosen period and event type."""
+    session = _logged_in(request, services)
+    if session is None:
+        return _to_login(request)
+    page = Page(request, services, session)
+    params = request.query_params
+    raw = {"from": params.get("from"), "to": params.get("to"), "eventType": params.get("eventType")}
+    try:
+        query = parse_query(raw["from"], raw["to"], raw["eventType"], utcnow().date())
+    except QueryError as exc:
+        return page.render(
+            "insights.html",
+            status.HTTP_400_BAD_REQUEST,
+            nav="insights",
+            error=exc,
+            raw=raw,
+            event_types=(),
+        )
+    try:
+        report = _report(services, query)
+    except SQLAlchemyError as exc:
+        return _unreadable(page, exc)
+    return page.render(
+        "insights.html",
+        nav="insights",
+        query=query,
+        raw={
+            "from": query.first.isoformat(),
+            "to": query.last.isoformat(),
+            "eventType": query.event_type or "",
+        },
+        report=report,
+        tiles=tiles(report),
+        charts=figures(report, query.params()),
+        event_types=report.event_types,
+    )
+
+
+@router.get("/insights/{chart_id}.csv")
+def insights_csv(request: Request, services: ServicesDep, chart_id: str) -> Response:
+    """One chart's numbers as CSV (raw values, a column per series), behind the login."""
+    session = _logged_in(request, services)
+    if session is None:
+        return _to_login(request)
+    params = request.query_params
+    try:
+        query = parse_query(
+            params.get("from"), params.get("to"), params.get("eventType"), utcnow().date()
+        )
+    except QueryError as exc:
+        return _secure(Response(f"{exc}\n", status.HTTP_400_BAD_REQUEST, media_type="text/plain"))
+    try:
+        chart = figures(_report(services, query)).get(chart_id)
+    except SQLAlchemyError as exc:
+        return _unreadable(Page(request, services, session), exc)
+    if chart is None:
+        return _secure(
+            Response("No such chart.\n", status.HTTP_404_NOT_FOUND, media_type="text/plain")
+        )
+    name = f"insights-{chart_id}-{query.first}-{query.last}.csv"
+    response = Response(chart.table.csv(), media_type="text/csv; charset=utf-8")
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return _secure(response)
