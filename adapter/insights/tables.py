@@ -1,0 +1,93 @@
+"""The tables insights keeps (migration ``0022_insights_indexes`` mirrors them), and the
+``crm_changes`` columns it reads (that table is ``adapter.changes``')."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+from adapter.backends.local.models import UtcDateTime
+
+insights_metadata = MetaData()
+
+_Seq = BigInteger().with_variant(Integer(), "sqlite")
+
+# One row per booking, kept up to date from the outbox's booking events (``project``):
+# what the payloads say, in columns, so that a year of bookings is grouped by SQL
+# instead of parsing 500,000 JSON payloads per report.
+bookings = Table(
+    "insights_bookings",
+    insights_metadata,
+    Column("booking_id", String(200), primary_key=True),
+    Column("event_type", String(200), nullable=False),
+    # The first receipt of any of the booking's events: the booking's cohort.
+    Column("received_at", UtcDateTime(), nullable=False),
+    Column("start_at", UtcDateTime(), nullable=False),  # of the newest snapshot
+    # 'live' | 'cancelled' | 'no_show': what the newest snapshot's event says.
+    Column("status", String(16), nullable=False),
+    Column("snapshot_at", UtcDateTime(), nullable=False),  # the newest snapshot's
+    Column("snapshot_seq", _Seq, nullable=False),
+    Index("ix_insights_bookings_received", "received_at", "event_type"),
+)
+
+# Small named values: the outbox ``seq`` the projection has read up to.
+state = Table(
+    "insights_state",
+    insights_metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# Authenticated webhook deliveries refused before anything was stored (400, 409, 415):
+# the outbox has no row for them, and the success rate must count them.
+refusals = Table(
+    "webhook_refusals",
+    insights_metadata,
+    Column("id", _Seq, primary_key=True, autoincrement=True),
+    Column("received_at", UtcDateTime(), nullable=False),
+    Column("status", Integer, nullable=False),  # the HTTP status answered
+    Column("detail", Text, nullable=True),  # the refused fields and reasons, never values
+    Column("webhook_id", String(200), nullable=True),
+    Index("ix_webhook_refusals_received", "received_at"),
+)
+
+# The last duplicate check per backend (HubSpot's is read back through the API, at most
+# once an hour): its result as JSON, when it ran, and why the last attempt failed.
+duplicate_checks = Table(
+    "insights_duplicate_checks",
+    insights_metadata,
+    Column("backend", String(16), primary_key=True),
+    Column("checked_at", UtcDateTime(), nullable=True),
+    Column("result", Text, nullable=True),
+    Column("attempted_at", UtcDateTime(), nullable=False),
+    Column("error", Text, nullable=True),
+)
+
+# The columns of ``crm_changes`` (migration 0019, ``adapter.changes``) that insights reads.
+_changes_metadata = MetaData()
+crm_changes = Table(
+    "crm_changes",
+    _changes_metadata,
+    Column("id", Integer, primary_key=True),
+    Column("booking_id", String(200), nullable=False),
+    Column("lead_key", String(600), nullable=True),
+    Column("object_type", String(16), nullable=False),
+    Column("crm_id", String(64), nullable=False),
+    Column("task_key", String(100), nullable=True),
+    Column("field", String(32), nullable=False),
+    Column("old_value", Text, nullable=True),
+    Column("new_value", Text, nullable=True),
+    Column("changed_at", UtcDateTime(), nullable=False),
+    Column("recorded_at", UtcDateTime(), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("actor", String(320), nullable=True),
+    Column("state", String(16), nullable=False),
+)
