@@ -13,8 +13,6 @@ other. The markup is well-formed XML.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -105,28 +103,14 @@ class Table:
     columns: tuple[str, ...]
     rows: tuple[tuple[Cell, ...], ...]
 
-    def csv(self) -> str:
-        """The table as CSV, raw numbers (not the display text) where a cell has one."""
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(self.columns)
-        for row in self.rows:
-            writer.writerow([_csv_cell(cell) for cell in row])
-        return out.getvalue()
-
 
 MISSING = "—"
-
-
-def _csv_cell(cell: Cell) -> str:
-    if cell.value is None:
-        return "" if cell.text == MISSING else cell.text
-    return str(int(cell.value)) if cell.value == int(cell.value) else repr(cell.value)
+"""What a table cell shows where a series has no value."""
 
 
 @dataclass(frozen=True)
 class Figure:
-    """A rendered chart: ``html`` is the whole ``<figure>``; ``table`` also feeds the CSV."""
+    """A rendered chart: ``html`` is the whole ``<figure>``, ``table`` the numbers in it."""
 
     id: str
     title: str
@@ -434,7 +418,7 @@ def _figure(
     links = (
         el(
             "a",
-            {"href": csv_url, "download": f"{chart_id}.csv", "class": "csv"},
+            {"href": csv_url, "class": "csv"},
             "Download CSV",
             el("span", {"class": "visually-hidden"}, f" of {title}"),
         )

@@ -21,7 +21,10 @@ from fastapi.responses import Response
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapter.api.deps import ServicesDep
+from adapter.insights.compute import build_report
+from adapter.insights.period import FilterError, parse_filters
 from adapter.insights.report import WEEKDAYS, Filters, FunnelRow, Report
+from adapter.insights.tabular import METRICS, to_csv
 from adapter.timeutil import utcnow
 from adapter.ui.charts import (
     Cohort,
@@ -44,74 +47,67 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DAYS = 30
-MAX_DAYS = 731
-EVENT_TYPE_LENGTH = 200
 STEP_NAMES = {
     "bookings": "Bookings",
     "held": "Meetings held",
     "consultations": "Consultations",
     "won": "Won",
 }
-
-
-class QueryError(ValueError):
-    """A form field the page cannot use: ``field`` names it, the message says why."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
+CHART_METRIC = {
+    "webhook-rate": "webhook",
+    "webhook-deliveries": "webhook",
+    "sync-time": "sync",
+    "funnel": "funnel",
+    "cancellations-type": "cancellations",
+    "cancellations-weekday": "cancellations",
+    "follow-ups": "followUps",
+    "response-owners": "response",
+}
+"""Each chart's CSV: the table of ``GET /api/insights?format=csv&metric=…`` it draws from."""
 
 
 @dataclass(frozen=True)
 class Query:
     """The form's choice: ``first``..``last`` inclusive (UTC days) and an event type or all."""
 
-    first: date
-    last: date
-    event_type: str | None
+    filters: Filters
 
     @property
-    def filters(self) -> Filters:
-        return Filters(
-            start=self.first, end=self.last + timedelta(days=1), event_type=self.event_type
-        )
+    def first(self) -> date:
+        return self.filters.start
+
+    @property
+    def last(self) -> date:
+        return self.filters.end - timedelta(days=1)
+
+    @property
+    def event_type(self) -> str | None:
+        return self.filters.event_type
 
     def params(self) -> str:
-        """The query string that brings this choice back (for CSV links)."""
+        """The query string that brings this choice back (for the CSV links)."""
         fields = {"from": self.first.isoformat(), "to": self.last.isoformat()}
         if self.event_type:
             fields["eventType"] = self.event_type
         return urlencode(fields)
 
-
-def _day(field: str, value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise QueryError(field, f"{value!r} is not a date (YYYY-MM-DD)") from None
+    def csv_url(self, metric: str) -> str:
+        return f"/ui/insights.csv?metric={metric}&{self.params()}"
 
 
 def parse_query(
     raw_from: str | None, raw_to: str | None, raw_event_type: str | None, today: date
 ) -> Query:
-    """The period and event type from the form; the last 30 days and every type by default."""
-    last = _day("to", raw_to.strip()) if raw_to and raw_to.strip() else today
-    if raw_from and raw_from.strip():
-        first = _day("from", raw_from.strip())
-    else:
-        first = last - timedelta(days=DEFAULT_DAYS - 1)
-    if first > last:
-        raise QueryError("from", f"{first} is after the period's end ({last})")
-    if (last - first).days + 1 > MAX_DAYS:
-        raise QueryError("from", f"the period is longer than {MAX_DAYS} days")
-    event_type = (raw_event_type or "").strip() or None
-    if event_type is not None and (
-        len(event_type) > EVENT_TYPE_LENGTH or any(ord(c) < 32 for c in event_type)
-    ):
-        raise QueryError("eventType", f"must be at most {EVENT_TYPE_LENGTH} printable characters")
-    return Query(first, last, event_type)
+    """The period and event type from the form, by the API's rules (``parse_filters``): the
+    last 30 days and every event type by default; a bad field raises ``FilterError``."""
+    return Query(
+        parse_filters(
+            (raw_from or "").strip() or None,
+            (raw_to or "").strip() or None,
+            raw_event_type,
+            today=today,
+        )
+    )
 
 
 # --- the report as pictures -----------------------------------------------------------
@@ -221,11 +217,12 @@ def _cohort_label(row: FunnelRow, by_type: bool) -> str:
     return f"{row.month} · {row.event_type}" if by_type else row.month
 
 
-def figures(report: Report, params: str = "") -> dict[str, Figure]:
-    """Every chart of the page by id, with its CSV link carrying ``params``."""
+def figures(report: Report) -> dict[str, Figure]:
+    """Every chart of the page by id, each linking to the CSV of the metric it draws."""
+    query = Query(report.filters)
 
     def csv(chart_id: str) -> str:
-        return f"/ui/insights/{chart_id}.csv" + (f"?{params}" if params else "")
+        return query.csv_url(CHART_METRIC[chart_id])
 
     web, sync, funnel, cancels = report.webhook, report.sync, report.funnel, report.cancellations
     days = [d.day.isoformat() for d in web.days]
@@ -375,8 +372,6 @@ def _cancel_chart(
 
 
 def _report(services: Services, query: Query) -> Report:
-    from adapter.insights.compute import build_report
-
     return build_report(services, query.filters)
 
 
@@ -388,10 +383,10 @@ def insights_page(request: Request, services: ServicesDep) -> Response:
         return _to_login(request)
     page = Page(request, services, session)
     params = request.query_params
-    raw = {"from": params.get("from"), "to": params.get("to"), "eventType": params.get("eventType")}
+    raw = {key: params.get(key) or "" for key in ("from", "to", "eventType")}
     try:
         query = parse_query(raw["from"], raw["to"], raw["eventType"], utcnow().date())
-    except QueryError as exc:
+    except FilterError as exc:
         return page.render(
             "insights.html",
             status.HTTP_400_BAD_REQUEST,
@@ -415,33 +410,38 @@ def insights_page(request: Request, services: ServicesDep) -> Response:
         },
         report=report,
         tiles=tiles(report),
-        charts=figures(report, query.params()),
+        charts=figures(report),
         event_types=report.event_types,
     )
 
 
-@router.get("/insights/{chart_id}.csv")
-def insights_csv(request: Request, services: ServicesDep, chart_id: str) -> Response:
-    """One chart's numbers as CSV (raw values, a column per series), behind the login."""
+@router.get("/insights.csv")
+def insights_csv(request: Request, services: ServicesDep) -> Response:
+    """One metric's table as CSV, the same as ``GET /api/insights?format=csv&metric=…``, behind
+    the dashboard's login instead of the admin token."""
     session = _logged_in(request, services)
     if session is None:
         return _to_login(request)
     params = request.query_params
+    metric = params.get("metric", "")
+    if metric not in METRICS:
+        known = ", ".join(METRICS)
+        return _plain(status.HTTP_400_BAD_REQUEST, f"metric: must be one of {known}")
     try:
         query = parse_query(
             params.get("from"), params.get("to"), params.get("eventType"), utcnow().date()
         )
-    except QueryError as exc:
-        return _secure(Response(f"{exc}\n", status.HTTP_400_BAD_REQUEST, media_type="text/plain"))
+    except FilterError as exc:
+        return _plain(status.HTTP_400_BAD_REQUEST, str(exc))
     try:
-        chart = figures(_report(services, query)).get(chart_id)
+        report = _report(services, query)
     except SQLAlchemyError as exc:
         return _unreadable(Page(request, services, session), exc)
-    if chart is None:
-        return _secure(
-            Response("No such chart.\n", status.HTTP_404_NOT_FOUND, media_type="text/plain")
-        )
-    name = f"insights-{chart_id}-{query.first}-{query.last}.csv"
-    response = Response(chart.table.csv(), media_type="text/csv; charset=utf-8")
+    name = f"insights-{metric}-{query.first}-{query.last}.csv"
+    response = Response(to_csv(report, metric), media_type="text/csv; charset=utf-8")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return _secure(response)
+
+
+def _plain(status_code: int, message: str) -> Response:
+    return _secure(Response(f"{message}\n", status_code, media_type="text/plain; charset=utf-8"))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -14,7 +12,7 @@ from hypothesis import strategies as st
 
 from adapter.ui import charts
 from adapter.ui.charts import Cohort, Figure, Series, Target, Tile
-from adapter.ui.insights import figures, tiles
+from adapter.ui.insights import CHART_METRIC, figures, tiles
 from tests.unit.insights_sample import sample_report
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -60,7 +58,7 @@ def mark_y(mark: ET.Element) -> float:
 
 def test_every_chart_of_a_report_is_wellformed_xml_with_no_script_or_style() -> None:
     """Each figure parses as XML; no <script>, no <style>, no style= or on*= attribute (CSP)."""
-    for figure in figures(sample_report(), "from=2026-10-01&to=2026-10-05").values():
+    for figure in figures(sample_report()).values():
         root = parse(figure)
         for element in root.iter():
             tag = element.tag.split("}")[-1]
@@ -190,17 +188,17 @@ def test_the_funnel_draws_each_step_as_a_share_of_its_cohort_with_conversions() 
     assert "23 · 67.6 %" in texts
 
 
-def test_the_csv_holds_the_tables_raw_numbers() -> None:
-    """Same header and rows as the table; numbers unformatted, a missing one empty."""
-    figure = figures(sample_report(), "from=2026-10-01&to=2026-10-05")["sync-time"]
-    rows = list(csv.reader(io.StringIO(figure.table.csv())))
-    assert rows[0] == ["Day", "p50", "mean", "p95", "p99"]
-    assert rows[1] == ["2026-10-01", "0.4", "0.6", "1.5", "2.5"]
-    assert rows[3] == ["2026-10-03", "", "", "", ""]
-    assert len(rows) == 6
-    root = parse(figure)
-    link = next(a for a in root.iter("a") if a.get("class") == "csv")
-    assert link.get("href") == "/ui/insights/sync-time.csv?from=2026-10-01&to=2026-10-05"
+def test_each_chart_links_to_the_csv_of_the_metric_it_draws() -> None:
+    """The link carries the report's period (``to`` inclusive) and the metric's name."""
+    charts_ = figures(sample_report(event_type="workshop"))
+    for chart_id, metric in CHART_METRIC.items():
+        root = parse(charts_[chart_id])
+        link = next(a for a in root.iter("a") if a.get("class") == "csv")
+        assert link.get("href") == (
+            f"/ui/insights.csv?metric={metric}&from=2026-10-01&to=2026-10-05&eventType=workshop"
+        )
+        assert "".join(link.itertext()) == f"Download CSV of {charts_[chart_id].title}"
+    assert set(charts_) == set(CHART_METRIC)
 
 
 def test_text_is_escaped_and_stays_wellformed() -> None:

@@ -1,4 +1,4 @@
-"""The Insights page's form: defaults, and errors that name the field and the reason."""
+"""The Insights page's form, read by the API's rules: defaults, errors naming the field."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from datetime import date
 
 import pytest
 
-from adapter.ui.insights import MAX_DAYS, QueryError, parse_query
+from adapter.insights.period import MAX_DAYS, FilterError
+from adapter.ui.insights import parse_query
 
 TODAY = date(2026, 11, 29)
 
@@ -18,6 +19,7 @@ def test_without_fields_the_period_is_the_last_30_days_and_every_event_type() ->
     assert query.filters.start == date(2026, 10, 31)
     assert query.filters.end == date(2026, 11, 30)  # the report's end is exclusive
     assert query.params() == "from=2026-10-31&to=2026-11-29"
+    assert query.csv_url("sync") == "/ui/insights.csv?metric=sync&from=2026-10-31&to=2026-11-29"
 
 
 def test_the_chosen_period_and_event_type_are_kept() -> None:
@@ -26,25 +28,26 @@ def test_the_chosen_period_and_event_type_are_kept() -> None:
     assert (query.first, query.last) == (date(2026, 1, 1), date(2026, 12, 31))
     assert query.event_type == "30min consultation"
     assert query.params() == "from=2026-01-01&to=2026-12-31&eventType=30min+consultation"
+    assert query.filters.end == date(2027, 1, 1)
     assert parse_query(" ", "", "", TODAY) == parse_query(None, None, None, TODAY)
 
 
 @pytest.mark.parametrize(
     ("fields", "field", "reason"),
     [
-        (("2026-13-01", None, None), "from", "'2026-13-01' is not a date (YYYY-MM-DD)"),
-        ((None, "yesterday", None), "to", "'yesterday' is not a date (YYYY-MM-DD)"),
-        (("2026-11-02", "2026-11-01", None), "from", "2026-11-02 is after the period's end"),
-        (("2020-01-01", "2026-01-01", None), "from", f"longer than {MAX_DAYS} days"),
-        ((None, None, "x" * 201), "eventType", "at most 200 printable characters"),
-        ((None, None, "a\x00b"), "eventType", "printable"),
+        (("2026-13-01", None, None), "from", "must be a date, YYYY-MM-DD"),
+        ((None, "yesterday", None), "to", "must be a date, YYYY-MM-DD"),
+        (("2026-11-02", "2026-11-01", None), "from", "must not be after to"),
+        (("2020-01-01", "2026-01-01", None), "from", f"at most {MAX_DAYS} days"),
+        ((None, None, "x" * 201), "eventType", "at most 200 characters"),
+        ((None, None, "a\x00b"), "eventType", "no NUL"),
     ],
 )
 def test_a_field_the_page_cannot_use_is_named_with_the_reason(
     fields: tuple[str | None, str | None, str | None], field: str, reason: str
 ) -> None:
     """Each refusal says which field and why (the page shows it as a 400, never a 500)."""
-    with pytest.raises(QueryError) as caught:
+    with pytest.raises(FilterError) as caught:
         parse_query(*fields, TODAY)
     assert caught.value.field == field
-    assert reason in caught.value.reason
+    assert reason in caught.value.message
