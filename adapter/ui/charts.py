@@ -126,6 +126,7 @@ class Tile:
     """A headline figure with its definition, coloured by ``met`` (``None``: nothing to judge).
 
     ``target`` is the goal in words (``> 99 %``); without one the tile only informs.
+    ``definition`` is a line; ``definition_url`` links to where it is written in full.
     """
 
     id: str
@@ -136,6 +137,7 @@ class Tile:
     target: str | None = None
     met: bool | None = None
     detail: str = ""
+    definition_url: str = ""  # where the definition is written out in full
 
     @property
     def state(self) -> str:
@@ -724,9 +726,17 @@ def tile(item: Tile) -> Markup:
         )
     if item.detail:
         parts.append(el("p", {"class": "tile-detail"}, item.detail))
-    parts.append(
-        el("p", {"class": "definition"}, el("strong", None, "Definition: "), item.definition)
+    more = (
+        el(
+            "a",
+            {"href": item.definition_url},
+            "Full definition",
+            el("span", {"class": "visually-hidden"}, f" of {item.label}"),
+        )
+        if item.definition_url
+        else ""
     )
+    parts.append(el("p", {"class": "definition"}, item.definition, " " if more else "", more))
     return el(
         "section",
         {

@@ -152,63 +152,68 @@ def tiles(report: Report) -> list[Tile]:
             "Webhook success rate",
             _share(web.success_rate),
             percent,
-            web.definition,
+            "Accepted deliveries / all authenticated deliveries.",
             web.target.text,
             web.target.met,
             f"{web.accepted:,} of {web.deliveries:,} deliveries accepted; refused: {refused}; "
             f"{web.pending:,} still pending.",
+            definition_url="#def-webhook",
         ),
         Tile(
             "tile-sync",
             "Average sync time",
             stats.mean,
             seconds,
-            sync.definition,
+            "Receipt → CRM write committed, the mean over synced events.",
             sync.target.text,
             sync.target.met,
             f"{spread} over {stats.count:,} synced events." if stats.count else "",
+            definition_url="#def-sync",
         ),
         Tile(
             "tile-duplicates",
             "Duplicate records",
             float(dup.count),
             plain,
-            dup.definition,
+            "Extra records sharing an identity the contract makes unique.",
             dup.target.text,
             dup.target.met,
             checked,
+            definition_url="#def-duplicates",
         ),
         Tile(
             "tile-follow-ups",
             "Follow-ups scheduled",
             _share(follow.share),
             percent,
-            follow.definition,
+            "Bookings whose mapped tasks all exist in the CRM / bookings.",
             follow.target.text,
             follow.target.met,
             f"{follow.complete:,} of {follow.bookings:,} bookings have every mapped task.",
+            definition_url="#def-follow-ups",
         ),
         Tile(
             "tile-response",
             "Response time to new leads (median)",
             overall.median,
             hours,
-            response.definition,
+            "Booking received → first sales action in the CRM, the median.",
             response.target.text,
             response.target.met,
             f"{within}{overall.answered:,} of {overall.bookings:,} bookings answered.",
+            definition_url="#def-response",
         ),
         Tile(
             "tile-conversion",
             "Consultation → client",
             _share(won),
             percent,
-            "Leads won / consultations held, over the period's booking cohorts: the funnel's "
-            "last step (its full definition is under the funnel below).",
+            "Leads won / consultations held: the funnel's last step.",
             detail=(
                 f"{funnel.totals.won:,} won of {funnel.totals.consultations:,} consultations "
                 f"and {funnel.totals.bookings:,} bookings."
             ),
+            definition_url="#def-funnel",
         ),
     ]
 
@@ -290,7 +295,6 @@ def figures(report: Report) -> dict[str, Figure]:
             first_column="Cohort (booking month)",
             extra=[Series("Median days to won", tuple(row.median_days_to_won for row in rows))],
             extra_fmt=lambda value: f"{value:.1f} d",
-            caption=funnel.definition,
             csv_url=csv("funnel"),
         )
     )
