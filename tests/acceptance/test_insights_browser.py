@@ -352,7 +352,6 @@ def test_a_charts_csv_downloads_the_apis_table(
 def test_the_page_is_accessible_and_fits_a_phone(
     served: Served,
     browser: Browser,  # noqa: F811
-    shots: Any,  # noqa: F811
 ) -> None:
     """Labelled fields, sound headings, named links, every control reachable by Tab; at
     390 px nothing scrolls sideways (the charts scale down)."""
@@ -378,6 +377,5 @@ def test_the_page_is_accessible_and_fits_a_phone(
         assert box["width"] <= PHONE["width"]
         assert _violations(page) == []
         assert problems == []
-        shots(page, "insights-phone")
     finally:
         phone.close()
