@@ -261,7 +261,7 @@ def sync_time(conn: Connection, ctx: Context) -> SyncTime:
             *_booking_events(ctx), events.c.state == SYNCED, events.c.synced_at.is_not(None)
         )
     )
-    for d, seconds in result.tuples():
+    for d, seconds in result:
         value = max(float(seconds), 0.0)
         per_day[d].append(value)
         everything.append(value)

@@ -37,6 +37,7 @@ From = Annotated[
 To = Annotated[
     str | None,
     Query(
+        alias="to",
         pattern=r"^\d{4}-\d{2}-\d{2}$",
         description="Last UTC day, included, YYYY-MM-DD (default: today)",
     ),
