@@ -398,7 +398,12 @@ def _table_html(chart_id: str, table: Table) -> Markup:
     return el(
         "details",
         {"class": "chart-table"},
-        el("summary", None, "Numbers behind the chart"),
+        el(
+            "summary",
+            None,
+            "Numbers behind the chart",
+            el("span", {"class": "visually-hidden"}, f": {table.caption}"),
+        ),
         el(
             "div",
             {"class": "table-wrap"},
