@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,10 +18,14 @@ from fastapi.testclient import TestClient
 from markupsafe import escape
 from sqlalchemy import Engine, insert, inspect
 
+from adapter.backends.hubspot import HubSpotBackend, run_setup
 from adapter.insights import definitions
 from adapter.insights.tables import _changes_metadata, crm_changes
-from adapter.services import Services
-from tests.conftest import ADMIN_TOKEN, WEBHOOK_SECRET, seed_booking
+from adapter.mapping import load_mapping
+from adapter.services import Services, build_services
+from adapter.settings import Settings
+from tests.conftest import ADMIN_TOKEN, DEFAULT_MAPPING, WEBHOOK_SECRET, seed_booking
+from tests.fakes.hubspot import FakeHubSpot
 from tests.integration.test_dashboard import _client, log_in
 
 HOOK = {"X-Webhook-Secret": WEBHOOK_SECRET}
@@ -314,3 +319,47 @@ def test_an_unknown_metric_is_refused_by_name(history: History) -> None:
     answer = history.client.get("/ui/insights.csv", params={"metric": "secrets"})
     assert answer.status_code == 400
     assert answer.text.startswith("metric: must be one of webhook, refused, sync")
+
+
+def test_the_page_reads_a_hubspot_portal_too(
+    fake: FakeHubSpot, make_settings: Callable[..., Settings]
+) -> None:
+    """On the HubSpot backend the page shows the same figures; the duplicate check, read back
+    from the portal in the background, is "nothing to judge yet" until it has run, then 0
+    and met, with the time it ran."""
+    services = build_services(
+        make_settings(
+            crm_backend="hubspot", hubspot_access_token=fake.token, hubspot_base_url=fake.url
+        )
+    )
+    try:
+        assert isinstance(services.backend, HubSpotBackend)
+        assert run_setup(services.backend.api, load_mapping(DEFAULT_MAPPING)).ok
+        _changes_metadata.create_all(services.engine, checkfirst=True)
+        with _client(services) as client:
+            _deliver(client, bookingId="hs-1", email="hs1@example.com")
+            _deliver(
+                client, bookingId="hs-2", email="hs2@example.com", eventType="30min-consultation"
+            )
+            assert log_in(client).status_code == 303
+            first = client.get("/ui/insights")
+            assert first.status_code == 200, first.text
+            pending = tile(first.text, "tile-duplicates")
+            assert pending.get("data-state") == "no-data"
+            assert "Not checked yet." in "".join(pending.itertext())
+            deadline = time.monotonic() + 20
+            while True:  # the check runs in the background, through the API's budget
+                page = client.get("/ui/insights")
+                html = page.text
+                if tile(html, "tile-duplicates").get("data-state") != "no-data":
+                    break
+                assert time.monotonic() < deadline, "the HubSpot duplicate check never ran"
+                time.sleep(0.2)
+    finally:
+        services.close()
+    assert page.status_code == 200, page.text
+    duplicates = tile(html, "tile-duplicates")
+    assert duplicates.get("data-state") == "met"
+    assert "UTC on the hubspot CRM." in "".join(duplicates.itertext())
+    assert tile(html, "tile-webhook").get("data-state") == "met"
+    assert chart_table(html, "funnel")["All"]["Bookings"] == "2"
