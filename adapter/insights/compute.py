@@ -32,7 +32,7 @@ from sqlalchemy import (
 from adapter.insights import definitions as text
 from adapter.insights import sql
 from adapter.insights.duplicates import duplicates_report
-from adapter.insights.project import BOOKING_KINDS, catch_up
+from adapter.insights.project import BOOKING_KINDS, catch_up, catch_up_changes
 from adapter.insights.report import (
     FUNNEL_STEPS,
     REFUSAL_REASONS,
@@ -62,7 +62,7 @@ from adapter.insights.report import (
     WebhookDay,
     WebhookSuccess,
 )
-from adapter.insights.tables import bookings, crm_changes, refusals
+from adapter.insights.tables import bookings, refusals
 from adapter.mapping import MappingConfig
 from outbox.schema import events
 from outbox.store import DEAD, PENDING, QUARANTINED, SUPERSEDED, SYNCED
@@ -423,57 +423,53 @@ def _missing_keys(
 # -- response time -------------------------------------------------------------------
 
 
-# A sales action: a task completed, a meeting completed, or a deal's stage changed.
-def _is_action() -> Any:
-    return or_(
-        and_(crm_changes.c.field == "status", crm_changes.c.new_value == "done"),
-        and_(crm_changes.c.field == "outcome", crm_changes.c.new_value == "COMPLETED"),
-        crm_changes.c.field == "stage",
-    )
-
-
-def _owner(conn: Connection) -> Any:
-    """The booking's owner: the local CRM's meeting owner, else the round robin's choice."""
+def _owner_joined() -> tuple[Any, Any]:
+    """Bookings joined to their owner: the local CRM's meeting owner, else the round
+    robin's choice (HubSpot), else ``''``."""
     from adapter.backends.local.models import activities
     from adapter.owners.store import assignments
 
-    local = (
-        select(activities.c.owner_email)
-        .where(activities.c.booking_id == bookings.c.booking_id)
-        .scalar_subquery()
+    joined = bookings.outerjoin(
+        activities, activities.c.booking_id == bookings.c.booking_id
+    ).outerjoin(assignments, assignments.c.booking_id == bookings.c.booking_id)
+    owner = func.lower(
+        func.coalesce(activities.c.owner_email, assignments.c.owner_email, literal(""))
     )
-    rotated = (
-        select(assignments.c.owner_email)
-        .where(assignments.c.booking_id == bookings.c.booking_id)
-        .scalar_subquery()
-    )
-    return func.coalesce(local, rotated, literal(""))
+    return joined, owner
 
 
 def response_time(conn: Connection, ctx: Context) -> ResponseTime:
-    first = (
-        select(func.min(crm_changes.c.changed_at))
-        .where(
-            crm_changes.c.booking_id == bookings.c.booking_id,
-            crm_changes.c.changed_at >= bookings.c.received_at,
-            _is_action(),
-        )
-        .scalar_subquery()
-    )
+    joined, owner = _owner_joined()
+    answered = bookings.c.first_action_at.is_not(None)
+    took = sql.seconds(bookings.c.received_at, bookings.c.first_action_at)
     judged_after = ctx.now - timedelta(seconds=TARGET_RESPONSE_SECONDS)
-    rows = conn.execute(
+    counts = conn.execute(
         select(
-            _owner(conn).label("owner"),
-            sql.seconds(bookings.c.received_at, first).label("took"),
-            (bookings.c.received_at <= judged_after).label("old"),
-        ).where(*_period_bookings(ctx))
-    ).all()
-    per_owner: dict[str, list[tuple[float | None, bool]]] = defaultdict(list)
-    for row in rows:
-        per_owner[str(row.owner or "").lower()].append(
-            (None if row.took is None else float(row.took), bool(row.old))
+            owner.label("owner"),
+            func.sum(case((or_(answered, bookings.c.received_at <= judged_after), 1), else_=0)),
+            func.sum(case((and_(answered, took < TARGET_RESPONSE_SECONDS), 1), else_=0)),
         )
-    overall = _response_stats(v for values in per_owner.values() for v in values)
+        .select_from(joined)
+        .where(*_period_bookings(ctx))
+        .group_by(owner)
+    ).all()
+    values: dict[str, list[float]] = defaultdict(list)
+    for name, seconds in conn.execute(
+        select(owner, took).select_from(joined).where(*_period_bookings(ctx), answered)
+    ):
+        values[name].append(max(float(seconds), 0.0))
+    per_owner = [
+        OwnerResponse(
+            owner=name,
+            stats=_response_stats(int(judged or 0), int(under or 0), values.get(name, [])),
+        )
+        for name, judged, under in sorted(counts, key=lambda row: row[0])
+    ]
+    overall = _response_stats(
+        sum(o.stats.bookings for o in per_owner),
+        sum(o.stats.under_24h for o in per_owner),
+        [v for vs in values.values() for v in vs],
+    )
     return ResponseTime(
         definition=text.RESPONSE,
         target=Target(
@@ -482,23 +478,11 @@ def response_time(conn: Connection, ctx: Context) -> ResponseTime:
             None if overall.median is None else overall.median < TARGET_RESPONSE_SECONDS,
         ),
         overall=overall,
-        per_owner=tuple(
-            OwnerResponse(owner=owner, stats=_response_stats(values))
-            for owner, values in sorted(per_owner.items())
-        ),
+        per_owner=tuple(p for p in per_owner if p.stats.bookings),
     )
 
 
-def _response_stats(values: Iterable[tuple[float | None, bool]]) -> ResponseStats:
-    judged = 0
-    answered: list[float] = []
-    for took, old in values:
-        if took is not None:
-            answered.append(took)
-            judged += 1
-        elif old:
-            judged += 1  # 24 hours passed without a sales action
-    under = sum(1 for v in answered if v < TARGET_RESPONSE_SECONDS)
+def _response_stats(judged: int, under: int, answered: Sequence[float]) -> ResponseStats:
     return ResponseStats(
         bookings=judged,
         answered=len(answered),
@@ -511,17 +495,15 @@ def _response_stats(values: Iterable[tuple[float | None, bool]]) -> ResponseStat
 # -- funnel and cancellations -----------------------------------------------------------
 
 
-def _won_stages(mapping: MappingConfig) -> tuple[str, ...]:
+def won_stages(mapping: MappingConfig) -> frozenset[str]:
     """The stage tokens that mean won: ``WON``, and HubSpot's deal stage id for it (the
     mapping's, else ``closedwon``) for a stage recorded before it could be mapped back."""
-    return tuple(
-        dict.fromkeys(("WON", mapping.defaults.hubspot.deal_stages.get("WON", "closedwon")))
-    )
+    return frozenset(("WON", mapping.defaults.hubspot.deal_stages.get("WON", "closedwon")))
 
 
-def _not_progress_stages(mapping: MappingConfig) -> tuple[str, ...]:
+def not_progress_stages(mapping: MappingConfig) -> frozenset[str]:
     """Stages that are not a step forward: the stages a booking itself sets (its lead
-    stage, the cancel and no-show stages) and their deal stage ids."""
+    stage, the cancel and no-show stages), LOST, and their deal stage ids."""
     names: set[str | None] = {mapping.defaults.lead.stage, "LOST"}
     for name in mapping.event_types:
         resolved = mapping.event_type(name)
@@ -530,84 +512,64 @@ def _not_progress_stages(mapping: MappingConfig) -> tuple[str, ...]:
         names.add(resolved.lifecycle.on_no_show.lead_stage)
     stages = {n for n in names if n is not None}
     deal_ids = {mapping.defaults.hubspot.deal_stages.get(n) for n in stages}
-    return tuple(sorted(stages | {d for d in deal_ids if d}))
+    return frozenset(stages | {d for d in deal_ids if d})
 
 
-def _facts(ctx: Context) -> Any:
-    """One row per booking of the period: cohort, event type, weekday, outcome, funnel flags."""
-    outcome_at = (
-        select(crm_changes.c.booking_id, func.max(crm_changes.c.changed_at).label("at"))
-        .where(crm_changes.c.field == "outcome")
-        .group_by(crm_changes.c.booking_id)
-        .subquery("outcome_at")
-    )
-    last = crm_changes.alias("last_outcome")
-    crm_outcome = (
-        select(
-            last.c.booking_id,
-            func.max(last.c.new_value).label("outcome"),
-            func.max(last.c.changed_at).label("at"),
-        )
-        .join(
-            outcome_at,
-            and_(
-                outcome_at.c.booking_id == last.c.booking_id,
-                outcome_at.c.at == last.c.changed_at,
-            ),
-        )
-        .where(last.c.field == "outcome")
-        .group_by(last.c.booking_id)
-        .subquery("crm_outcome")
-    )
-    won = _won_stages(ctx.mapping)
-    stage = (
-        select(
-            crm_changes.c.booking_id,
-            func.max(
-                case(
-                    (crm_changes.c.new_value.not_in(_not_progress_stages(ctx.mapping)), 1),
-                    else_=0,
-                )
-            ).label("progressed"),
-            func.min(
-                case((crm_changes.c.new_value.in_(won), crm_changes.c.changed_at), else_=None)
-            ).label("won_at"),
-        )
-        .where(crm_changes.c.field == "stage")
-        .group_by(crm_changes.c.booking_id)
-        .subquery("stage")
-    )
-    outcome = case(
-        (
-            and_(crm_outcome.c.at.is_not(None), crm_outcome.c.at >= bookings.c.snapshot_at),
-            crm_outcome.c.outcome,
-        ),
-        (bookings.c.status == "cancelled", literal("CANCELED")),
-        (bookings.c.status == "no_show", literal("NO_SHOW")),
+def _outcome() -> Any:
+    """The meeting's outcome: the newest of BookMe's status and the outcome set in the CRM."""
+    b = bookings.c
+    return case(
+        (and_(b.crm_outcome_at.is_not(None), b.crm_outcome_at >= b.snapshot_at), b.crm_outcome),
+        (b.status == "cancelled", literal("CANCELED")),
+        (b.status == "no_show", literal("NO_SHOW")),
         else_=literal("SCHEDULED"),
     )
-    held = and_(outcome.not_in(("CANCELED", "NO_SHOW")), bookings.c.start_at <= ctx.now)
-    consulted = and_(held, or_(outcome == "COMPLETED", stage.c.progressed == 1))
-    is_won = and_(held, stage.c.won_at.is_not(None))
-    return (
+
+
+@dataclass(frozen=True)
+class BookingGroup:
+    """Bookings sharing a cohort month, event type, meeting weekday and outcome."""
+
+    month: str
+    event_type: str
+    weekday: int  # SQL's: 0 = Sunday
+    outcome: str
+    bookings: int
+    held: int
+    consulted: int
+    won: int
+
+
+def _held(ctx: Context) -> Any:
+    return and_(_outcome().not_in(("CANCELED", "NO_SHOW")), bookings.c.start_at <= ctx.now)
+
+
+def booking_groups(conn: Connection, ctx: Context) -> list[BookingGroup]:
+    """The period's bookings in groups: what the funnel and the cancellations count."""
+    outcome = _outcome()
+    held = _held(ctx)
+    consulted = and_(held, or_(outcome == "COMPLETED", bookings.c.advanced_at.is_not(None)))
+    won = and_(held, bookings.c.won_at.is_not(None))
+    month = sql.month(bookings.c.received_at)
+    weekday = sql.weekday(bookings.c.start_at)
+    rows = conn.execute(
         select(
-            sql.month(bookings.c.received_at).label("month"),
+            month,
             bookings.c.event_type,
-            sql.weekday(bookings.c.start_at).label("weekday"),
-            outcome.label("outcome"),
-            case((held, 1), else_=0).label("held"),
-            case((consulted, 1), else_=0).label("consulted"),
-            case((is_won, 1), else_=0).label("won"),
-            case((is_won, sql.seconds(bookings.c.received_at, stage.c.won_at)), else_=None).label(
-                "to_won"
-            ),
+            weekday,
+            outcome,
+            func.count(),
+            func.sum(case((held, 1), else_=0)),
+            func.sum(case((consulted, 1), else_=0)),
+            func.sum(case((won, 1), else_=0)),
         )
-        .select_from(bookings)
-        .outerjoin(crm_outcome, crm_outcome.c.booking_id == bookings.c.booking_id)
-        .outerjoin(stage, stage.c.booking_id == bookings.c.booking_id)
         .where(*_period_bookings(ctx))
-        .subquery("facts")
-    )
+        .group_by(month, bookings.c.event_type, weekday, outcome)
+    ).all()
+    return [
+        BookingGroup(m, t, int(w), str(o), int(n), int(h or 0), int(c or 0), int(x or 0))
+        for m, t, w, o, n, h, c, x in rows
+    ]
 
 
 def _funnel_row(
@@ -631,62 +593,45 @@ def _funnel_row(
     )
 
 
-def funnel(conn: Connection, ctx: Context) -> Funnel:
-    facts = _facts(ctx)
-    grouped = conn.execute(
-        select(
-            facts.c.month,
-            facts.c.event_type,
-            func.count(),
-            func.sum(facts.c.held),
-            func.sum(facts.c.consulted),
-            func.sum(facts.c.won),
-        )
-        .group_by(facts.c.month, facts.c.event_type)
-        .order_by(facts.c.month, facts.c.event_type)
-    ).all()
+def funnel(conn: Connection, ctx: Context, groups: Sequence[BookingGroup]) -> Funnel:
+    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for g in groups:
+        row = counts[(g.month, g.event_type)]
+        for index, n in enumerate((g.bookings, g.held, g.consulted, g.won)):
+            row[index] += n
     to_won: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for row in conn.execute(
-        select(facts.c.month, facts.c.event_type, facts.c.to_won).where(facts.c.won == 1)
+    month = sql.month(bookings.c.received_at)
+    for m, kind, seconds in conn.execute(
+        select(
+            month, bookings.c.event_type, sql.seconds(bookings.c.received_at, bookings.c.won_at)
+        ).where(*_period_bookings(ctx), _held(ctx), bookings.c.won_at.is_not(None))
     ):
-        to_won[(row.month, row.event_type)].append(max(float(row.to_won), 0.0))
-    rows = []
-    totals = [0, 0, 0, 0]
-    for month, event_type, *counts in grouped:
-        numbers = [int(n or 0) for n in counts]
-        rows.append(_funnel_row(month, event_type, numbers, to_won[(month, event_type)]))
-        totals = [a + b for a, b in zip(totals, numbers, strict=True)]
+        to_won[(m, kind)].append(max(float(seconds), 0.0))
+    rows = tuple(
+        _funnel_row(m, kind, numbers, to_won[(m, kind)])
+        for (m, kind), numbers in sorted(counts.items())
+    )
+    totals = [sum(r[i] for r in counts.values()) for i in range(4)]
     return Funnel(
         definition=text.FUNNEL,
         steps=FUNNEL_STEPS,
         totals=_funnel_row("", "", totals, [v for vs in to_won.values() for v in vs]),
-        rows=tuple(rows),
+        rows=rows,
     )
 
 
-def cancellations(conn: Connection, ctx: Context) -> Cancellations:
-    facts = _facts(ctx)
-    grouped = conn.execute(
-        select(
-            facts.c.event_type,
-            facts.c.weekday,
-            func.count(),
-            func.sum(case((facts.c.outcome == "CANCELED", 1), else_=0)),
-            func.sum(case((facts.c.outcome == "NO_SHOW", 1), else_=0)),
-        ).group_by(facts.c.event_type, facts.c.weekday)
-    ).all()
-    rows = sorted(
-        (
-            CancellationRow(
-                event_type=event_type,
-                weekday=WEEKDAYS[(int(dow) + 6) % 7],  # SQL's 0 is Sunday
-                bookings=int(n),
-                cancelled=int(c or 0),
-                no_show=int(s or 0),
-            )
-            for event_type, dow, n, c, s in grouped
-        ),
-        key=lambda r: (r.event_type, WEEKDAYS.index(r.weekday)),
+def cancellations(groups: Sequence[BookingGroup]) -> Cancellations:
+    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for g in groups:
+        row = counts[(g.event_type, WEEKDAYS[(g.weekday + 6) % 7])]  # SQL's 0 is Sunday
+        row[0] += g.bookings
+        row[1] += g.bookings if g.outcome == "CANCELED" else 0
+        row[2] += g.bookings if g.outcome == "NO_SHOW" else 0
+    rows = tuple(
+        CancellationRow(event_type=kind, weekday=day, bookings=n, cancelled=c, no_show=x)
+        for (kind, day), (n, c, x) in sorted(
+            counts.items(), key=lambda item: (item[0][0], WEEKDAYS.index(item[0][1]))
+        )
     )
     total = sum(r.bookings for r in rows)
     cancelled = sum(r.cancelled for r in rows)
@@ -698,7 +643,7 @@ def cancellations(conn: Connection, ctx: Context) -> Cancellations:
         no_show=no_show,
         cancel_rate=_rate(cancelled, total),
         no_show_rate=_rate(no_show, total),
-        rows=tuple(rows),
+        rows=rows,
     )
 
 
@@ -736,13 +681,23 @@ def compute(
             timings[name] = round(time.perf_counter() - began, 4)
 
     timed("projection", lambda: catch_up(engine, now=now))
+    timed(
+        "changes",
+        lambda: catch_up_changes(
+            engine,
+            not_progress=not_progress_stages(mapping),
+            won=won_stages(mapping),
+            now=now,
+        ),
+    )
     with engine.connect() as conn:
         webhook = timed("webhook", lambda: webhook_success(conn, ctx))
         sync = timed("sync", lambda: sync_time(conn, ctx))
         follow = timed("followUps", lambda: follow_ups(conn, ctx))
         response = timed("response", lambda: response_time(conn, ctx))
-        fun = timed("funnel", lambda: funnel(conn, ctx))
-        cancel = timed("cancellations", lambda: cancellations(conn, ctx))
+        groups = timed("bookings", lambda: booking_groups(conn, ctx))
+        fun = timed("funnel", lambda: funnel(conn, ctx, groups))
+        cancel = timed("cancellations", lambda: cancellations(groups))
         types = event_types(conn, mapping)
     dups = timed("duplicates", duplicates)
     return Report(

@@ -1,4 +1,5 @@
-"""The bookings projection: one ``insights_bookings`` row per booking, from the outbox.
+"""The bookings projection: one ``insights_bookings`` row per booking, from the outbox
+and from ``crm_changes``.
 
 Each report first reads the booking events stored since the last one (by ``seq``) and
 merges them in: the first receipt of any event is the booking's cohort, the newest
@@ -6,6 +7,12 @@ snapshot (``snapshot_at``, then ``seq``) gives its event type, start and status.
 is idempotent and order-free, so events are read again harmlessly: the high-water mark
 only moves past events older than ``SETTLE_MARGIN``, because on PostgreSQL a lower
 ``seq`` can commit after a higher one.
+
+Changes made in the CRM are merged the same way (by ``crm_changes.id``, append-only):
+the first sales action, the newest meeting outcome, the first move beyond the stages a
+booking sets itself (judged with the mapping of the moment the change is read), and the
+first move to WON. So the funnel, cancellations and response time read one row per
+booking instead of grouping every change again.
 """
 
 from __future__ import annotations
@@ -15,10 +22,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from adapter.db import upsert_insert
-from adapter.insights.tables import bookings, state
+from adapter.insights.tables import bookings, crm_changes, state
 from outbox.schema import events
 
 BOOKING_KINDS = (
@@ -32,22 +39,22 @@ STATUS_OF_KIND = {"booking.cancelled": "cancelled", "booking.no_show": "no_show"
 SETTLE_MARGIN = timedelta(minutes=2)
 BATCH = 5000
 _MARK = "bookings_seq"
+_CHANGES_MARK = "changes_id"
 
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _mark(conn: Connection) -> int:
-    value = conn.execute(select(state.c.value).where(state.c.name == _MARK)).scalar()
+def _mark(conn: Connection, name: str = _MARK) -> int:
+    value = conn.execute(select(state.c.value).where(state.c.name == name)).scalar()
     return int(value) if value is not None else 0
 
 
-def _set_mark(conn: Connection, seq: int) -> None:
-    stmt = upsert_insert(conn, state).values(name=_MARK, value=str(seq))
-    conn.execute(
-        stmt.on_conflict_do_update(index_elements=[state.c.name], set_={"value": str(seq)})
-    )
+def _set_mark(conn: Connection, seq: int, name: str = _MARK) -> None:
+    stmt = upsert_insert(conn, state).values(name=name, value=str(seq))
+    stmt = stmt.on_conflict_do_update(index_elements=[state.c.name], set_={"value": str(seq)})
+    conn.execute(stmt)
 
 
 def _parse(row: Any) -> dict[str, Any] | None:
@@ -160,3 +167,110 @@ def catch_up(engine: Engine, *, now: datetime | None = None) -> int:
                 if prefix:
                     _set_mark(conn, rows[prefix - 1].seq)
             cursor = rows[-1].seq
+
+
+# -- changes made in the CRM --------------------------------------------------------
+
+_PROGRESS = ("first_action_at", "crm_outcome", "crm_outcome_at", "advanced_at", "won_at")
+
+
+def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _absorb(
+    have: dict[str, Any], change: Any, *, not_progress: frozenset[str], won: frozenset[str]
+) -> None:
+    at = _utc(change.changed_at)
+    field, value = change.field, change.new_value
+    if (
+        (field == "status" and value == "done")
+        or (field == "outcome" and value == "COMPLETED")
+        or field == "stage"
+    ):
+        have["first_action_at"] = _earliest(have["first_action_at"], at)
+    if field == "outcome" and (have["crm_outcome_at"] is None or at >= have["crm_outcome_at"]):
+        have["crm_outcome"], have["crm_outcome_at"] = (value or "")[:32], at
+    if field == "stage" and value is not None:
+        if value in won:
+            have["won_at"] = _earliest(have["won_at"], at)
+        if value not in not_progress:
+            have["advanced_at"] = _earliest(have["advanced_at"], at)
+
+
+def catch_up_changes(
+    engine: Engine,
+    *,
+    not_progress: frozenset[str],
+    won: frozenset[str],
+    now: datetime | None = None,
+) -> int:
+    """Merge the CRM changes recorded since the last call; returns how many were read.
+
+    A change for a booking the projection does not hold yet is read again next time.
+    """
+    now = now or datetime.now(UTC)
+    settled_before = now - SETTLE_MARGIN
+    read = 0
+    with engine.connect() as conn:
+        cursor = _mark(conn, _CHANGES_MARK)
+    holding = False
+    fields = ("status", "outcome", "stage")
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(
+                select(
+                    crm_changes.c.id,
+                    crm_changes.c.booking_id,
+                    crm_changes.c.field,
+                    crm_changes.c.new_value,
+                    crm_changes.c.changed_at,
+                    crm_changes.c.recorded_at,
+                )
+                .where(crm_changes.c.id > cursor, crm_changes.c.field.in_(fields))
+                .order_by(crm_changes.c.id)
+                .limit(BATCH)
+            ).all()
+            if not rows:
+                return read
+            keys = list({row.booking_id for row in rows})
+            held: dict[str, dict[str, Any]] = {}
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                for old in conn.execute(
+                    select(bookings.c.booking_id, *(bookings.c[n] for n in _PROGRESS)).where(
+                        bookings.c.booking_id.in_(chunk)
+                    )
+                ):
+                    held[old.booking_id] = {
+                        n: (
+                            _utc(old._mapping[n])
+                            if n.endswith("_at") and old._mapping[n]
+                            else old._mapping[n]
+                        )
+                        for n in _PROGRESS
+                    }
+            for row in rows:
+                if row.booking_id in held:
+                    _absorb(held[row.booking_id], row, not_progress=not_progress, won=won)
+            if held:
+                conn.execute(
+                    update(bookings)
+                    .where(bookings.c.booking_id == bindparam("b_id"))
+                    .values({n: bindparam(f"b_{n}") for n in _PROGRESS}),
+                    [
+                        {"b_id": key, **{f"b_{n}": values[n] for n in _PROGRESS}}
+                        for key, values in held.items()
+                    ],
+                )
+            read += len(rows)
+            if not holding:
+                prefix = 0
+                for row in rows:
+                    if _utc(row.recorded_at) >= settled_before or row.booking_id not in held:
+                        holding = True
+                        break
+                    prefix += 1
+                if prefix:
+                    _set_mark(conn, rows[prefix - 1].id, _CHANGES_MARK)
+            cursor = rows[-1].id

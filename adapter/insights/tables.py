@@ -35,6 +35,14 @@ bookings = Table(
     Column("status", String(16), nullable=False),
     Column("snapshot_at", UtcDateTime(), nullable=False),  # the newest snapshot's
     Column("snapshot_seq", _Seq, nullable=False),
+    # What was done in the CRM for the booking, from ``crm_changes`` (read by id):
+    # the first sales action, the newest meeting outcome, the first move to a stage
+    # beyond those a booking sets itself, and the first move to WON.
+    Column("first_action_at", UtcDateTime(), nullable=True),
+    Column("crm_outcome", String(32), nullable=True),
+    Column("crm_outcome_at", UtcDateTime(), nullable=True),
+    Column("advanced_at", UtcDateTime(), nullable=True),
+    Column("won_at", UtcDateTime(), nullable=True),
     Index("ix_insights_bookings_received", "received_at", "event_type"),
 )
 
@@ -90,4 +98,6 @@ crm_changes = Table(
     Column("source", String(16), nullable=False),
     Column("actor", String(320), nullable=True),
     Column("state", String(16), nullable=False),
+    Index("ix_crm_changes_booking", "booking_id", "changed_at"),
+    Index("ix_crm_changes_field", "field", "changed_at"),
 )

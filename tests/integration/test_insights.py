@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -359,3 +360,39 @@ def test_report_json_round_trips(history: History) -> None:
     data = to_json(_report(history))
     assert data["funnel"]["totals"]["bookings"] == 7
     assert data["webhook"]["days"][0]["day"] == history.today.isoformat()
+
+
+def test_cli_prints_the_figures_and_the_json(
+    history: History, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """``bookme-crm insights`` prints the headline figures, ``--json`` the API's JSON;
+    a bad date exits 2 naming the option."""
+    from typer.testing import CliRunner
+
+    from adapter.cli import app
+
+    services = history.client.app.state.services  # type: ignore[attr-defined]
+    monkeypatch.setenv("DATABASE_URL", services.settings.database_url)
+    monkeypatch.setenv("MAPPINGS_PATH", str(services.settings.mappings_path))
+    monkeypatch.setenv("CRM_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "cli-var"))
+    runner = CliRunner()
+    day = history.today.isoformat()
+    printed = runner.invoke(app, ["insights", "--from", day, "--to", day])
+    assert printed.exit_code == 0, printed.output
+    assert "Webhook success   81.82 %  (9 of 11; refused: invalid 1, quarantined 1, dead 0" in (
+        printed.output
+    )
+    assert "Funnel            7 booked -> 3 held -> 2 consultations -> 1 won" in printed.output
+    assert "duplicate contacts 'b1@example.com'" in printed.output
+    assert "missing follow-up b6 (workshop): follow-up" in printed.output
+    as_json = runner.invoke(
+        app, ["insights", "--from", day, "--to", day, "--event-type", "workshop", "--json"]
+    )
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.output)
+    assert data["filters"]["eventType"] == "workshop"
+    assert data["funnel"]["totals"]["bookings"] == 3
+    bad = runner.invoke(app, ["insights", "--from", "2026-02-30"])
+    assert bad.exit_code == 2
+    assert "--from: must be a date" in bad.output

@@ -28,6 +28,11 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("snapshot_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("snapshot_seq", _Seq, nullable=False),
+        sa.Column("first_action_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("crm_outcome", sa.String(32), nullable=True),
+        sa.Column("crm_outcome_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("advanced_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("won_at", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_index(
         "ix_insights_bookings_received", "insights_bookings", ["received_at", "event_type"]
