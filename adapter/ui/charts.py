@@ -489,6 +489,8 @@ def line_chart(
     values = [v for one in series for v in one.values if v is not None]
     bottom, top, ticks = _domain(values, target, low, high)
     frame = _Frame(len(categories), bottom, top)
+    # Dots small enough not to hide the lines of a year's days.
+    radius = 4 if len(categories) <= 31 else 2.5 if len(categories) <= 92 else 1.5
     marks = []
     for index, one in enumerate(series):
         colour = PALETTE[index % len(PALETTE)]
@@ -507,7 +509,7 @@ def line_chart(
                         "class": "mark",
                         "cx": _num(x),
                         "cy": _num(y),
-                        "r": 3 if len(categories) > 60 else 4,
+                        "r": radius,
                         "fill": colour,
                         "data-series": one.name,
                         "data-category": categories[position],

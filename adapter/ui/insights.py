@@ -64,6 +64,9 @@ CHART_METRIC = {
     "response-owners": "response",
 }
 """Each chart's CSV: the table of ``GET /api/insights?format=csv&metric=…`` it draws from."""
+LIST_SHOWN = 10
+"""Rows of a list (refused deliveries, missing follow-ups, duplicates) shown on the page; the
+rest are in the list's CSV."""
 
 
 @dataclass(frozen=True)
@@ -416,6 +419,7 @@ def insights_page(request: Request, services: ServicesDep) -> Response:
         tiles=tiles(report),
         charts=figures(report),
         event_types=report.event_types,
+        shown=LIST_SHOWN,
     )
 
 

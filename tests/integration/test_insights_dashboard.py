@@ -3,6 +3,7 @@ real webhook: exact figures, targets, definitions, the form, and the CSV downloa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import time
@@ -20,6 +21,7 @@ from sqlalchemy import Engine, insert, inspect
 
 from adapter.backends.hubspot import HubSpotBackend, run_setup
 from adapter.insights import definitions
+from adapter.insights.report import DuplicateGroup, MissingFollowUp, RefusedEvent
 from adapter.insights.tables import _changes_metadata, crm_changes
 from adapter.mapping import load_mapping
 from adapter.services import Services, build_services
@@ -27,6 +29,7 @@ from adapter.settings import Settings
 from tests.conftest import ADMIN_TOKEN, DEFAULT_MAPPING, WEBHOOK_SECRET, seed_booking
 from tests.fakes.hubspot import FakeHubSpot
 from tests.integration.test_dashboard import _client, log_in
+from tests.unit.insights_sample import sample_report
 
 HOOK = {"X-Webhook-Secret": WEBHOOK_SECRET}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -363,3 +366,50 @@ def test_the_page_reads_a_hubspot_portal_too(
     assert "UTC on the hubspot CRM." in "".join(duplicates.itertext())
     assert tile(html, "tile-webhook").get("data-state") == "met"
     assert chart_table(html, "funnel")["All"]["Bookings"] == "2"
+
+
+def test_long_lists_show_ten_rows_and_link_the_rest_as_csv(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report with 25 refused deliveries, missing follow-ups and duplicate groups: ten of
+    each on the page, the rest behind a link to the list's CSV."""
+    from adapter.ui import insights as page_module
+
+    report = sample_report()
+    when = datetime(2026, 10, 2, 8, 0, tzinfo=UTC)
+    many = dataclasses.replace(
+        report,
+        webhook=dataclasses.replace(
+            report.webhook,
+            refused_events=tuple(
+                RefusedEvent("invalid", when, None, f"bk-{n}", "email: is required")
+                for n in range(25)
+            ),
+        ),
+        follow_ups=dataclasses.replace(
+            report.follow_ups,
+            missing=tuple(MissingFollowUp(f"bk-{n}", "workshop", ("prep",)) for n in range(25)),
+        ),
+        duplicates=dataclasses.replace(
+            report.duplicates,
+            groups=tuple(
+                DuplicateGroup("contacts", f"p{n}@example.com", (f"c{n}", f"d{n}"))
+                for n in range(25)
+            ),
+        ),
+    )
+    monkeypatch.setattr(page_module, "_report", lambda _services, _query: many)
+    with _client(services) as client:
+        assert log_in(client).status_code == 303
+        html = client.get("/ui/insights").text
+    refused = _xml(html, r'<table id="refused-events">.*?</table>')
+    assert len(refused.findall("tbody/tr")) == 10
+    missing = _xml(html, r'<ul class="list" id="missing-follow-ups">.*?</ul>')
+    assert len(missing.findall("li")) == 10
+    groups = _xml(html, r'<table id="duplicate-groups">.*?</table>')
+    assert len(groups.findall("tbody/tr")) == 10
+    for metric in ("refused", "missingFollowUps", "duplicates"):
+        assert re.search(
+            rf'href="/ui/insights\.csv\?metric={metric}&amp;from=[-0-9]+&amp;to=', html
+        )
+    assert "the newest 25 are in" in html
