@@ -3,13 +3,13 @@ headline figures and charts, each chart's numbers also as CSV.
 
 The period and event type come from a GET form (no JavaScript needed); the
 report is computed by ``adapter.insights.compute.build_report`` and turned into
-figures here by pure functions (``figures``, ``tiles``), which the page and the
-CSV downloads share, so a CSV holds exactly the numbers its chart draws.
+figures here by pure functions (``figures``, ``tiles``). Each chart links to the CSV of
+the metric it draws: ``/ui/insights.csv`` serves ``adapter.insights.tabular``'s table,
+the same as ``GET /api/insights.csv``, behind the dashboard's login.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -44,8 +44,6 @@ from adapter.ui.views import Page, _logged_in, _secure, _to_login, _unreadable, 
 
 if TYPE_CHECKING:
     from adapter.services import Services
-
-log = logging.getLogger(__name__)
 
 STEP_NAMES = {
     "bookings": "Bookings",
@@ -238,7 +236,7 @@ def figures(report: Report) -> dict[str, Figure]:
         line_chart(
             "webhook-rate",
             "Webhook success rate per day",
-            "Accepted deliveries as a share of all authenticated deliveries settled that day, "
+            "Accepted deliveries as a share of all authenticated deliveries received that day, "
             f"against the target {web.target.text}.",
             days,
             [Series("Success rate", tuple(_share(d.success_rate) for d in web.days))],
