@@ -29,9 +29,10 @@ from sqlalchemy import Engine, func, insert, select
 
 from adapter import db
 from adapter.backends.local.models import activities, companies, contacts, leads, tasks
-from adapter.insights.compute import compute
+from adapter.insights.compute import compute, not_progress_stages, won_stages
+from adapter.insights.days import refresh as refresh_days
 from adapter.insights.duplicates import _report, local_groups
-from adapter.insights.project import catch_up
+from adapter.insights.project import catch_up, catch_up_changes, fill_owners
 from adapter.insights.report import Filters
 from adapter.insights.tables import _changes_metadata, crm_changes, refusals
 from adapter.mapping.loader import load_mapping
@@ -264,6 +265,8 @@ def seed(engine: Engine, *, bookings: int, total_events: int, now: datetime) -> 
                     won = after + timedelta(days=rng.uniform(2, 60))
                     steps.append(("deal", "stage", "WON", won))
             for object_type, field, value, at in steps:
+                if at > now - timedelta(minutes=5):
+                    continue  # a change is recorded once made, never ahead of now
                 yield {
                     "dedupe_key": uuid.UUID(int=rng.getrandbits(128)).hex * 2,
                     "booking_id": bid,
@@ -324,10 +327,24 @@ def main(argv: list[str] | None = None) -> int:
             began = time.perf_counter()
             counts = seed(engine, bookings=args.bookings, total_events=args.events, now=now)
             print(f"seeded in {time.perf_counter() - began:.1f} s: {counts}", flush=True)
+        mapping = load_mapping(MAPPING)
+        # The first report after an upgrade builds insights' own tables from the whole
+        # history once; timed apart, since every later report only adds what is new.
         began = time.perf_counter()
         read = catch_up(engine, now=now)
-        print(f"projection, first catch-up over {read} events: {time.perf_counter() - began:.2f} s")
-        mapping = load_mapping(MAPPING)
+        took = time.perf_counter() - began
+        print(f"first build: bookings projection over {read} events {took:.1f} s")
+        began = time.perf_counter()
+        read = fill_owners(engine, now=now)
+        print(f"first build: {read} owners read {time.perf_counter() - began:.1f} s")
+        began = time.perf_counter()
+        read = catch_up_changes(
+            engine, not_progress=not_progress_stages(mapping), won=won_stages(mapping), now=now
+        )
+        print(f"first build: {read} CRM changes merged {time.perf_counter() - began:.1f} s")
+        began = time.perf_counter()
+        count = refresh_days(engine, now=now)
+        print(f"first build: {count} closed days summed up {time.perf_counter() - began:.1f} s")
         today = now.date()
         filters = Filters(start=today - timedelta(days=364), end=today + timedelta(days=1))
 
@@ -336,12 +353,12 @@ def main(argv: list[str] | None = None) -> int:
                 return _report(local_groups(conn), checked_at=now, backend="local")
 
         worst = 0.0
-        for run in ("cold", "warm"):
+        for run in ("first", "second", "third"):
             began = time.perf_counter()
             report = compute(engine, filters, mapping=mapping, backend="local", duplicates=dups)
             total = time.perf_counter() - began
             parts = ", ".join(f"{k} {v:.3f}" for k, v in report.timings.items())
-            print(f"one-year report ({run}): {total:.2f} s in all; {parts}")
+            print(f"one-year report ({run}): {total:.2f} s in all; {parts}", flush=True)
             worst = max(worst, *report.timings.values())
         print(
             f"figures: deliveries {report.webhook.deliveries}, success "

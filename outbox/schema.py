@@ -55,6 +55,8 @@ events = Table(
     Index("ix_outbox_events_key_state", "key", "state", "snapshot_at"),
     # A period's deliveries and sync times (the adapter's insights) read this index alone.
     Index("ix_outbox_events_received", "received_at", "kind", "state", "synced_at"),
+    # The days whose events changed since insights last summed them up.
+    Index("ix_outbox_events_updated", "updated_at"),
 )
 
 # One row per replay that actually re-queued an event (who, when, from which state).

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -31,8 +31,10 @@ from sqlalchemy import (
 
 from adapter.insights import definitions as text
 from adapter.insights import sql
+from adapter.insights.days import DayFigures, merged, per_day, percentile_ms
+from adapter.insights.days import refresh as refresh_days
 from adapter.insights.duplicates import duplicates_report
-from adapter.insights.project import BOOKING_KINDS, catch_up, catch_up_changes
+from adapter.insights.project import BOOKING_KINDS, catch_up, catch_up_changes, fill_owners
 from adapter.insights.report import (
     FUNNEL_STEPS,
     REFUSAL_REASONS,
@@ -127,15 +129,9 @@ def _period_bookings(ctx: Context) -> list[Any]:
 # -- webhook success -----------------------------------------------------------------
 
 
-def webhook_success(conn: Connection, ctx: Context) -> WebhookSuccess:
-    day = sql.day(events.c.received_at)
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for row in conn.execute(
-        select(day.label("day"), events.c.state, func.count().label("n"))
-        .where(*_booking_events(ctx))
-        .group_by(day, events.c.state)
-    ):
-        counts[row.day][row.state] += row.n
+def webhook_success(
+    conn: Connection, ctx: Context, figures: Mapping[date, DayFigures]
+) -> WebhookSuccess:
     invalid: dict[str, int] = defaultdict(int)
     if ctx.filters.event_type is None:  # a refused delivery has no trusted event type
         rday = sql.day(refusals.c.received_at)
@@ -149,7 +145,7 @@ def webhook_success(conn: Connection, ctx: Context) -> WebhookSuccess:
     days = []
     totals = {"accepted": 0, "pending": 0, **{r: 0 for r in REFUSAL_REASONS}}
     for d in _days(ctx):
-        states = counts.get(d.isoformat(), {})
+        states = figures[d].states if d in figures else Counter[str]()
         accepted = states.get(SYNCED, 0) + states.get(SUPERSEDED, 0)
         refused = {
             "invalid": invalid.get(d.isoformat(), 0),
@@ -230,42 +226,29 @@ def _refused_events(conn: Connection, ctx: Context) -> list[RefusedEvent]:
 # -- sync time -----------------------------------------------------------------------
 
 
-def _percentile(ordered: Sequence[float], share: float) -> float:
-    """The nearest-rank percentile of sorted values (the value below which ``share`` lie)."""
-    permille = round(share * 1000)
-    rank = max(1, -(-permille * len(ordered) // 1000))  # ceil, in integers
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def sync_stats(values: Iterable[float]) -> SyncStats:
-    ordered = sorted(values)
-    if not ordered:
+def sync_stats(figures: DayFigures) -> SyncStats:
+    """p50/mean/p95/p99/max in seconds from a day's (or merged days') histogram."""
+    histogram = figures.sync_ms
+    count = sum(histogram.values())
+    if not count:
         return SyncStats(count=0, p50=None, mean=None, p95=None, p99=None, max=None)
+
+    def at(share: float) -> float | None:
+        value = percentile_ms(histogram, share)
+        return None if value is None else value / 1000
+
     return SyncStats(
-        count=len(ordered),
-        p50=round(_percentile(ordered, 0.50), 3),
-        mean=round(statistics.fmean(ordered), 3),
-        p95=round(_percentile(ordered, 0.95), 3),
-        p99=round(_percentile(ordered, 0.99), 3),
-        max=round(ordered[-1], 3),
+        count=count,
+        p50=at(0.50),
+        mean=round(figures.sync_sum / count, 3),
+        p95=at(0.95),
+        p99=at(0.99),
+        max=max(histogram) / 1000,
     )
 
 
-def sync_time(conn: Connection, ctx: Context) -> SyncTime:
-    day = sql.day(events.c.received_at)
-    took = sql.seconds(events.c.received_at, events.c.synced_at)
-    per_day: dict[str, list[float]] = defaultdict(list)
-    everything: list[float] = []
-    result = conn.execute(
-        select(day, took).where(
-            *_booking_events(ctx), events.c.state == SYNCED, events.c.synced_at.is_not(None)
-        )
-    )
-    for d, seconds in result:
-        value = max(float(seconds), 0.0)
-        per_day[d].append(value)
-        everything.append(value)
-    overall = sync_stats(everything)
+def sync_time(ctx: Context, figures: Mapping[date, DayFigures]) -> SyncTime:
+    overall = sync_stats(merged(figures.values()))
     return SyncTime(
         definition=text.SYNC,
         target=Target(
@@ -275,7 +258,7 @@ def sync_time(conn: Connection, ctx: Context) -> SyncTime:
         ),
         overall=overall,
         days=tuple(
-            SyncDay(day=d, stats=sync_stats(per_day.get(d.isoformat(), ()))) for d in _days(ctx)
+            SyncDay(day=d, stats=sync_stats(figures.get(d, DayFigures()))) for d in _days(ctx)
         ),
     )
 
@@ -301,73 +284,88 @@ def expected_tasks(mapping: MappingConfig, event_type: str, status: str) -> tupl
     return tuple(t.key for t in tasks if not t.skip_if_past)
 
 
-def _task_count(ctx: Context, conn: Connection, keys: Sequence[str]) -> Any:
-    """A correlated count of the booking's CRM tasks among ``keys``."""
+def _task_in(ctx: Context, keys: Sequence[str]) -> tuple[Any, Any]:
+    """(the CRM's task table, a clause: the task is the booking's, with one of ``keys``)."""
     if ctx.backend == "hubspot":
         from adapter.backends.hubspot.store import hubspot_objects as ho
 
-        return (
-            select(func.count())
-            .where(
-                ho.c.object_type == "task",
-                ho.c.natural_key.in_([bookings.c.booking_id + f"|{k}" for k in keys]),
-                ho.c.hubspot_id.is_not(None),
-            )
-            .scalar_subquery()
+        return ho, and_(
+            ho.c.object_type == "task",
+            ho.c.natural_key.in_([bookings.c.booking_id + f"|{k}" for k in keys]),
+            ho.c.hubspot_id.is_not(None),
         )
     from adapter.backends.local.models import tasks
 
-    return (
-        select(func.count())
-        .where(tasks.c.booking_id == bookings.c.booking_id, tasks.c.key.in_(keys))
-        .scalar_subquery()
-    )
+    return tasks, and_(tasks.c.booking_id == bookings.c.booking_id, tasks.c.key.in_(keys))
 
 
 def follow_ups(conn: Connection, ctx: Context) -> FollowUps:
-    pending = (
-        select(events.c.seq)
-        .where(events.c.key == bookings.c.booking_id, events.c.state.in_(PENDING))
-        .exists()
+    # Bookings with an event still in the queue are left out (a handful at any time).
+    waiting = set(
+        conn.execute(select(events.c.key).where(events.c.state.in_(PENDING)).distinct()).scalars()
     )
-    groups = conn.execute(
-        select(bookings.c.event_type, bookings.c.status, func.count().label("n"))
-        .where(*_period_bookings(ctx), ~pending)
+    totals: Counter[tuple[str, str]] = Counter()
+    expected: dict[tuple[str, str], tuple[str, ...]] = {}
+    for event_type, status, count in conn.execute(
+        select(bookings.c.event_type, bookings.c.status, func.count())
+        .where(*_period_bookings(ctx))
         .group_by(bookings.c.event_type, bookings.c.status)
-    ).all()
-    per_type: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    keys_of_type: dict[str, set[str]] = defaultdict(set)
-    missing: list[MissingFollowUp] = []
-    for group in groups:
-        keys = expected_tasks(ctx.mapping, group.event_type, group.status)
-        if not keys:
-            continue
-        keys_of_type[group.event_type].update(keys)
-        short = (
-            conn.execute(
-                select(bookings.c.booking_id)
-                .where(
-                    *_period_bookings(ctx),
-                    ~pending,
-                    bookings.c.event_type == group.event_type,
-                    bookings.c.status == group.status,
-                    _task_count(ctx, conn, keys) < len(keys),
-                )
+    ):
+        keys = expected_tasks(ctx.mapping, event_type, status)
+        if keys:
+            expected[(event_type, status)] = keys
+            totals[(event_type, status)] += count
+    if waiting:
+        for event_type, status in conn.execute(
+            select(bookings.c.event_type, bookings.c.status).where(
+                *_period_bookings(ctx), bookings.c.booking_id.in_(waiting)
+            )
+        ):
+            if (event_type, status) in totals:
+                totals[(event_type, status)] -= 1
+    # One pass: the bookings whose expected tasks are not all in the CRM.
+    short: list[tuple[str, str, str]] = []
+    if expected:
+        table: Any = None
+        clauses: list[Any] = []
+        for (event_type, status), keys in expected.items():
+            table, present = _task_in(ctx, keys)
+            clauses.append(
+                and_(bookings.c.event_type == event_type, bookings.c.status == status, present)
+            )
+        found = select(func.count()).select_from(table).where(or_(*clauses)).scalar_subquery()
+        wanted = case(
+            *(
+                (and_(bookings.c.event_type == t, bookings.c.status == st), len(keys))
+                for (t, st), keys in expected.items()
+            ),
+            else_=0,
+        )
+        short = [
+            (booking_id, event_type, status)
+            for booking_id, event_type, status in conn.execute(
+                select(bookings.c.booking_id, bookings.c.event_type, bookings.c.status)
+                .where(*_period_bookings(ctx), found < wanted)
                 .order_by(bookings.c.received_at.desc())
             )
-            .scalars()
-            .all()
+            if booking_id not in waiting
+        ]
+    incomplete: Counter[str] = Counter(event_type for _, event_type, _ in short)
+    per_type: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    keys_of_type: dict[str, set[str]] = defaultdict(set)
+    for (event_type, status), count in totals.items():
+        per_type[event_type][0] += count
+        keys_of_type[event_type].update(expected[(event_type, status)])
+    for event_type, row in per_type.items():
+        row[1] = row[0] - incomplete[event_type]
+    missing = [
+        MissingFollowUp(
+            booking_id=booking_id,
+            event_type=event_type,
+            missing_keys=_missing_keys(conn, ctx, booking_id, expected[(event_type, status)]),
         )
-        per_type[group.event_type][0] += group.n
-        per_type[group.event_type][1] += group.n - len(short)
-        for booking_id in short[: max(0, MISSING_LIMIT - len(missing))]:
-            missing.append(
-                MissingFollowUp(
-                    booking_id=booking_id,
-                    event_type=group.event_type,
-                    missing_keys=_missing_keys(conn, ctx, booking_id, keys),
-                )
-            )
+        for booking_id, event_type, status in short[:MISSING_LIMIT]
+    ]
     rows = tuple(
         FollowUpsByType(
             event_type=name,
@@ -423,23 +421,8 @@ def _missing_keys(
 # -- response time -------------------------------------------------------------------
 
 
-def _owner_joined() -> tuple[Any, Any]:
-    """Bookings joined to their owner: the local CRM's meeting owner, else the round
-    robin's choice (HubSpot), else ``''``."""
-    from adapter.backends.local.models import activities
-    from adapter.owners.store import assignments
-
-    joined = bookings.outerjoin(
-        activities, activities.c.booking_id == bookings.c.booking_id
-    ).outerjoin(assignments, assignments.c.booking_id == bookings.c.booking_id)
-    owner = func.lower(
-        func.coalesce(activities.c.owner_email, assignments.c.owner_email, literal(""))
-    )
-    return joined, owner
-
-
 def response_time(conn: Connection, ctx: Context) -> ResponseTime:
-    joined, owner = _owner_joined()
+    owner = func.coalesce(bookings.c.owner, literal(""))
     answered = bookings.c.first_action_at.is_not(None)
     took = sql.seconds(bookings.c.received_at, bookings.c.first_action_at)
     judged_after = ctx.now - timedelta(seconds=TARGET_RESPONSE_SECONDS)
@@ -449,14 +432,11 @@ def response_time(conn: Connection, ctx: Context) -> ResponseTime:
             func.sum(case((or_(answered, bookings.c.received_at <= judged_after), 1), else_=0)),
             func.sum(case((and_(answered, took < TARGET_RESPONSE_SECONDS), 1), else_=0)),
         )
-        .select_from(joined)
         .where(*_period_bookings(ctx))
         .group_by(owner)
     ).all()
     values: dict[str, list[float]] = defaultdict(list)
-    for name, seconds in conn.execute(
-        select(owner, took).select_from(joined).where(*_period_bookings(ctx), answered)
-    ):
+    for name, seconds in conn.execute(select(owner, took).where(*_period_bookings(ctx), answered)):
         values[name].append(max(float(seconds), 0.0))
     per_owner = [
         OwnerResponse(
@@ -681,6 +661,7 @@ def compute(
             timings[name] = round(time.perf_counter() - began, 4)
 
     timed("projection", lambda: catch_up(engine, now=now))
+    timed("owners", lambda: fill_owners(engine, now=now))
     timed(
         "changes",
         lambda: catch_up_changes(
@@ -690,9 +671,16 @@ def compute(
             now=now,
         ),
     )
+    timed("days", lambda: refresh_days(engine, now=now))
     with engine.connect() as conn:
-        webhook = timed("webhook", lambda: webhook_success(conn, ctx))
-        sync = timed("sync", lambda: sync_time(conn, ctx))
+        figures = timed(
+            "events",
+            lambda: per_day(
+                conn, filters.start, filters.end, event_type=filters.event_type, now=now
+            ),
+        )
+        webhook = timed("webhook", lambda: webhook_success(conn, ctx, figures))
+        sync = timed("sync", lambda: sync_time(ctx, figures))
         follow = timed("followUps", lambda: follow_ups(conn, ctx))
         response = timed("response", lambda: response_time(conn, ctx))
         groups = timed("bookings", lambda: booking_groups(conn, ctx))

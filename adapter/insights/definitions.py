@@ -24,7 +24,8 @@ SYNC = (
 
 DUPLICATES = (
     "A live check of each identity rule in the CRM: contacts per email (trimmed, lower-case), "
-    "companies per name (case-folded, whitespace collapsed), leads per lead key, meetings per "
+    "companies per name (trimmed, lower-case; HubSpot's also with inner whitespace "
+    "collapsed), leads per lead key, meetings per "
     "booking id, tasks per (booking id, task key). The figure is the number of extra records: "
     "in each group sharing one identity, every record but one. Local CRM: checked by SQL on "
     "every report. HubSpot: the objects are read back through the API within the rate "
@@ -46,8 +47,9 @@ RESPONSE = (
     "task completed, a meeting marked completed, or a deal stage changed (by a salesperson, "
     "not by the service). Median over answered bookings, and the share answered within 24 h "
     "over bookings received in the period that were answered or are older than 24 h "
-    "(younger unanswered ones cannot be judged yet). Per owner: the meeting's owner in the "
-    "local CRM, or the round robin's choice. Target: a median below 24 h."
+    "(younger unanswered ones cannot be judged yet). Per owner: the booking's owner when it "
+    "was written to the CRM (the local CRM's meeting owner, or the round robin's choice). "
+    "Target: a median below 24 h."
 )
 
 FUNNEL = (

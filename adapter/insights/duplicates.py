@@ -1,11 +1,11 @@
 """The duplicate check: does each identity rule of the contract hold in the CRM?
 
-Local CRM: SQL over its tables on every report (contacts and companies are grouped by
-the same identity functions the mapping uses, so a near-duplicate a unique index would
-not catch is found). HubSpot: every contact, company, deal, meeting and task is read
-back through the API, under the same rate budget as the sync, at most once an hour, in
-a background thread; the result and its time are stored in
-``insights_duplicate_checks`` and every report shows the last one.
+Local CRM: SQL over its tables on every report (contacts by email and companies by
+name trimmed and lower-cased, so a variant the unique key let through is found).
+HubSpot: every contact, company, deal, meeting and task is read back through the API,
+under the same rate budget as the sync, at most once an hour, in a background thread;
+the result and its time are stored in ``insights_duplicate_checks`` and every report
+shows the last one.
 """
 
 from __future__ import annotations
@@ -61,24 +61,22 @@ def _groups(rule: str, pairs: Iterable[tuple[str | None, str]]) -> list[Duplicat
 
 
 def _sql_groups(conn: Connection, rule: str, table: Any, *keys: Any) -> list[DuplicateGroup]:
-    """Groups by an exact key, found by SQL (the unique index normally makes them none)."""
-    dup = select(*keys).group_by(*keys).having(func.count() > 1).subquery()
-    rows = conn.execute(select(*keys, table.c.id).where(*(k == dup.c[k.name] for k in keys))).all()
+    """Groups of rows sharing the key expressions, found by SQL."""
+    labelled = [key.label(f"k{n}") for n, key in enumerate(keys)]
+    dup = select(*labelled).group_by(*keys).having(func.count() > 1).subquery()
+    rows = conn.execute(
+        select(*keys, table.c.id).where(*(key == dup.c[f"k{n}"] for n, key in enumerate(keys)))
+    ).all()
     return _groups(rule, (("|".join(str(v) for v in row[:-1]), row[-1]) for row in rows))
 
 
 def local_groups(conn: Connection) -> list[DuplicateGroup]:
-    """Every identity rule, checked in the local CRM's tables."""
+    """Every identity rule, checked by SQL in the local CRM's tables (an email or a name
+    trimmed and lower-cased, so a variant the unique key let through is found)."""
     from adapter.backends.local.models import activities, companies, contacts, leads, tasks
 
-    found = _groups(
-        "contacts",
-        ((email_key(e), i) for i, e in conn.execute(select(contacts.c.id, contacts.c.email))),
-    )
-    found += _groups(
-        "companies",
-        ((company_key(n), i) for i, n in conn.execute(select(companies.c.id, companies.c.name))),
-    )
+    found = _sql_groups(conn, "contacts", contacts, func.lower(func.trim(contacts.c.email)))
+    found += _sql_groups(conn, "companies", companies, func.lower(func.trim(companies.c.name)))
     found += _sql_groups(conn, "leads", leads, leads.c.lead_key)
     found += _sql_groups(conn, "meetings", activities, activities.c.booking_id)
     found += _sql_groups(conn, "tasks", tasks, tasks.c.booking_id, tasks.c.key)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, update
 
 from adapter.db import upsert_insert
 from adapter.insights.tables import bookings, crm_changes, state
@@ -274,3 +274,43 @@ def catch_up_changes(
                 if prefix:
                     _set_mark(conn, rows[prefix - 1].id, _CHANGES_MARK)
             cursor = rows[-1].id
+
+
+# -- owners ------------------------------------------------------------------------
+
+
+def fill_owners(engine: Engine, *, now: datetime | None = None) -> int:
+    """Read the owner of each booking written to the CRM since the last call: the local
+    CRM's meeting owner, else the round robin's choice, else ``''``. A booking still in
+    the queue (or received within the margin) is read on a later call."""
+    from adapter.backends.local.models import activities
+    from adapter.owners.store import assignments
+    from outbox.store import PENDING
+
+    now = now or datetime.now(UTC)
+    local = (
+        select(activities.c.owner_email)
+        .where(activities.c.booking_id == bookings.c.booking_id)
+        .scalar_subquery()
+    )
+    rotated = (
+        select(assignments.c.owner_email)
+        .where(assignments.c.booking_id == bookings.c.booking_id)
+        .scalar_subquery()
+    )
+    waiting = (
+        select(events.c.seq)
+        .where(events.c.key == bookings.c.booking_id, events.c.state.in_(PENDING))
+        .exists()
+    )
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(bookings)
+            .where(
+                bookings.c.owner.is_(None),
+                bookings.c.received_at < now - SETTLE_MARGIN,
+                ~waiting,
+            )
+            .values(owner=func.lower(func.coalesce(local, rotated, "")))
+        )
+    return int(result.rowcount or 0)

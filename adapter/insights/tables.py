@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -43,7 +44,23 @@ bookings = Table(
     Column("crm_outcome_at", UtcDateTime(), nullable=True),
     Column("advanced_at", UtcDateTime(), nullable=True),
     Column("won_at", UtcDateTime(), nullable=True),
+    # The booking's owner once it was written to the CRM ('' for none; NULL: not yet read).
+    Column("owner", String(320), nullable=True),
     Index("ix_insights_bookings_received", "received_at", "event_type"),
+    Index("ix_insights_bookings_owner", "owner"),
+)
+
+# Closed days' booking events (``adapter.insights.days``): per UTC day and event type,
+# the count per outbox state (JSON), the sync-time histogram in whole ms (JSON) and sum.
+days = Table(
+    "insights_days",
+    insights_metadata,
+    Column("day", String(10), primary_key=True),
+    Column("event_type", String(200), primary_key=True),
+    Column("states", Text, nullable=False),
+    Column("sync_ms", Text, nullable=False),
+    Column("sync_sum", Float, nullable=False),
+    Column("computed_at", UtcDateTime(), nullable=False),
 )
 
 # Small named values: the outbox ``seq`` the projection has read up to.

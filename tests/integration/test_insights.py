@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -17,6 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, delete, insert, select
 
 from adapter.insights.compute import build_report, sync_stats
+from adapter.insights.days import DayFigures
 from adapter.insights.report import Filters, Report, to_json
 from adapter.insights.tables import _changes_metadata, crm_changes
 from adapter.settings import Settings
@@ -208,21 +210,31 @@ def test_webhook_success_counts_every_authenticated_delivery(history: History) -
     assert "not an email" not in invalid.detail  # the value is never kept
 
 
-def test_sync_time_is_receipt_to_settle_from_the_stored_timestamps(history: History) -> None:
-    """Sync time: every synced event, its seconds exactly synced_at - received_at."""
+@pytest.mark.parametrize("days_later", [0, 3])
+def test_sync_time_is_receipt_to_settle_from_the_stored_timestamps(
+    history: History, days_later: int
+) -> None:
+    """Sync time: every synced event, its seconds exactly synced_at - received_at (to the
+    ms), whether today is read live (open) or from insights_days (closed, 3 days on)."""
     from outbox.schema import events
 
     with history.engine.connect() as conn:
         rows = conn.execute(
             select(events.c.received_at, events.c.synced_at).where(events.c.state == "synced")
         ).all()
-    expected = sync_stats((s - r).total_seconds() for r, s in rows)
-    sync = _report(history).sync
+    seconds = sorted((s - r).total_seconds() for r, s in rows)
+    expected = DayFigures(sync_ms=Counter(round(v * 1000) for v in seconds), sync_sum=sum(seconds))
+    want = sync_stats(expected)
+    sync = _report(history, days_later=days_later).sync
     assert sync.overall.count == 9
     for name in ("p50", "mean", "p95", "p99", "max"):
-        assert getattr(sync.overall, name) == pytest.approx(getattr(expected, name), abs=0.002)
+        assert getattr(sync.overall, name) == pytest.approx(getattr(want, name), abs=0.002)
+    assert want.p50 == pytest.approx(seconds[4], abs=0.001)  # nearest rank: the 5th of 9
+    assert want.max == pytest.approx(seconds[-1], abs=0.001)
     assert sync.days[0].stats.count == 9
     assert sync.target.met is True  # a local CRM write takes milliseconds
+    web = _report(history, days_later=days_later).webhook
+    assert (web.deliveries, web.accepted) == (11, 9)
 
 
 def test_duplicates_finds_the_injected_contact(history: History) -> None:

@@ -1,5 +1,5 @@
-"""Insights (``adapter.insights``): the bookings projection, refused deliveries, the last
-duplicate check, and the indexes a year's report needs.
+"""Insights (``adapter.insights``): the bookings projection, closed days' figures,
+refused deliveries, the last duplicate check, and the indexes a year's report needs.
 
 Revision ID: 0022_insights_indexes
 Revises: 0018_calendar_tokens
@@ -33,9 +33,20 @@ def upgrade() -> None:
         sa.Column("crm_outcome_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("advanced_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("won_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("owner", sa.String(320), nullable=True),
     )
     op.create_index(
         "ix_insights_bookings_received", "insights_bookings", ["received_at", "event_type"]
+    )
+    op.create_index("ix_insights_bookings_owner", "insights_bookings", ["owner"])
+    op.create_table(
+        "insights_days",
+        sa.Column("day", sa.String(10), primary_key=True),
+        sa.Column("event_type", sa.String(200), primary_key=True),
+        sa.Column("states", sa.Text, nullable=False),
+        sa.Column("sync_ms", sa.Text, nullable=False),
+        sa.Column("sync_sum", sa.Float, nullable=False),
+        sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_table(
         "insights_state",
@@ -65,13 +76,18 @@ def upgrade() -> None:
         "outbox_events",
         ["received_at", "kind", "state", "synced_at"],
     )
+    # The days whose events changed since the last refresh of insights_days.
+    op.create_index("ix_outbox_events_updated", "outbox_events", ["updated_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_outbox_events_updated", table_name="outbox_events")
     op.drop_index("ix_outbox_events_received", table_name="outbox_events")
     op.drop_table("insights_duplicate_checks")
     op.drop_index("ix_webhook_refusals_received", table_name="webhook_refusals")
     op.drop_table("webhook_refusals")
     op.drop_table("insights_state")
+    op.drop_table("insights_days")
+    op.drop_index("ix_insights_bookings_owner", table_name="insights_bookings")
     op.drop_index("ix_insights_bookings_received", table_name="insights_bookings")
     op.drop_table("insights_bookings")
