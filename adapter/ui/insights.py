@@ -284,7 +284,8 @@ def figures(report: Report) -> dict[str, Figure]:
             "funnel",
             "Funnel by booking month",
             "For each month of booking (its cohort): bookings, meetings held, consultations and "
-            "leads won, with the conversion from each step to the next.",
+            "leads won. Each bar is as wide as its share of the cohort's bookings; under it, "
+            "its count · the share of the step before that reached it.",
             [STEP_NAMES.get(step, step) for step in funnel.steps],
             [
                 Cohort(
