@@ -34,7 +34,7 @@ from adapter.insights.days import refresh as refresh_days
 from adapter.insights.duplicates import _report, local_groups
 from adapter.insights.project import catch_up, catch_up_changes, fill_owners
 from adapter.insights.report import Filters
-from adapter.insights.tables import _changes_metadata, crm_changes, refusals
+from adapter.insights.tables import crm_changes, refusals
 from adapter.mapping.loader import load_mapping
 from outbox.schema import events
 
@@ -283,11 +283,7 @@ def seed(engine: Engine, *, bookings: int, total_events: int, now: datetime) -> 
                     "state": "recorded",
                 }
 
-    has_dedupe = "dedupe_key" in {c.name for c in crm_changes.c}
-    rows = change_rows()
-    if not has_dedupe:
-        rows = ({k: v for k, v in r.items() if k != "dedupe_key"} for r in rows)
-    counts["crm_changes"] = _insert(engine, crm_changes, rows)
+    counts["crm_changes"] = _insert(engine, crm_changes, change_rows())
     counts["refusals"] = _insert(
         engine,
         refusals,
@@ -317,7 +313,6 @@ def main(argv: list[str] | None = None) -> int:
         url = args.db or f"sqlite:///{tmp}/insights.db"
         engine = db.make_engine(url)
         db.upgrade(engine)
-        _changes_metadata.create_all(engine)  # issue 16's table, if its migration is absent
         now = datetime.now(UTC)
         with engine.connect() as conn:
             seeded = conn.execute(select(func.count()).select_from(events)).scalar()

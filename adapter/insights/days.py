@@ -12,6 +12,7 @@ the millisecond and the mean is exact (from the sum).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import Connection, Engine, Integer, cast, delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from adapter.db import upsert_insert
 from adapter.insights import sql
@@ -117,24 +119,9 @@ def refresh(engine: Engine, *, now: datetime | None = None) -> int:
         else:
             runs.append((d, d + timedelta(days=1)))
     for first, end in runs:
-        with engine.begin() as conn:
-            grouped = _grouped(conn, _start(first), _start(end))
-            conn.execute(
-                delete(days).where(days.c.day >= first.isoformat(), days.c.day < end.isoformat())
-            )
-            rows = [
-                {
-                    "day": d,
-                    "event_type": k,
-                    "states": json.dumps(dict(f.states)),
-                    "sync_ms": json.dumps({str(m): n for m, n in f.sync_ms.items()}),
-                    "sync_sum": f.sync_sum,
-                    "computed_at": now,
-                }
-                for (d, k), f in grouped.items()
-            ]
-            if rows:
-                conn.execute(insert(days), rows)
+        # Another process writing these days at the same moment: theirs stand.
+        with contextlib.suppress(IntegrityError):
+            _rewrite(engine, first, end, now)
     with engine.begin() as conn:
         stmt = upsert_insert(conn, state).values(name=_MARK, value=now.isoformat())
         conn.execute(
@@ -143,6 +130,28 @@ def refresh(engine: Engine, *, now: datetime | None = None) -> int:
             )
         )
     return len(dirty)
+
+
+def _rewrite(engine: Engine, first: date, end: date, now: datetime) -> None:
+    """Replace the rows of the days [first, end) with what the outbox holds now."""
+    with engine.begin() as conn:
+        grouped = _grouped(conn, _start(first), _start(end))
+        conn.execute(
+            delete(days).where(days.c.day >= first.isoformat(), days.c.day < end.isoformat())
+        )
+        rows = [
+            {
+                "day": d,
+                "event_type": k,
+                "states": json.dumps(dict(f.states)),
+                "sync_ms": json.dumps({str(m): n for m, n in f.sync_ms.items()}),
+                "sync_sum": f.sync_sum,
+                "computed_at": now,
+            }
+            for (d, k), f in grouped.items()
+        ]
+        if rows:
+            conn.execute(insert(days), rows)
 
 
 def per_day(

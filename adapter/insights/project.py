@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, case, func, or_, select, text, update
 
 from adapter.db import upsert_insert
 from adapter.insights.tables import bookings, crm_changes, state
@@ -38,6 +38,7 @@ BOOKING_KINDS = (
 STATUS_OF_KIND = {"booking.cancelled": "cancelled", "booking.no_show": "no_show"}
 SETTLE_MARGIN = timedelta(minutes=2)
 BATCH = 5000
+ANALYZE_AFTER = 20_000
 _MARK = "bookings_seq"
 _CHANGES_MARK = "changes_id"
 
@@ -80,6 +81,8 @@ def _newer(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def _merge(conn: Connection, parsed: Sequence[dict[str, Any]]) -> None:
+    """Upsert the batch; the database keeps the earliest receipt and the newest snapshot,
+    so no row is read first (and two processes merging at once agree)."""
     merged: dict[str, dict[str, Any]] = {}
     for row in parsed:
         have = merged.get(row["booking_id"])
@@ -90,43 +93,33 @@ def _merge(conn: Connection, parsed: Sequence[dict[str, Any]]) -> None:
         if _newer(row, have):
             have.update(row)
         have["received_at"] = first
-    keys = list(merged)
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        for old in conn.execute(select(bookings).where(bookings.c.booking_id.in_(chunk))):
-            mine = merged[old.booking_id]
-            stored = {
-                "received_at": _utc(old.received_at),
-                "snapshot_at": _utc(old.snapshot_at),
-                "snapshot_seq": old.snapshot_seq,
-            }
-            if not _newer(mine, stored):
-                mine.update(
-                    event_type=old.event_type,
-                    start_at=_utc(old.start_at),
-                    status=old.status,
-                    snapshot_at=stored["snapshot_at"],
-                    snapshot_seq=old.snapshot_seq,
-                )
-            mine["received_at"] = min(mine["received_at"], stored["received_at"])
     if not merged:
         return
     stmt = upsert_insert(conn, bookings)
+    new, old = stmt.excluded, bookings.c
+    newer = or_(
+        new.snapshot_at > old.snapshot_at,
+        and_(new.snapshot_at == old.snapshot_at, new.snapshot_seq > old.snapshot_seq),
+    )
+    snapshot = ("event_type", "start_at", "status", "snapshot_at", "snapshot_seq")
     stmt = stmt.on_conflict_do_update(
         index_elements=[bookings.c.booking_id],
         set_={
-            name: stmt.excluded[name]
-            for name in (
-                "event_type",
-                "received_at",
-                "start_at",
-                "status",
-                "snapshot_at",
-                "snapshot_seq",
-            )
+            "received_at": case(
+                (new.received_at < old.received_at, new.received_at), else_=old.received_at
+            ),
+            **{name: case((newer, new[name]), else_=old[name]) for name in snapshot},
         },
     )
     conn.execute(stmt, list(merged.values()))
+
+
+def _analyze(engine: Engine, read: int) -> None:
+    """After a large catch-up (the first one reads the history), refresh the planner's
+    statistics: PostgreSQL otherwise plans for the empty table it last analysed."""
+    if read >= ANALYZE_AFTER:
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE insights_bookings"))
 
 
 def catch_up(engine: Engine, *, now: datetime | None = None) -> int:
@@ -153,6 +146,7 @@ def catch_up(engine: Engine, *, now: datetime | None = None) -> int:
                 .limit(BATCH)
             ).all()
             if not rows:
+                _analyze(engine, read)
                 return read
             _merge(conn, [p for p in map(_parse, rows) if p is not None])
             read += len(rows)

@@ -1,5 +1,5 @@
-"""The tables insights keeps (migration ``0022_insights_indexes`` mirrors them), and the
-``crm_changes`` columns it reads (that table is ``adapter.changes``')."""
+"""The tables insights keeps (migration ``0022_insights_indexes`` mirrors them), and
+``crm_changes`` (``adapter.changes``'), which it reads."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from sqlalchemy import (
 )
 
 from adapter.backends.local.models import UtcDateTime
+from adapter.changes.store import crm_changes as changes_crm_changes
 
 insights_metadata = MetaData()
 
@@ -96,25 +97,5 @@ duplicate_checks = Table(
     Column("error", Text, nullable=True),
 )
 
-# The columns of ``crm_changes`` (migration 0019, ``adapter.changes``) that insights reads.
-_changes_metadata = MetaData()
-crm_changes = Table(
-    "crm_changes",
-    _changes_metadata,
-    Column("id", Integer, primary_key=True),
-    Column("booking_id", String(200), nullable=False),
-    Column("lead_key", String(600), nullable=True),
-    Column("object_type", String(16), nullable=False),
-    Column("crm_id", String(64), nullable=False),
-    Column("task_key", String(100), nullable=True),
-    Column("field", String(32), nullable=False),
-    Column("old_value", Text, nullable=True),
-    Column("new_value", Text, nullable=True),
-    Column("changed_at", UtcDateTime(), nullable=False),
-    Column("recorded_at", UtcDateTime(), nullable=False),
-    Column("source", String(16), nullable=False),
-    Column("actor", String(320), nullable=True),
-    Column("state", String(16), nullable=False),
-    Index("ix_crm_changes_booking", "booking_id", "changed_at"),
-    Index("ix_crm_changes_field", "field", "changed_at"),
-)
+# What sales staff changed in the CRM (issue 16's history), read here, written there.
+crm_changes = changes_crm_changes

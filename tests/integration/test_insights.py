@@ -4,7 +4,6 @@ JSON and CSV, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 from collections import Counter
@@ -20,7 +19,6 @@ from sqlalchemy import Engine, delete, insert, select
 from adapter.insights.compute import build_report, sync_stats
 from adapter.insights.days import DayFigures
 from adapter.insights.report import Filters, Report, to_json
-from adapter.insights.tables import _changes_metadata, crm_changes
 from adapter.settings import Settings
 from tests.conftest import WEBHOOK_SECRET, seed_booking
 
@@ -44,6 +42,13 @@ class History:
     received: dict[str, datetime]
 
 
+WRITTEN = {
+    "meeting": ("outcome", "SCHEDULED"),
+    "task": ("status", "todo"),
+    "deal": ("stage", "CONTACTED"),
+}
+
+
 def _change(
     engine: Engine,
     booking_id: str,
@@ -54,32 +59,33 @@ def _change(
     *,
     task_key: str | None = None,
 ) -> None:
-    """A change made in the CRM, as ``adapter.changes`` records it (issue 16)."""
-    dedupe = hashlib.sha256(f"{booking_id}|{object_type}|{field}|{new_value}".encode()).hexdigest()
-    keyed = "dedupe_key" in _columns(engine)
+    """A salesperson's change in the CRM, recorded through issue 16's store: the service
+    wrote its value, then the CRM shows another."""
+    from adapter.changes.store import observe, record_written
+
+    crm_id = f"crm-{booking_id}-{object_type}-{task_key or ''}"
+    written_field, written = WRITTEN[object_type]
     with engine.begin() as conn:
-        conn.execute(
-            insert(crm_changes).values(
-                booking_id=booking_id,
-                object_type=object_type,
-                crm_id=f"crm-{booking_id}-{object_type}",
-                task_key=task_key,
-                field=field,
-                old_value=None,
-                new_value=new_value,
-                changed_at=changed_at,
-                recorded_at=changed_at,
-                source="dashboard",
-                state="recorded",
-                **({"dedupe_key": dedupe} if keyed else {}),
-            )
+        record_written(
+            conn,
+            object_type,
+            crm_id,
+            booking_id=booking_id,
+            values={written_field: written},
+            task_key=task_key,
+            now=changed_at - timedelta(hours=1),
         )
-
-
-def _columns(engine: Engine) -> set[str]:
-    from sqlalchemy import inspect
-
-    return {c["name"] for c in inspect(engine).get_columns("crm_changes")}
+        recorded = observe(
+            conn,
+            object_type,
+            crm_id,
+            {field: new_value},
+            changed_at=changed_at,
+            source="dashboard",
+            now=changed_at,
+            actor="sales@example.com",
+        )
+    assert [(c.field, c.new_value) for c in recorded] == [(field, new_value)]
 
 
 def build_history(client: TestClient, engine: Engine) -> History:
@@ -141,7 +147,6 @@ def build_history(client: TestClient, engine: Engine) -> History:
         ):
             received.setdefault(key, at.replace(tzinfo=UTC) if at.tzinfo is None else at)
 
-    _changes_metadata.create_all(engine)  # until issue 16's migration lands
     b4 = received["b4"]
     _change(engine, "b4", "meeting", "outcome", "COMPLETED", b4 + timedelta(hours=2))
     _change(engine, "b4", "task", "status", "done", b4 + timedelta(hours=3), task_key="summary")
@@ -345,6 +350,10 @@ def test_api_json_and_csv(history: History, admin: dict[str, str]) -> None:
     )
     (line,) = list(csv.DictReader(io.StringIO(webhook_csv.text)))
     assert (line["deliveries"], line["invalid"], line["quarantined"]) == ("11", "1", "1")
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/api/insights", "/api/insights.csv"} <= set(paths)
+    params = {p["name"] for p in paths["/api/insights"]["get"]["parameters"]}
+    assert {"from", "to", "eventType", "format", "metric"} <= params
 
 
 @pytest.mark.parametrize(
