@@ -4,13 +4,12 @@ form works without JavaScript, and a chart's CSV downloads.
 
 The history is delivered through the real webhook; its stored receipt times (and their
 sync times, moved alike) are then spread over the last six weeks, as a history that
-had come in day after day, and a few sales-staff changes are recorded in ``crm_changes``
-(issue 16's table). The README's screenshot comes from here (``SCREENSHOTS_DIR``).
+had come in day after day, and a few sales-staff changes are recorded through issue 16's
+change store. The README's screenshot comes from here (``SCREENSHOTS_DIR``).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -19,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, insert, inspect, select, update
+from sqlalchemy import Engine, select, update
 
 from adapter import db
-from adapter.insights.tables import _changes_metadata, crm_changes, refusals
+from adapter.insights.tables import refusals
 from outbox.schema import events
 from tests.acceptance.test_dashboard_browser import (
     ADMIN,
@@ -38,6 +37,7 @@ from tests.acceptance.test_dashboard_browser import (
 )
 from tests.acceptance.test_serve_process import Serve
 from tests.conftest import seed_booking
+from tests.integration.test_insights_dashboard import crm_change
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -104,29 +104,6 @@ def _move_back(engine: Engine, booking_id: str, delta: timedelta) -> datetime:
     return first if first.tzinfo else first.replace(tzinfo=UTC)
 
 
-def _crm_change(engine: Engine, booking_id: str, field: str, value: str, at: datetime) -> None:
-    """A salesperson's change, as issue 16's ``adapter.changes`` records it."""
-    columns = {c["name"] for c in inspect(engine).get_columns("crm_changes")}
-    extra = {}
-    if "dedupe_key" in columns:
-        extra["dedupe_key"] = hashlib.sha256(f"{booking_id}|{field}|{value}".encode()).hexdigest()
-    with engine.begin() as conn:
-        conn.execute(
-            insert(crm_changes).values(
-                booking_id=booking_id,
-                object_type="meeting" if field == "outcome" else "lead",
-                crm_id=f"crm-{booking_id}-{field}",
-                field=field,
-                new_value=value,
-                changed_at=at,
-                recorded_at=at,
-                source="dashboard",
-                state="recorded",
-                **extra,
-            )
-        )
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """serve on the local CRM with six weeks of bookings: workshops and consultations, some
@@ -135,8 +112,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     workdir: Path = tmp_path_factory.mktemp("insights")
     server = Serve(workdir, _env(workdir))
     engine = db.make_engine(f"sqlite:///{workdir / 'bookme.db'}")
-    # crm_changes is issue 16's migration 0019; made here while this branch lacks it.
-    _changes_metadata.create_all(engine, checkfirst=True)
     now = datetime.now(UTC).replace(microsecond=0)
     deliveries = 0
     try:
@@ -169,9 +144,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             if not ending and start < now:
                 if i % 2 == 0:
                     done = start + timedelta(hours=2)
-                    _crm_change(engine, booking_id, "outcome", "COMPLETED", done)
+                    crm_change(engine, booking_id, "outcome", "COMPLETED", done)
                 if i % 4 == 0:
-                    _crm_change(engine, booking_id, "stage", "WON", received + timedelta(days=3))
+                    crm_change(engine, booking_id, "stage", "WON", received + timedelta(days=3))
         _post(server, 202, bookingId="ins-master", eventType="masterclass", scheduledDate=_iso(now))
         deliveries += 1
         _move_back(engine, "ins-master", timedelta(days=9))

@@ -4,7 +4,6 @@ real webhook: exact figures, targets, definitions, the form, and the CSV downloa
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -17,12 +16,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from fastapi.testclient import TestClient
 from markupsafe import escape
-from sqlalchemy import Engine, insert, inspect
+from sqlalchemy import Engine
 
 from adapter.backends.hubspot import HubSpotBackend, run_setup
+from adapter.changes.store import observe, record_written
 from adapter.insights import definitions
 from adapter.insights.report import DuplicateGroup, MissingFollowUp, RefusedEvent
-from adapter.insights.tables import _changes_metadata, crm_changes
 from adapter.mapping import load_mapping
 from adapter.services import Services, build_services
 from adapter.settings import Settings
@@ -62,27 +61,35 @@ def _deliver(client: TestClient, expect: int = 200, **fields: Any) -> dict[str, 
     return body
 
 
-def _crm_change(engine: Engine, booking_id: str, field: str, value: str, at: datetime) -> None:
-    """A salesperson's change in the CRM, as issue 16's ``crm_changes`` records it."""
-    columns = {c["name"] for c in inspect(engine).get_columns("crm_changes")}
-    extra = {}
-    if "dedupe_key" in columns:
-        extra["dedupe_key"] = hashlib.sha256(f"{booking_id}|{field}|{value}".encode()).hexdigest()
+WRITTEN = {"meeting": ("outcome", "SCHEDULED"), "deal": ("stage", "CONTACTED")}
+
+
+def crm_change(engine: Engine, booking_id: str, field: str, value: str, at: datetime) -> None:
+    """A salesperson's change in the CRM, recorded through issue 16's store: the service
+    wrote its own value an hour before, then the CRM shows another."""
+    object_type = "meeting" if field == "outcome" else "deal"
+    crm_id = f"crm-{booking_id}-{object_type}"
+    written_field, written = WRITTEN[object_type]
     with engine.begin() as conn:
-        conn.execute(
-            insert(crm_changes).values(
-                booking_id=booking_id,
-                object_type="meeting" if field == "outcome" else "lead",
-                crm_id=f"crm-{booking_id}-{field}",
-                field=field,
-                new_value=value,
-                changed_at=at,
-                recorded_at=at,
-                source="dashboard",
-                state="recorded",
-                **extra,
-            )
+        record_written(
+            conn,
+            object_type,
+            crm_id,
+            booking_id=booking_id,
+            values={written_field: written},
+            now=at - timedelta(hours=1),
         )
+        recorded = observe(
+            conn,
+            object_type,
+            crm_id,
+            {field: value},
+            changed_at=at,
+            source="dashboard",
+            now=at,
+            actor="sales@example.com",
+        )
+    assert [(c.field, c.new_value) for c in recorded] == [(field, value)]
 
 
 @pytest.fixture
@@ -90,8 +97,6 @@ def history(services: Services) -> Iterator[History]:
     """Eight authenticated deliveries of five bookings: a workshop held, marked completed and
     won in the CRM; a workshop no-show; an upcoming workshop; a consultation cancelled; a
     masterclass the mapping cannot place (quarantined); and one refused (no email)."""
-    # crm_changes is issue 16's migration 0019; made here while this branch lacks it.
-    _changes_metadata.create_all(services.engine, checkfirst=True)
     now = datetime.now(UTC).replace(microsecond=0)
     past = now.replace(hour=10, minute=0, second=0) - timedelta(days=3)
     future = now.replace(hour=10, minute=0, second=0) + timedelta(days=5)
@@ -139,8 +144,8 @@ def history(services: Services) -> Iterator[History]:
         )
         _deliver(client, 400, bookingId="in-bad", email=None, scheduledDate=_iso(future))
         answered = datetime.now(UTC) + timedelta(seconds=1)
-        _crm_change(services.engine, "in-held", "outcome", "COMPLETED", answered)
-        _crm_change(services.engine, "in-held", "stage", "WON", answered)
+        crm_change(services.engine, "in-held", "outcome", "COMPLETED", answered)
+        crm_change(services.engine, "in-held", "stage", "WON", answered)
         assert log_in(client).status_code == 303
         yield History(client, past.strftime("%a"), quarantined["eventId"])
 
@@ -338,7 +343,6 @@ def test_the_page_reads_a_hubspot_portal_too(
     try:
         assert isinstance(services.backend, HubSpotBackend)
         assert run_setup(services.backend.api, load_mapping(DEFAULT_MAPPING)).ok
-        _changes_metadata.create_all(services.engine, checkfirst=True)
         with _client(services) as client:
             _deliver(client, bookingId="hs-1", email="hs1@example.com")
             _deliver(
