@@ -613,6 +613,59 @@ def hubspot_setup() -> None:
     typer.echo("HubSpot is ready for bookme-crm")
 
 
+@hubspot_app.command("poll")
+def hubspot_poll(
+    once: Annotated[
+        bool, typer.Option("--once", help="One round over meetings, tasks and deals, then exit.")
+    ] = False,
+    log_format: LogFormatOption = None,
+) -> None:
+    """Look for changes sales staff made in HubSpot (the poll `serve` and `worker` run).
+
+    Records each change once and queues its push to BookMe; exits 1 when another
+    process holds the poll's lease (it is polling now).
+    """
+    from adapter.errors import AdapterError
+    from adapter.hubspot_sync.poll import poll_error
+
+    settings = _settings()
+    _configure_logging(log_format or settings.log_format)
+    if settings.crm_backend != "hubspot":
+        typer.echo("configuration error: the poll needs CRM_BACKEND=hubspot", err=True)
+        raise typer.Exit(2)
+    services = _services(settings)
+    poller = services.hubspot_poller()
+    assert poller is not None
+    try:
+        if not once:
+            inbox = _SignalInbox()
+            inbox.catch(signal.SIGTERM, signal.SIGINT)
+            stop = threading.Event()
+            threading.Thread(target=poller.run, args=(stop,), name="hubspot-poll").start()
+            while inbox.next(timeout=1.0) is None:
+                pass
+            stop.set()
+            poller.wake()
+            return
+        try:
+            report = poller.poll_once()
+        except AdapterError as exc:
+            typer.echo(f"HubSpot poll failed: {poll_error(exc)}", err=True)
+            raise typer.Exit(1) from exc
+        if report is None:
+            typer.echo("another process is polling HubSpot now (it holds the lease)", err=True)
+            raise typer.Exit(1)
+        for object_type, pages in report.pages.items():
+            typer.echo(f"{object_type:<9} {pages} page(s)")
+        tally = report.tally
+        typer.echo(
+            f"read {tally.read} object(s): {tally.changes} change(s), "
+            f"{tally.pushes} push(es) queued, {tally.superseded} superseded"
+        )
+    finally:
+        services.close(timeout=0.0)
+
+
 @hubspot_app.command("verify")
 def hubspot_verify(
     search_wait: Annotated[

@@ -103,6 +103,19 @@ class Metrics:
             ["surface"],
             registry=self.registry,
         )
+        self.hubspot_polls = Counter(
+            "bookme_hubspot_polls",
+            "Rounds of the HubSpot poll: done, skipped (another process held the lease), failed.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.hubspot_changes = Counter(
+            "bookme_hubspot_changes",
+            "Changes made in HubSpot, recorded by source (poll, webhook) and what became of "
+            "them (recorded, superseded).",
+            ["source", "state"],
+            registry=self.registry,
+        )
         if store is not None:
             self.registry.register(_OutboxCollector(store))
 

@@ -34,6 +34,7 @@ from adapter.timeutil import utcnow
 from adapter.worker import JobHandler, PlanHook, Worker
 
 if TYPE_CHECKING:
+    from adapter.hubspot_sync.poll import Poller
     from adapter.notify.record import MailRecord
 from outbox.retry import RetryPolicy
 from outbox.store import PENDING, Event, OutboxStore
@@ -186,6 +187,7 @@ class Services:
     generated: list[StoredSecret] = field(default_factory=list)  # made by this start
     workers: list[Worker] = field(default_factory=list)
     heartbeat: Heartbeat | None = None
+    poller: Poller | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     writer: OutboxWriter = field(init=False)  # the webhook's single committer
@@ -196,6 +198,7 @@ class Services:
     def new_worker(self, clock: Callable[[], datetime] = utcnow) -> Worker:
         s = self.settings
         handlers, hooks = self._notify(clock)
+        handlers.update(self._hubspot_handlers(clock))
         worker = Worker(
             self.store,
             self.backend,
@@ -237,6 +240,58 @@ class Services:
         )
         return {SEND_KIND: handler}, [SendScheduler(self.store, clock=clock).schedule]
 
+    def _hubspot_handlers(self, clock: Callable[[], datetime]) -> dict[str, JobHandler]:
+        """HubSpot: the webhook deliveries' read-back job (``adapter.hubspot_sync``)."""
+        from adapter.backends.hubspot import HubSpotBackend
+
+        if not isinstance(self.backend, HubSpotBackend):
+            return {}
+        from adapter.hubspot_sync import DELIVERY_KIND
+        from adapter.hubspot_sync.delivery import DeliveryHandler
+
+        handler = DeliveryHandler(
+            self.backend.api,
+            self.store,
+            lambda: self.mappings.current.defaults.hubspot.deal_stages,
+            lag_seconds=self.settings.hubspot_search_lag_seconds,
+            clock=clock,
+            metrics=self.metrics,
+        )
+        return {DELIVERY_KIND: handler}
+
+    def hubspot_poller(self) -> Poller | None:
+        """HubSpot: the poll for changes made there (``HUBSPOT_POLL_SECONDS``; 0: none)."""
+        from adapter.backends.hubspot import HubSpotBackend
+
+        if not isinstance(self.backend, HubSpotBackend):
+            return None
+        from adapter.hubspot_sync.poll import Poller
+
+        s = self.settings
+        return Poller(
+            self.backend.api,
+            self.engine,
+            self.store,
+            lambda: self.mappings.current.defaults.hubspot.deal_stages,
+            interval=s.hubspot_poll_seconds,
+            lag_seconds=s.hubspot_search_lag_seconds,
+            metrics=self.metrics,
+        )
+
+    def start_poller(self) -> None:
+        """Poll HubSpot in a daemon thread until ``close`` (with the workers, in ``serve``
+        and ``worker``); several processes may run it, the poll's lease lets one at a time."""
+        if self.poller is not None or self.settings.hubspot_poll_seconds <= 0:
+            return
+        self.poller = self.hubspot_poller()
+        if self.poller is None:
+            return
+        thread = threading.Thread(
+            target=self.poller.run, args=(self._stop,), name="hubspot-poll", daemon=True
+        )
+        thread.start()
+        self._threads.append(thread)
+
     def mail_record(self) -> MailRecord:
         """Where the CRM in use records a sent mail and tells a task done by hand."""
         from adapter.notify.record import LocalMailRecord, UnreadMailRecord
@@ -270,6 +325,8 @@ class Services:
             )
             thread.start()
             self._threads.append(thread)
+        if count:
+            self.start_poller()
 
     def wake_workers(self) -> None:
         for worker in self.workers:
@@ -395,6 +452,8 @@ class Services:
         """
         self._stop.set()
         self.wake_workers()
+        if self.poller is not None:
+            self.poller.wake()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0.0))

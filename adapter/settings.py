@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     # How long a HubSpot create that may have landed is trusted to HubSpot's search
     # index before it is made again (HubSpot documents "a few seconds"; 60 s is safe).
     hubspot_search_lag_seconds: float = Field(default=60.0, ge=0, le=3600)
+    # Changes made in HubSpot (``adapter.hubspot_sync``): the poll's period (0: no poll),
+    # and the app's client secret that signs its webhook deliveries to
+    # /api/hubspot/webhooks, at the target URL configured in the app (the signature
+    # covers it; unset: the URL this service sees, fine without a rewriting proxy).
+    hubspot_poll_seconds: float = Field(default=60.0, ge=0, le=86_400)
+    hubspot_client_secret: SecretStr | None = None
+    hubspot_webhook_url: str | None = None
     worker_shutdown_seconds: float = Field(default=20.0, ge=0)
     log_format: Literal["json", "console"] | None = None  # None: console on a terminal
     # The dashboard (/ui): dates are shown in UI_TIMEZONE; HubSpot record links need the portal.
@@ -95,7 +102,14 @@ class Settings(BaseSettings):
     bookme_api_url: str | None = None
     bookme_api_token: SecretStr | None = None
 
-    @field_validator("crm_webhook_secret", "admin_token", "hubspot_access_token", mode="before")
+    @field_validator(
+        "crm_webhook_secret",
+        "admin_token",
+        "hubspot_access_token",
+        "hubspot_client_secret",
+        "hubspot_webhook_url",
+        mode="before",
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
@@ -157,6 +171,15 @@ class Settings(BaseSettings):
             if _is_placeholder(secret) or not secret.startswith("whsec_") or len(secret) < 16:
                 raise ValueError("each secret must be a real 'whsec_…' value")
         return value
+
+    @field_validator("hubspot_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip().lower().startswith(("http://", "https://")):
+            raise ValueError(
+                "must be the full URL HubSpot calls, e.g. 'https://crm.example/api/hubspot/webhooks'"
+            )
+        return None if value is None else value.strip()
 
     @field_validator("ui_timezone")
     @classmethod

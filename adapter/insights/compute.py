@@ -285,21 +285,28 @@ def expected_tasks(mapping: MappingConfig, event_type: str, status: str) -> tupl
     return tuple(t.key for t in tasks if not t.skip_if_past)
 
 
-def _task_in(ctx: Context, keys: Sequence[str]) -> tuple[Any, Any, Any]:
-    """(the CRM's task table, a clause: the task is the booking's, a clause: its key is
-    one of ``keys``). The first clause is the same for every key set, so a query can
-    name it once and let the database probe the booking's tasks by index."""
+def _live_in_hubspot(ho: Any) -> Any:
+    """The row names a HubSpot object that exists: created (not an interrupted create's
+    intent) and not the one found deleted there (until the next event recreates it)."""
+    return and_(
+        ho.c.hubspot_id.is_not(None),
+        or_(ho.c.deleted_id.is_(None), ho.c.deleted_id != ho.c.hubspot_id),
+    )
+
+
+def _task_in(ctx: Context, keys: Sequence[str]) -> tuple[Any, Any]:
+    """(the CRM's task table, a clause: the task is the booking's, with one of ``keys``)."""
     if ctx.backend == "hubspot":
         from adapter.backends.hubspot.store import hubspot_objects as ho
 
-        return (
-            ho,
-            and_(ho.c.object_type == "task", ho.c.hubspot_id.is_not(None)),
+        return ho, and_(
+            ho.c.object_type == "task",
             ho.c.natural_key.in_([bookings.c.booking_id + f"|{k}" for k in keys]),
+            _live_in_hubspot(ho),
         )
     from adapter.backends.local.models import tasks
 
-    return tasks, tasks.c.booking_id == bookings.c.booking_id, tasks.c.key.in_(keys)
+    return tasks, and_(tasks.c.booking_id == bookings.c.booking_id, tasks.c.key.in_(keys))
 
 
 def follow_ups(conn: Connection, ctx: Context) -> FollowUps:
@@ -329,21 +336,15 @@ def follow_ups(conn: Connection, ctx: Context) -> FollowUps:
     # One pass: the bookings whose expected tasks are not all in the CRM.
     short: list[tuple[str, str, str]] = []
     if expected:
-        table: Any = None
-        owned: Any = None
-        clauses: list[Any] = []
-        for (event_type, status), keys in expected.items():
-            table, owned, present = _task_in(ctx, keys)
-            clauses.append(
-                and_(bookings.c.event_type == event_type, bookings.c.status == status, present)
+        # One join of the period's bookings to their tasks (any expected key), grouped
+        # per booking; a booking is short when fewer of its own group's keys are there.
+        every = sorted({k for keys in expected.values() for k in keys})
+        table, joined = _task_in(ctx, every)
+        present = or_(
+            *(
+                and_(bookings.c.event_type == t, bookings.c.status == st, _task_in(ctx, keys)[1])
+                for (t, st), keys in expected.items()
             )
-        # The key test sits in the count, not the WHERE: the database then reads the
-        # booking's few tasks by index once instead of one probe per event type and status.
-        found = (
-            select(func.count(case((or_(*clauses), 1))))
-            .select_from(table)
-            .where(owned)
-            .scalar_subquery()
         )
         wanted = case(
             *(
@@ -354,9 +355,22 @@ def follow_ups(conn: Connection, ctx: Context) -> FollowUps:
         )
         short = [
             (booking_id, event_type, status)
-            for booking_id, event_type, status in conn.execute(
-                select(bookings.c.booking_id, bookings.c.event_type, bookings.c.status)
-                .where(*_period_bookings(ctx), found < wanted)
+            for booking_id, event_type, status, _received in conn.execute(
+                select(
+                    bookings.c.booking_id,
+                    bookings.c.event_type,
+                    bookings.c.status,
+                    bookings.c.received_at,
+                )
+                .select_from(bookings.outerjoin(table, joined))
+                .where(*_period_bookings(ctx))
+                .group_by(
+                    bookings.c.booking_id,
+                    bookings.c.event_type,
+                    bookings.c.status,
+                    bookings.c.received_at,
+                )
+                .having(func.count(case((present, 1))) < wanted)
                 .order_by(bookings.c.received_at.desc())
             )
             if booking_id not in waiting
@@ -414,7 +428,7 @@ def _missing_keys(
                 select(ho.c.natural_key).where(
                     ho.c.object_type == "task",
                     ho.c.natural_key.in_([f"{booking_id}|{k}" for k in keys]),
-                    ho.c.hubspot_id.is_not(None),
+                    _live_in_hubspot(ho),
                 )
             ).scalars()
         }

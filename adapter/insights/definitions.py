@@ -39,7 +39,7 @@ FOLLOW_UPS = (
     "in the queue. Expected: the event type's tasks, plus on_cancel tasks for a cancelled "
     "booking and on_no_show tasks for a no-show; tasks marked skip_if_past are not expected "
     "(the mapping may rightly skip them). A task exists whatever its status (done, open or "
-    "cancelled). Target: 100 %."
+    "cancelled); on HubSpot, once created there and not found deleted since. Target: 100 %."
 )
 
 RESPONSE = (

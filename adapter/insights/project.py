@@ -146,8 +146,7 @@ def catch_up(engine: Engine, *, now: datetime | None = None) -> int:
                 .limit(BATCH)
             ).all()
             if not rows:
-                _analyze(engine, read)
-                return read
+                break
             _merge(conn, [p for p in map(_parse, rows) if p is not None])
             read += len(rows)
             # The mark passes only events old enough that no lower seq can still commit.
@@ -161,6 +160,8 @@ def catch_up(engine: Engine, *, now: datetime | None = None) -> int:
                 if prefix:
                     _set_mark(conn, rows[prefix - 1].seq)
             cursor = rows[-1].seq
+    _analyze(engine, read)  # outside the batch's transaction: SQLite has one writer
+    return read
 
 
 # -- changes made in the CRM --------------------------------------------------------
@@ -201,7 +202,8 @@ def catch_up_changes(
 ) -> int:
     """Merge the CRM changes recorded since the last call; returns how many were read.
 
-    A change for a booking the projection does not hold yet is read again next time.
+    Run after ``catch_up``: every stored booking event is then in the projection, so a
+    change naming a booking it does not hold names none of ours and is passed over.
     """
     now = now or datetime.now(UTC)
     settled_before = now - SETTLE_MARGIN
@@ -261,7 +263,7 @@ def catch_up_changes(
             if not holding:
                 prefix = 0
                 for row in rows:
-                    if _utc(row.recorded_at) >= settled_before or row.booking_id not in held:
+                    if _utc(row.recorded_at) >= settled_before:
                         holding = True
                         break
                     prefix += 1

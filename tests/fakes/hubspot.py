@@ -107,6 +107,41 @@ As strict as the portal
   400 VALIDATION_ERROR "Invalid input JSON: <where>: <why>"; no body where one is
   expected is "Invalid JSON input: a request body was expected, but none found".
 
+Sales staff, property history and webhooks
+------------------------------------------
+- Every create and update sets ``hs_lastmodifieddate`` (and ``updatedAt``) to the
+  write's moment, to the millisecond. Each property keeps its history: a value
+  that changes (create, update, batch, upsert, or an edit below) adds an entry
+  ``{"value", "timestamp", "sourceType", "sourceId"}``; writes through the API
+  token are ``sourceType`` INTEGRATION with the app's id (``app_id``) as
+  ``sourceId``. A batch read with ``propertiesWithHistory`` (and GET with
+  ``?propertiesWithHistory=``) answers ``propertiesWithHistory: {name: [entries,
+  newest first]}`` (HubSpot's ``ValueWithTimestamp``). A write that leaves a value
+  as it was adds no entry (HubSpot documents history as a property's values over
+  time; the fake records changes).
+- Edits "by a salesperson" in HubSpot's UI: ``edit(type, id, user_id=, **props)``
+  and its shorthands ``reschedule_meeting(id, start[, end])`` (moves
+  ``hs_timestamp``, start and end; keeps the length), ``set_meeting_outcome(id,
+  outcome, notes=)``, ``set_deal_stage(id, stage_id)``, ``set_task_status(id,
+  status)``: validated like API writes, ``sourceType`` CRM_UI and ``sourceId``
+  ``userId:<n>`` (also ``POST /_fake/edit {"type", "id", "userId", "properties"}``).
+- App webhooks: ``subscribe(type, property)`` (deals ``deal.propertyChange``,
+  meetings and tasks the generic ``object.propertyChange`` with ``objectTypeId``
+  0-47 / 0-27) queues an event per change of that property, by any source:
+  ``eventId, subscriptionId, portalId, appId, occurredAt`` (epoch ms of the
+  change), ``subscriptionType, attemptNumber, objectId, propertyName,
+  propertyValue, changeSource`` (CRM_UI or INTEGRATION) and ``sourceId``.
+  ``deliver_webhooks(url=webhook_url)`` POSTs them, 100 at most per request, as a
+  JSON array signed as HubSpot signs (``sign_v3``: ``X-HubSpot-Signature-v3`` =
+  base64 HMAC-SHA256 with the app's ``client_secret`` over method + URI (its
+  listed escapes decoded) + body + ``X-HubSpot-Request-Timestamp`` in ms); a
+  request answered other than 2xx leaves its events queued with ``attemptNumber``
+  raised. ``post_webhook``/``webhook_headers`` build deliveries by hand (stale
+  timestamps, wrong secrets) (also ``POST /_fake/subscribe`` and
+  ``/_fake/webhooks/deliver``).
+- Search takes one sort at most (HubSpot: "you can only sort by one property");
+  date-times sort and compare by instant (``GT``/``GTE`` take epoch ms or ISO).
+
 Documented failures, on demand (each fires ``times`` times; ``None`` is forever)
 ------------------------------------------------------------------------------
 - ``fail(method, path_glob, status, times=1, body=None, retry_after=None)``: any
@@ -142,15 +177,20 @@ null`` is forever),
 ``DELETE /_fake/faults``, ``POST /_fake/config`` (``search_lag``, ``rate_limit``,
 ``rate_window``, ``search_rate_limit``, ``search_window``, ``token``,
 ``conflict_shape``, ``daily_limit``, ``ui_domain``, ``data_hosting_location``,
-``time_zone``) and
+``time_zone``, ``app_id``, ``client_secret``, ``webhook_url``, ``datetime_answers``:
+``"iso"`` or ``"epoch_ms"``, how date-time properties are answered) and
 ``POST /_fake/flush-search`` (make every write searchable now).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import fnmatch
+import hashlib
+import hmac
+import http.client
 import importlib
 import json
 import os
@@ -174,6 +214,17 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 PORTAL_ID = 1234567
+APP_ID = 3141592
+"""The app (private or public) whose token writes: the ``sourceId`` of its writes' history."""
+CLIENT_SECRET = "fake-hubspot-client-secret-0123456789"
+"""The app's client secret: webhook deliveries are signed with it (v3)."""
+MAX_WEBHOOK_BATCH = 100
+"""HubSpot sends at most 100 events in one webhook request."""
+# The characters HubSpot decodes in the URI before signing it (request validation, v3).
+_URI_DECODE = {
+    "%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$",
+    "%27": "'", "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";",
+}  # fmt: skip
 MAX_BATCH = 100
 MAX_SEARCH_LIMIT = 200
 MAX_SEARCH_RESULTS = 10_000
@@ -452,6 +503,63 @@ def _correlation_id() -> str:
     return str(uuid.uuid4())
 
 
+def signed_uri(uri: str) -> str:
+    """``uri`` as HubSpot's v3 signature covers it: the listed escapes decoded."""
+    for escaped, char in _URI_DECODE.items():
+        uri = uri.replace(escaped, char).replace(escaped.lower(), char)
+    return uri
+
+
+def sign_v3(secret: str, method: str, uri: str, body: bytes, timestamp_ms: int) -> str:
+    """HubSpot's ``X-HubSpot-Signature-v3``: base64 of HMAC-SHA256 with the app's client
+    secret over method + URI + body + ``X-HubSpot-Request-Timestamp`` (UTF-8)."""
+    source = method.upper().encode() + signed_uri(uri).encode() + body + str(timestamp_ms).encode()
+    digest = hmac.new(secret.encode(), source, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def webhook_headers(
+    secret: str, uri: str, body: bytes, *, timestamp_ms: int | None = None, method: str = "POST"
+) -> dict[str, str]:
+    """The headers of a HubSpot webhook request for ``body`` to ``uri``, signed now (or at
+    ``timestamp_ms``): v3, plus the older v2 signature HubSpot still sends."""
+    stamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    v2 = hashlib.sha256((secret + method.upper() + uri).encode() + body).hexdigest()
+    return {
+        "Content-Type": "application/json",
+        "X-HubSpot-Signature-v3": sign_v3(secret, method, uri, body, stamp),
+        "X-HubSpot-Request-Timestamp": str(stamp),
+        "X-HubSpot-Signature": v2,
+        "X-HubSpot-Signature-Version": "v2",
+        "User-Agent": "HubSpot Connect 2.0 (http://dev.hubspot.com/) - fake",
+    }
+
+
+def post_webhook(
+    uri: str,
+    events: list[dict[str, Any]],
+    secret: str,
+    *,
+    timestamp_ms: int | None = None,
+    timeout: float = 10.0,
+) -> int:
+    """POST ``events`` to ``uri`` as HubSpot delivers them; returns the status (0: no answer)."""
+    body = json.dumps(events, separators=(",", ":")).encode()
+    headers = webhook_headers(secret, uri, body, timestamp_ms=timestamp_ms)
+    split = urlsplit(uri)
+    connection = http.client.HTTPConnection(
+        split.hostname or "127.0.0.1", split.port, timeout=timeout
+    )
+    try:
+        path = split.path + (f"?{split.query}" if split.query else "")
+        connection.request("POST", path, body=body, headers=headers)
+        return connection.getresponse().status
+    except OSError:
+        return 0
+    finally:
+        connection.close()
+
+
 def error_body(message: str, category: str, **extra: Any) -> dict[str, Any]:
     """HubSpot's error envelope."""
     return {
@@ -598,6 +706,8 @@ class _Record:
     archived: bool = False
     archived_at: str | None = None
     versions: list[_Version] = field(default_factory=list)
+    history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Property name -> every value it was given, oldest first (``propertiesWithHistory``)."""
 
 
 @dataclass
@@ -723,6 +833,20 @@ def _to_str(value: Any) -> str:
     return str(value)
 
 
+def _moment(value: datetime | str) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    normalized = _normalize_datetime(value)
+    if normalized is None:
+        raise ValueError(f"not a date-time: {value!r}")
+    return datetime.fromisoformat(normalized.replace("Z", "+00:00"))
+
+
+def _epoch_ms(value: str) -> int:
+    moment = _moment(value)
+    return int(moment.timestamp()) * 1000 + moment.microsecond // 1000
+
+
 def _normalize_datetime(value: str) -> str | None:
     """HubSpot accepts epoch milliseconds or ISO 8601 and answers ISO with milliseconds."""
     text = value.strip()
@@ -840,6 +964,20 @@ class _SdkBodies:
         return data
 
 
+def _sort_problem(sort: Any) -> str | None:
+    """Why a search ``sorts`` item is refused, or ``None``: a property name (``-`` before
+    it: descending) or ``{"propertyName", "direction": ASCENDING|DESCENDING}``."""
+    if isinstance(sort, str):
+        return None if sort.strip("-") else "an empty property name"
+    if not isinstance(sort, dict):
+        return f"expected a string or an object, got {_json_kind(sort)}"
+    if not isinstance(sort.get("propertyName"), str) or not sort["propertyName"]:
+        return "propertyName is required"
+    if str(sort.get("direction", "ASCENDING")).upper() not in ("ASCENDING", "DESCENDING"):
+        return "direction must be ASCENDING or DESCENDING"
+    return None
+
+
 def _json_kind(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
@@ -938,8 +1076,16 @@ class FakeHubSpot:
         ui_domain: str = "app.hubspot.com",
         data_hosting_location: str = "na1",
         time_zone: str = "US/Eastern",
+        app_id: int = APP_ID,
+        client_secret: str = CLIENT_SECRET,
+        webhook_url: str | None = None,
+        datetime_answers: str = "iso",
     ) -> None:
         self.token = token
+        self.datetime_answers = datetime_answers
+        self.app_id = app_id
+        self.client_secret = client_secret
+        self.webhook_url = webhook_url
         self.ui_domain = ui_domain
         self.data_hosting_location = data_hosting_location
         self.time_zone = time_zone
@@ -1033,6 +1179,14 @@ class FakeHubSpot:
         self._window: deque[float] = deque()
         self._search_window_hits: deque[float] = deque()
         self._owners: dict[str, dict[str, Any]] = {}
+        self._source: dict[str, Any] | None = None
+        """Who writes now: ``None`` is this app's API token; ``edit`` sets a salesperson."""
+        self._subscriptions: list[dict[str, Any]] = []
+        self.webhook_queue: list[dict[str, Any]] = []
+        """Webhook events not yet delivered (``deliver_webhooks``), oldest first."""
+        self.webhook_deliveries: list[dict[str, Any]] = []
+        """Every delivery attempt: ``{"status", "events", "timestamp"}``."""
+        self._next_event_id = 1
 
     def reset(self) -> None:
         """Forget every object, association, custom property, call count and fault."""
@@ -1129,6 +1283,12 @@ class FakeHubSpot:
             int(data.get("nextId", 0)), self._next_id, *(r + 1 for r in self._records)
         )
         self._owners = {owner["id"]: owner for owner in data.get("owners") or []}
+        for object_id, history in (data.get("history") or {}).items():
+            if int(object_id) in self._records:
+                self._records[int(object_id)].history = history
+        self._subscriptions = list(data.get("subscriptions") or [])
+        self.webhook_queue = list(data.get("webhookQueue") or [])
+        self._next_event_id = int(data.get("nextEventId") or 1)
 
     def state(self) -> dict[str, Any]:
         """Everything, as JSON-able data (``GET /_fake/state``; the ``--state-file``)."""
@@ -1151,6 +1311,10 @@ class FakeHubSpot:
                 },
                 "groups": {t: list(groups.values()) for t, groups in self._groups.items()},
                 "nextId": self._next_id,
+                "history": {str(r.id): r.history for r in self._records.values() if r.history},
+                "subscriptions": list(self._subscriptions),
+                "webhookQueue": list(self.webhook_queue),
+                "nextEventId": self._next_event_id,
                 "owners": list(self._owners.values()),
                 "calls": dict(self.calls),
                 "total_calls": self.total_calls,
@@ -1174,6 +1338,10 @@ class FakeHubSpot:
             "ui_domain": self.ui_domain,
             "data_hosting_location": self.data_hosting_location,
             "time_zone": self.time_zone,
+            "app_id": self.app_id,
+            "client_secret": self.client_secret,
+            "webhook_url": self.webhook_url,
+            "datetime_answers": self.datetime_answers,
         }
 
     def configure(self, **settings: Any) -> None:
@@ -1298,6 +1466,167 @@ class FakeHubSpot:
                 record.versions = [
                     _Version(float("-inf"), latest.props, latest.updated_at, latest.archived)
                 ]
+
+    # --- sales staff at work, and the webhooks their changes fire ---------------------
+
+    def edit(
+        self, object_type: str, object_id: str | int, *, user_id: int = 7001, **props: Any
+    ) -> str:
+        """A salesperson changes ``props`` in HubSpot's UI: validated as the API validates
+        them, ``hs_lastmodifieddate`` moves, each changed value enters the property's
+        history with ``sourceType`` CRM_UI and ``sourceId`` ``userId:<user_id>``, and
+        subscribed webhook events are queued. Returns the new ``hs_lastmodifieddate``."""
+        object_type = self._type(object_type)
+        with self._lock:
+            record = self._live(object_type, int(object_id))
+            if record is None:
+                raise KeyError(f"no live {SINGULAR[object_type]} {object_id}")
+            clean = self._validate(object_type, {k: _to_str(v) for k, v in props.items()})
+            self._source = {
+                "sourceType": "CRM_UI",
+                "sourceId": f"userId:{user_id}",
+                "updatedByUserId": user_id,
+            }
+            try:
+                self._apply(record, clean)
+            finally:
+                self._source = None
+            self._save_state()
+            return record.updated_at
+
+    def reschedule_meeting(
+        self,
+        meeting_id: str | int,
+        start: datetime | str,
+        end: datetime | str | None = None,
+        *,
+        user_id: int = 7001,
+    ) -> str:
+        """A salesperson drags the meeting to ``start`` (keeping its length unless ``end``
+        is given): HubSpot's UI moves ``hs_timestamp`` with the start time."""
+        with self._lock:
+            record = self._live("meetings", int(meeting_id))
+            if record is None:
+                raise KeyError(f"no live meeting {meeting_id}")
+            new_start = _moment(start)
+            if end is None:
+                old_start = _moment(record.props["hs_meeting_start_time"])
+                old_end = _moment(record.props.get("hs_meeting_end_time") or old_start)
+                new_end = new_start + (old_end - old_start)
+            else:
+                new_end = _moment(end)
+            return self.edit(
+                "meetings",
+                meeting_id,
+                user_id=user_id,
+                hs_timestamp=_iso(new_start),
+                hs_meeting_start_time=_iso(new_start),
+                hs_meeting_end_time=_iso(new_end),
+            )
+
+    def set_meeting_outcome(
+        self, meeting_id: str | int, outcome: str, *, notes: str | None = None, user_id: int = 7001
+    ) -> str:
+        """A salesperson sets the meeting's outcome (and writes internal notes)."""
+        props: dict[str, str] = {"hs_meeting_outcome": outcome}
+        if notes is not None:
+            props["hs_internal_meeting_notes"] = notes
+        return self.edit("meetings", meeting_id, user_id=user_id, **props)
+
+    def set_deal_stage(self, deal_id: str | int, stage: str, *, user_id: int = 7001) -> str:
+        """A salesperson moves the deal to another stage of its pipeline (a stage id)."""
+        return self.edit("deals", deal_id, user_id=user_id, dealstage=stage)
+
+    def set_task_status(self, task_id: str | int, status: str, *, user_id: int = 7001) -> str:
+        """A salesperson ticks the task off (``COMPLETED``) or reopens it."""
+        return self.edit("tasks", task_id, user_id=user_id, hs_task_status=status)
+
+    def history(self, object_type: str, object_id: str | int, name: str) -> list[dict[str, Any]]:
+        """A property's history as ``propertiesWithHistory`` shows it: newest first."""
+        with self._lock:
+            record = self._records[int(object_id)]
+            assert record.type == self._type(object_type)
+            return [dict(entry) for entry in reversed(record.history.get(name, []))]
+
+    def subscribe(self, object_type: str, property_name: str, *, legacy: bool | None = None) -> int:
+        """Subscribe the app to property changes of one property of a type; returns the
+        subscription id. Deals use the classic ``deal.propertyChange`` unless
+        ``legacy=False``; meetings and tasks exist only in the generic
+        ``object.propertyChange`` form (with ``objectTypeId``)."""
+        object_type = self._type(object_type)
+        if legacy is None:
+            legacy = object_type in ("contacts", "companies", "deals")
+        with self._lock:
+            subscription: dict[str, Any] = {
+                "id": 4000 + len(self._subscriptions) + 1,
+                "objectType": object_type,
+                "propertyName": property_name,
+                "subscriptionType": (
+                    f"{SINGULAR[object_type]}.propertyChange" if legacy else "object.propertyChange"
+                ),
+            }
+            self._subscriptions.append(subscription)
+            return int(subscription["id"])
+
+    def _queue_events(
+        self, record: _Record, name: str, value: str, source: Mapping[str, Any]
+    ) -> None:
+        for subscription in self._subscriptions:
+            if (subscription["objectType"], subscription["propertyName"]) != (record.type, name):
+                continue
+            event: dict[str, Any] = {
+                "eventId": self._next_event_id,
+                "subscriptionId": subscription["id"],
+                "portalId": PORTAL_ID,
+                "appId": self.app_id,
+                "occurredAt": _epoch_ms(record.updated_at),
+                "subscriptionType": subscription["subscriptionType"],
+                "attemptNumber": 0,
+                "objectId": record.id,
+                "propertyName": name,
+                "propertyValue": value,
+                "changeSource": "CRM_UI" if source["sourceType"] == "CRM_UI" else "INTEGRATION",
+                "sourceId": source["sourceId"],
+            }
+            if subscription["subscriptionType"].startswith("object."):
+                event["objectTypeId"] = TYPE_IDS[record.type]
+            self._next_event_id += 1
+            self.webhook_queue.append(event)
+
+    def deliver_webhooks(
+        self,
+        url: str | None = None,
+        *,
+        secret: str | None = None,
+        timestamp_ms: int | None = None,
+    ) -> list[int]:
+        """POST the queued events to ``url`` (default ``webhook_url``), at most 100 a
+        request, signed with ``secret`` (default the app's client secret) at
+        ``timestamp_ms`` (default now); returns each request's status. Events of a
+        request not answered 2xx stay queued with ``attemptNumber`` raised, as HubSpot
+        retries them."""
+        target = url or self.webhook_url
+        if not target:
+            raise ValueError("no webhook_url configured")
+        with self._lock:
+            queued, self.webhook_queue = self.webhook_queue, []
+        statuses: list[int] = []
+        failed: list[dict[str, Any]] = []
+        for start in range(0, len(queued), MAX_WEBHOOK_BATCH):
+            batch = queued[start : start + MAX_WEBHOOK_BATCH]
+            status = post_webhook(
+                target, batch, secret or self.client_secret, timestamp_ms=timestamp_ms
+            )
+            statuses.append(status)
+            with self._lock:
+                self.webhook_deliveries.append({"status": status, "events": batch})
+            if not 200 <= status < 300:
+                failed.extend(
+                    {**event, "attemptNumber": event["attemptNumber"] + 1} for event in batch
+                )
+        with self._lock:
+            self.webhook_queue[:0] = failed
+        return statuses
 
     def spend(self, count: int) -> None:
         """Other apps on the portal make ``count`` requests now: they fill the ten-second
@@ -1425,8 +1754,11 @@ class FakeHubSpot:
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length > 0 else b""
         if path.startswith("/_fake/"):
-            with self._lock:
-                answer = self._control(method, path, raw)
+            if path == "/_fake/webhooks/deliver":
+                answer = self._control(method, path, raw)  # takes the lock itself
+            else:
+                with self._lock:
+                    answer = self._control(method, path, raw)
             self._send(handler, answer)
             return
 
@@ -1539,6 +1871,16 @@ class FakeHubSpot:
         if body is None:
             message = "Invalid JSON input: a request body was expected, but none found"
             return error_body(message, "VALIDATION_ERROR")
+        if model.endswith(":PublicObjectSearchRequest") and isinstance(body, dict):
+            # The SDK types ``sorts`` as strings, while HubSpot's search guide sends
+            # ``{"propertyName", "direction"}`` objects; the API takes both.
+            for index, sort in enumerate(body.get("sorts") or []):
+                problem = _sort_problem(sort)
+                if problem is not None:
+                    return error_body(
+                        f"Invalid input JSON: .sorts[{index}]: {problem}", "VALIDATION_ERROR"
+                    )
+            body = {k: v for k, v in body.items() if k != "sorts"}
         try:
             self._bodies.check(model, body)
         except BodyRefused as exc:
@@ -1627,7 +1969,29 @@ class FakeHubSpot:
             if (method, path) == ("POST", "/_fake/flush-search"):
                 self.flush_search_index()
                 return _Answer(200, {"ok": True})
-        except (ValueError, TypeError, KeyError) as exc:
+            if (method, path) == ("POST", "/_fake/edit"):
+                spec = body or {}
+                updated = self.edit(
+                    str(spec["type"]),
+                    str(spec["id"]),
+                    user_id=int(spec.get("userId", 7001)),
+                    **dict(spec["properties"]),
+                )
+                return _Answer(200, {"hs_lastmodifieddate": updated})
+            if (method, path) == ("POST", "/_fake/subscribe"):
+                spec = body or {}
+                subscription = self.subscribe(
+                    str(spec["type"]), str(spec["propertyName"]), legacy=spec.get("legacy")
+                )
+                return _Answer(200, {"id": subscription})
+            if (method, path) == ("POST", "/_fake/webhooks/deliver"):
+                spec = body or {}
+                # Delivered outside the lock: the receiver may call back into this fake.
+                statuses = self.deliver_webhooks(
+                    spec.get("url"), timestamp_ms=spec.get("timestampMs")
+                )
+                return _Answer(200, {"statuses": statuses})
+        except (ValueError, TypeError, KeyError, HubSpotError) as exc:
             return _Answer(400, {"error": str(exc)})
         return _Answer(404, {"error": f"no control endpoint {method} {path}"})
 
@@ -1808,8 +2172,11 @@ class FakeHubSpot:
         *,
         all_props: bool = False,
         version: _Version | None = None,
+        with_history: Iterable[str] = (),
     ) -> dict[str, Any]:
-        """HubSpot's SimplePublicObject for a record (or for one of its versions)."""
+        """HubSpot's SimplePublicObject for a record (or for one of its versions), with the
+        history of the ``with_history`` properties (``propertiesWithHistory``: each value
+        the property had, newest first, with its timestamp and source)."""
         props = version.props if version is not None else record.props
         updated_at = version.updated_at if version is not None else record.updated_at
         if all_props:
@@ -1820,7 +2187,7 @@ class FakeHubSpot:
                 if requested is None
                 else [*requested, *ALWAYS_PROPERTIES[record.type]]
             )
-            shown = {n: props.get(n) for n in dict.fromkeys(names)}
+            shown = {n: self._shown(record.type, n, props.get(n)) for n in dict.fromkeys(names)}
         body: dict[str, Any] = {
             "id": str(record.id),
             "properties": shown,
@@ -1830,7 +2197,27 @@ class FakeHubSpot:
         }
         if record.archived and record.archived_at:
             body["archivedAt"] = record.archived_at
+        names = list(dict.fromkeys(with_history))
+        if names:
+            body["propertiesWithHistory"] = {
+                name: [
+                    {**entry, "value": self._shown(record.type, name, entry["value"])}
+                    for entry in reversed(record.history.get(name, []))
+                ]
+                for name in names
+            }
         return body
+
+    def _shown(self, object_type: str, name: str, value: str | None) -> str | None:
+        """A stored value as the API answers it: with ``datetime_answers="epoch_ms"``,
+        date-time properties (not the system dates) as epoch milliseconds, as some
+        HubSpot endpoints and portals answer them."""
+        if value is None or self.datetime_answers != "epoch_ms" or name in SYSTEM_PROPERTIES:
+            return value
+        definition = self._properties[object_type].get(name)
+        if definition is None or definition.type not in ("datetime", "date") or not value:
+            return value
+        return str(_epoch_ms(value))
 
     def _written(
         self, record: _Record, sent: Mapping[str, str], *, created: bool
@@ -2015,6 +2402,7 @@ class FakeHubSpot:
         )
 
     def _apply(self, record: _Record, props: Mapping[str, str]) -> None:
+        before = dict(record.props)
         for name, value in props.items():
             if value == "":
                 record.props.pop(name, None)
@@ -2023,6 +2411,21 @@ class FakeHubSpot:
         record.updated_at = _now()
         self._system_props(record, created=False)
         self._snapshot(record)
+        self._changed(record, {n: v for n, v in props.items() if before.get(n, "") != v})
+
+    def _changed(self, record: _Record, props: Mapping[str, str]) -> None:
+        """Keep each property's history and queue the webhook events its change fires.
+
+        A write that leaves a value as it was adds no history entry (our reading:
+        HubSpot's history shows changes of value).
+        """
+        source = self._source or {"sourceType": "INTEGRATION", "sourceId": str(self.app_id)}
+        for name, value in props.items():
+            if name in SYSTEM_PROPERTIES:
+                continue
+            entry = {"value": value, "timestamp": record.updated_at, **source}
+            record.history.setdefault(name, []).append(entry)
+            self._queue_events(record, name, value, source)
 
     def _new_record(self, object_type: str, props: Mapping[str, str]) -> _Record:
         now = _now()
@@ -2037,6 +2440,7 @@ class FakeHubSpot:
         self._system_props(record, created=True)
         self._snapshot(record)
         self._records[record.id] = record
+        self._changed(record, {n: v for n, v in props.items() if v != ""})
         return record
 
     def _inline_associations(
@@ -2192,7 +2596,11 @@ class FakeHubSpot:
             record = self._lookup(object_type, match.group(2), id_property)
         if record is None:
             raise _not_found()
-        result = self._public(record, _split_csv(query, "properties"))
+        result = self._public(
+            record,
+            _split_csv(query, "properties"),
+            with_history=_split_csv(query, "propertiesWithHistory") or (),
+        )
         to_types = _split_csv(query, "associations")
         if to_types:
             associations = self._v3_associations(record, to_types)
@@ -2253,6 +2661,7 @@ class FakeHubSpot:
         inputs = self._inputs(body)
         id_property = body.get("idProperty")
         requested = body.get("properties") or None
+        with_history = [str(name) for name in body.get("propertiesWithHistory") or []]
         archived = _query_flag(query, "archived")
         results, missing = [], []
         for item in inputs:
@@ -2265,7 +2674,7 @@ class FakeHubSpot:
             if record is None:
                 missing.append(raw)
             else:
-                results.append(self._public(record, requested))
+                results.append(self._public(record, requested, with_history=with_history))
         errors = [self._not_found_error(object_type, missing)] if missing else None
         return _Answer(207 if missing else 200, self._batch_body(results, errors, started))
 
@@ -2390,7 +2799,11 @@ class FakeHubSpot:
             if text and not any(text in v.lower() for v in version.props.values()):
                 continue
             hits.append((record, version))
-        for sort in reversed(body.get("sorts") or []):
+        sorts = body.get("sorts") or []
+        if len(sorts) > 1:
+            # HubSpot's CRM search guide: "you can only sort by one property".
+            raise _bad_request("Only one sort is allowed per search request")
+        for sort in sorts:
             name, descending = self._sort_spec(sort)
 
             def by(hit: tuple[_Record, _Version], name: str = name) -> tuple[int, float, str]:
@@ -2419,12 +2832,12 @@ class FakeHubSpot:
 
     @staticmethod
     def _sort_key(value: str | None) -> tuple[int, float, str]:
+        """Numbers and date-times by value (a date-time as epoch ms), other text by its
+        lower case; objects without the property last."""
         if value is None:
             return (1, 0.0, "")
-        try:
-            return (0, float(value), "")
-        except ValueError:
-            return (0, 0.0, value.lower())
+        rank, number, text = FakeHubSpot._compare_key(value)
+        return (0, number, text) if rank == 0 else (0, 0.0, text)
 
     def _group_matches(self, group: Any, props: Mapping[str, str]) -> bool:
         filters = group.get("filters") if isinstance(group, dict) else None
@@ -2898,6 +3311,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--latency", type=float, default=0.0, help="seconds added to every API request"
     )
+    parser.add_argument("--client-secret", default=CLIENT_SECRET, help="signs webhooks")
+    parser.add_argument("--webhook-url", default=None, help="where webhooks are delivered")
     args = parser.parse_args(argv)
     fake = FakeHubSpot(
         token=args.token or None,
@@ -2909,6 +3324,8 @@ def main(argv: list[str] | None = None) -> int:
         conflict_shape=args.conflict_shape,
         daily_limit=args.daily_limit or None,
         state_file=args.state_file,
+        client_secret=args.client_secret,
+        webhook_url=args.webhook_url,
     )
     if args.latency > 0:  # a CRM with realistic latency (benchmarks): a permanent "slow" fault
         fake.slow("/crm/*", args.latency, times=None)

@@ -16,7 +16,7 @@ from tests.fakes.hubspot import OBJECT_TYPES, FakeHubSpot, error_body
 
 CONFLICT_ROW = 6
 MISSING_ID_ROW = 7
-ARCHIVE_ROW = 9
+ARCHIVE_ROW = 10
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,7 @@ def test_verify_passes_on_a_set_up_portal(ready: FakeHubSpot, tmp_path: Path) ->
     assert "409 naming the existing id" in rows[CONFLICT_ROW][0]
     assert "207 with errors" in rows[MISSING_ID_ROW][0]
     assert "found at once" in rows[5][0]
+    assert "INTEGRATION:" in rows[9][0]  # the source the poll learns as its own
     assert "archived 6" in rows[ARCHIVE_ROW][0]
     assert "every assumption holds" in run.output
     assert ready.token is not None

@@ -417,3 +417,31 @@ def test_cli_prints_the_figures_and_the_json(
     bad = runner.invoke(app, ["insights", "--from", "2026-02-30"])
     assert bad.exit_code == 2
     assert "--from: must be a date" in bad.output
+
+
+def test_authenticated_refusals_are_recorded_without_their_values(client: TestClient) -> None:
+    """A 409 (webhook-id reused for another body) and a 415 are recorded as refused
+    deliveries with their status and fields; an unauthenticated one is not."""
+    from adapter.insights.tables import refusals
+    from tests.conftest import sign
+
+    services = client.app.state.services  # type: ignore[attr-defined]
+    first = json.dumps(seed_booking(bookingId="r-1")).encode()
+    headers = sign(first, msg_id="msg_reused")
+    assert client.post(URL, content=first, headers=headers).status_code in (200, 202)
+    second = json.dumps(seed_booking(bookingId="r-2", name="Secret Name")).encode()
+    assert (
+        client.post(URL, content=second, headers=sign(second, msg_id="msg_reused")).status_code
+        == 409
+    )
+    plain = {**SECRET, "content-type": "text/plain"}
+    assert client.post(URL, content=b"hello", headers=plain).status_code == 415
+    assert (
+        client.post(URL, json=seed_booking(), headers={"X-Webhook-Secret": "wrong"}).status_code
+        == 401
+    )
+    with services.engine.connect() as conn:
+        rows = conn.execute(select(refusals).order_by(refusals.c.id)).all()
+    assert [(r.status, r.webhook_id) for r in rows] == [(409, "msg_reused"), (415, None)]
+    assert "webhook-id" in (rows[0].detail or "")
+    assert "Secret Name" not in (rows[0].detail or "")

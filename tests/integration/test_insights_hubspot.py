@@ -56,8 +56,9 @@ def test_a_failed_hubspot_check_is_recorded_and_waits_the_hour(hs: Harness, engi
 
 def test_hubspot_follow_ups_read_hubspot_objects(hs: Harness, engine: Engine) -> None:  # noqa: F811
     """Follow-ups on HubSpot count the tasks the backend created (``hubspot_objects``):
-    a task row without its HubSpot id (an interrupted create) is missing."""
-    from sqlalchemy import insert, update
+    a task row without its HubSpot id (an interrupted create) is missing, and so is one
+    found deleted in HubSpot."""
+    from sqlalchemy import insert, select, update
 
     from adapter.backends.hubspot.store import hubspot_objects
     from adapter.insights.compute import Context, follow_ups
@@ -65,7 +66,7 @@ def test_hubspot_follow_ups_read_hubspot_objects(hs: Harness, engine: Engine) ->
     from adapter.insights.tables import bookings
 
     start = datetime(2027, 2, 15, 10, tzinfo=UTC)
-    for n in range(2):
+    for n in range(3):
         _, error = hs.sync(bookingId=f"bk-{n}", email=f"p{n}@example.com", eventType="workshop")
         assert error is None
     with engine.begin() as conn:
@@ -81,13 +82,18 @@ def test_hubspot_follow_ups_read_hubspot_objects(hs: Harness, engine: Engine) ->
                     "snapshot_at": T0,
                     "snapshot_seq": n + 1,
                 }
-                for n in range(2)
+                for n in range(3)
             ],
         )
         conn.execute(
             update(hubspot_objects)
             .where(hubspot_objects.c.natural_key == "bk-1|follow-up")
             .values(hubspot_id=None, state="intent")
+        )
+        deleted = hubspot_objects.c.natural_key == "bk-2|follow-up"
+        (task_id,) = conn.execute(select(hubspot_objects.c.hubspot_id).where(deleted)).one()
+        conn.execute(
+            update(hubspot_objects).where(deleted).values(deleted_id=task_id, deleted_at=T0)
         )
     ctx = Context(
         filters=Filters(T0.date(), T0.date() + timedelta(days=1)),
@@ -97,5 +103,8 @@ def test_hubspot_follow_ups_read_hubspot_objects(hs: Harness, engine: Engine) ->
     )
     with engine.connect() as conn:
         result = follow_ups(conn, ctx)
-    assert (result.bookings, result.complete) == (2, 1)
-    assert [(m.booking_id, m.missing_keys) for m in result.missing] == [("bk-1", ("follow-up",))]
+    assert (result.bookings, result.complete) == (3, 1)
+    assert sorted((m.booking_id, m.missing_keys) for m in result.missing) == [
+        ("bk-1", ("follow-up",)),
+        ("bk-2", ("follow-up",)),
+    ]

@@ -49,6 +49,13 @@ and of those we wrote before (recorded in ``hubspot_objects.tags``), as the
 local CRM unions them; tags someone added in HubSpot by hand are not read
 back. Associations are added, never removed.
 
+What sales staff change in HubSpot is read back by ``adapter.hubspot_sync``; so
+that the service's own writes never read back as their changes, each job's
+settle also records the tracked values it wrote (``adapter.changes.record_written``:
+the meeting's start, length and outcome, each task's status) and ``_set_stages``
+those of the deal stages it set, normalised, in the same transaction, and at no
+extra HubSpot call.
+
 Every HubSpot write is idempotent and the plan absolute, so a retry of a job
 (after any failure, at any point) converges on the same records. Each job is
 settled in a short transaction of our database after the HubSpot writes,
@@ -78,7 +85,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from adapter.backends.base import (
     ActivityRef,
@@ -100,6 +107,8 @@ from adapter.backends.hubspot.client import (
 from adapter.backends.hubspot.locks import DealLocks
 from adapter.backends.hubspot.owners import OWNER_PROPERTY, OwnerDirectory
 from adapter.backends.local.backend import translate_error as translate_db_error
+from adapter.changes import normalise
+from adapter.changes import store as changes_store
 from adapter.errors import (
     AdapterError,
     CrmValidationError,
@@ -196,6 +205,9 @@ class _Bookkeeping:
     created_stage: str | None = None  # the stage id this job's deal was created with
     deleted: dict[tuple[str, str], str] = field(default_factory=dict)
     """(kind, key) -> the id HubSpot no longer holds: a record someone deleted there."""
+    written: dict[tuple[str, str], dict[str, str | None]] = field(default_factory=dict)
+    """(kind, key) -> the tracked values this job wrote to a meeting or task, normalised
+    (``adapter.changes``): recorded with the settle, so reading them back is no change."""
 
     def add(self, object_type: str, key: str, hubspot_id: str, **fields: str | None) -> None:
         self.rows.append((object_type, key, hubspot_id, fields))
@@ -329,6 +341,7 @@ class HubSpotBackend:
                                 )
                             for (kind, key), gone in book.deleted.items():
                                 store.mark_deleted(conn, kind, key, gone, now)
+                            _record_written(conn, job.plan, book, now)
                             settle(conn, job, result)
                     except LeaseLost:
                         continue  # another worker owns the event now; HubSpot writes are idempotent
@@ -367,6 +380,7 @@ class HubSpotBackend:
             recorded = {key: store.statuses_for_lead(conn, "meeting", key) for key in deals}
         holds: dict[str, str] = {}
         changes: list[tuple[str, Mapping[str, str]]] = []
+        wrote: dict[str, str] = {}  # lead key -> booking id: deals whose stage we set now
         for key, group in deals.items():
             outcomes = {**recorded[key], **{p.booking_id: p.meeting.outcome for p in group}}
             stage = _stage_id(config, derive_stage(_newest(group).lead, outcomes.values()))
@@ -378,6 +392,8 @@ class HubSpotBackend:
                 continue  # deleted in HubSpot for a booking no longer live: stays deleted
             if current != stage:
                 changes.append((deal_ids[key], {"pipeline": config.pipeline, "dealstage": stage}))
+            if current != stage or key in created:
+                wrote[key] = _newest(group).booking_id
             holds[key] = stage
         gone = self.api.batch_update(DEALS, changes) if changes else set()
         if gone:
@@ -391,6 +407,16 @@ class HubSpotBackend:
                 store.save(
                     conn, "deal", key, now, hubspot_id=deal_ids[key], fields={"status": stage}
                 )
+                if key in wrote:
+                    changes_store.record_written(
+                        conn,
+                        "deal",
+                        deal_ids[key],
+                        booking_id=wrote[key],
+                        lead_key=key,
+                        values={"stage": normalise("stage", stage, deal_stages=config.deal_stages)},
+                        now=now,
+                    )
 
     def ping(self) -> None:
         self.api.ping()
@@ -976,6 +1002,7 @@ class HubSpotBackend:
                 lead_key=plan.lead.lead_key,
                 status=plan.meeting.outcome,
             )
+            books[index].written[("meeting", plan.booking_id)] = _meeting_written(props)
         gone = self.api.batch_update(MEETINGS, [(mid, p) for _, mid, p in updates])
         for index, meeting_id, changes in updates:
             if meeting_id not in gone:
@@ -1075,6 +1102,7 @@ class HubSpotBackend:
                     books[index].add(
                         "task", key, "", status=task.status, lead_key=plan.lead.lead_key
                     )
+                    books[index].written[("task", key)] = _task_written(props)
                     continue
                 task_ids[key] = task_id
                 if row is not None and state(row) == "done":
@@ -1083,6 +1111,7 @@ class HubSpotBackend:
                 books[index].add(
                     "task", key, task_id, status=task.status, lead_key=plan.lead.lead_key
                 )
+                books[index].written[("task", key)] = _task_written(props)
             planned = {prefix + task.key for task in plan.tasks}
             for key, row in rows.items():
                 if key in planned or row.hubspot_id is None or state(row) != "ours":
@@ -1102,6 +1131,47 @@ class HubSpotBackend:
                 books[index].set_id("task", prefix + task.key, task_ids[prefix + task.key])
             refs.append([_task_ref(task_ids[prefix + task.key], task) for task in plan.tasks])
         return refs
+
+
+def _meeting_written(props: Mapping[str, str]) -> dict[str, str | None]:
+    """The tracked values of a meeting write, as ``adapter.changes`` spells them."""
+    start = props.get("hs_meeting_start_time") or None
+    end = props.get("hs_meeting_end_time") or None
+    minutes = None
+    if start and end:
+        span = as_utc(datetime.fromisoformat(end.replace("Z", "+00:00"))) - as_utc(
+            datetime.fromisoformat(start.replace("Z", "+00:00"))
+        )
+        minutes = str(round(span.total_seconds() / 60))
+    return {
+        "start": normalise("start", start),
+        "duration": normalise("duration", minutes),
+        "outcome": normalise("outcome", props.get("hs_meeting_outcome")),
+    }
+
+
+def _task_written(props: Mapping[str, str]) -> dict[str, str | None]:
+    return {"status": normalise("status", props.get("hs_task_status"))}
+
+
+def _record_written(conn: Connection, plan: BookingPlan, book: _Bookkeeping, now: datetime) -> None:
+    """Record the tracked values the job wrote to its meeting and tasks (``adapter.changes``),
+    in the settle's transaction: read back, they are echoes, not sales staff's changes."""
+    ids = {(kind, key): hubspot_id for kind, key, hubspot_id, _ in book.rows}
+    for (kind, key), values in book.written.items():
+        hubspot_id = ids.get((kind, key))
+        if not hubspot_id or book.deleted.get((kind, key)) == hubspot_id:
+            continue
+        changes_store.record_written(
+            conn,
+            kind,
+            hubspot_id,
+            booking_id=plan.booking_id,
+            lead_key=plan.lead.lead_key,
+            task_key=key.split("|", 1)[1] if kind == "task" else None,
+            values=values,
+            now=now,
+        )
 
 
 def _lowest(ids: Iterable[str]) -> str:

@@ -43,7 +43,9 @@ from adapter.backends.hubspot.backend import (
     TASKS,
 )
 from adapter.backends.hubspot.client import HubSpotApi, HubSpotAuthError, HubSpotConflict
+from adapter.changes import normalise
 from adapter.errors import AdapterError
+from adapter.hubspot_sync.reading import AUTOMATED
 from adapter.mapping.models import HubSpotSettings
 from adapter.timeutil import iso_z, utcnow
 
@@ -55,6 +57,7 @@ ROW_SEARCH = "search finds a new meeting (informational)"
 ROW_CONFLICT = "a duplicate bookme_lead_key is a conflict"
 ROW_MISSING_ID = "batch update returns a missing id, does the rest"
 ROW_UPSERT = "upsert by bookme_company_key keeps the id"
+ROW_HISTORY = "a meeting's history names our write's source"
 ROW_ARCHIVE = "what verify made is archived"
 ASSUMPTIONS = (
     ROW_ACCESS,
@@ -65,6 +68,7 @@ ASSUMPTIONS = (
     ROW_CONFLICT,
     ROW_MISSING_ID,
     ROW_UPSERT,
+    ROW_HISTORY,
 )
 """The rows in order (``ROW_ARCHIVE`` ends every run that made something)."""
 
@@ -174,6 +178,7 @@ class Verifier:
                 self.check_unique_conflict()
                 self.check_batch_update_of_a_missing_id()
                 self.check_upsert_by_key()
+                self.check_history()
         except _NotReady as exc:
             self.report.not_ready = str(exc)
         finally:
@@ -481,6 +486,37 @@ class Verifier:
             self._row(assumption, f"company {got}, not {company}: a duplicate", False)
 
     # --- 9: leave nothing behind ----------------------------------------------------
+
+    def check_history(self) -> None:
+        """The poll (``adapter.hubspot_sync``) reads meetings with ``propertiesWithHistory``
+        and tells the service's own writes by the source of the entries carrying them."""
+        assumption = ROW_HISTORY
+        meeting = self.ids[MEETINGS]
+        start = "hs_meeting_start_time"
+        try:
+            found = self.api.read_with_history(MEETINGS, [meeting], [start], [start])
+        except AdapterError as exc:
+            self._row(assumption, f"batch read with propertiesWithHistory failed: {exc}", False)
+            return
+        history = found[meeting].history.get(start, []) if meeting in found else []
+        wrote = normalise("start", self.written[MEETINGS][start])
+        ours = [r for r in history if normalise("start", r.value) == wrote]
+        if not ours:
+            self._row(
+                assumption,
+                f"{len(history)} entr(ies), none with the value written: the poll cannot tell "
+                "its own writes by their source (it still compares values)",
+                False,
+            )
+            return
+        entry = ours[0]
+        # The poll learns a source as its own only with an id (``adapter.hubspot_sync.reading``).
+        handled = entry.source_type in AUTOMATED and bool(entry.source_id)
+        self._row(
+            assumption,
+            f"{entry.source_type}:{entry.source_id or ''} at {iso_z(entry.timestamp)}",
+            handled,
+        )
 
     def archive(self) -> None:
         assumption = ROW_ARCHIVE

@@ -2,7 +2,7 @@
 refused deliveries, the last duplicate check, and the indexes a year's report needs.
 
 Revision ID: 0022_insights_indexes
-Revises: 0019_crm_changes
+Revises: 0020_crm_poll
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0022_insights_indexes"
-down_revision = "0019_crm_changes"
+down_revision = "0020_crm_poll"
 branch_labels = None
 depends_on = None
 
