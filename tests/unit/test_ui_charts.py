@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 
@@ -313,16 +312,13 @@ def test_target_is_only_drawn_when_given() -> None:
     assert target_y(with_target) < float(marks(with_target)[0].get("y") or "nan")
 
 
-def test_a_years_charts_render_well_within_the_pages_second() -> None:
-    """366 days, four series: every chart and tile is drawn in under a second (the issue's
-    budget for the whole page; measured here at about 0.06 s), and stays well-formed."""
+def test_a_years_charts_stay_well_formed() -> None:
+    """366 days, four series: every chart and tile is drawn, one mark per day with syncs
+    (their speed is measured by ``bench/insights_seed.py``, not here)."""
     report = sample_report(days=366)
-    began = time.perf_counter()
     drawn = figures(report)
     for item in tiles(report):
         item.__html__()
-    elapsed = time.perf_counter() - began
-    assert elapsed < 1.0
     root = parse(drawn["sync-time"])
     assert len(marks(root)) == 4 * 365  # one day without syncs
     assert all(m.get("r") == "1.5" for m in marks(root))
