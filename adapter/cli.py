@@ -478,6 +478,50 @@ def outbox_status() -> None:
         typer.echo(f"  {worker_id}  last beat {silent:.1f}s ago{note}")
 
 
+@app.command()
+def insights(
+    start: Annotated[
+        str | None,
+        typer.Option("--from", metavar="YYYY-MM-DD", help="First UTC day (default: 29 days ago)."),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option("--to", metavar="YYYY-MM-DD", help="Last UTC day, included (default: today)."),
+    ] = None,
+    event_type: Annotated[
+        str | None, typer.Option("--event-type", metavar="TYPE", help="Only this event type.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON instead.")] = False,
+) -> None:
+    """Print the success metrics and the funnel for a period (README "Insights")."""
+    from adapter.insights.compute import build_report
+    from adapter.insights.duplicates import duplicates_report
+    from adapter.insights.period import FilterError, parse_filters
+    from adapter.insights.report import to_json
+    from adapter.insights.text import render
+
+    now = utcnow()
+    try:
+        filters = parse_filters(start, end, event_type, today=now.date())
+    except FilterError as exc:
+        flag = {"from": "--from", "to": "--to", "eventType": "--event-type"}[exc.field]
+        typer.echo(f"{flag}: {exc.message}", err=True)
+        raise typer.Exit(2) from exc
+    settings = _settings()
+    try:
+        services = build_services(settings, generate_secrets=False)
+    except MappingError as exc:
+        typer.echo(f"mapping error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        if settings.crm_backend == "hubspot":
+            duplicates_report(services, now=now, wait=True)  # a due HubSpot check runs here
+        report = build_report(services, filters, now=now)
+    finally:
+        services.close()
+    typer.echo(json.dumps(to_json(report), indent=2) if as_json else render(report), nl=as_json)
+
+
 @outbox_app.command("list")
 def outbox_list(
     state: Annotated[

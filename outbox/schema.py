@@ -53,6 +53,10 @@ events = Table(
     # A claim's per-key look-ups (newest synced snapshot, older pending ones to
     # supersede) read only the key's rows, not every event in the state.
     Index("ix_outbox_events_key_state", "key", "state", "snapshot_at"),
+    # A period's deliveries and sync times (the adapter's insights) read this index alone.
+    Index("ix_outbox_events_received", "received_at", "kind", "state", "synced_at"),
+    # The days whose events changed since insights last summed them up.
+    Index("ix_outbox_events_updated", "updated_at"),
 )
 
 # One row per replay that actually re-queued an event (who, when, from which state).

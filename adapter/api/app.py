@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapter import __version__
 from adapter.api.deps import require_admin
-from adapter.api.routes import bookings, calendar, crm, hubspot, ops
+from adapter.api.routes import bookings, calendar, crm, hubspot, insights, ops
 from adapter.api.schemas import error_responses
 from adapter.services import Services, build_services
 from adapter.settings import Settings
@@ -54,11 +54,12 @@ def create_app(
         description="BookMe bookings mapped onto a CRM through a transactional outbox.",
         lifespan=lifespan,
     )
-    _document_throttling(bookings.router, crm.router, ops.router)
+    _document_throttling(bookings.router, crm.router, ops.router, insights.router)
     app.include_router(bookings.router)
     app.include_router(crm.router)
     app.include_router(ops.router)
     app.include_router(calendar.router)
+    app.include_router(insights.router)
     app.include_router(hubspot.router)
     app.include_router(ui_router)
     app.add_exception_handler(StarletteHTTPException, _http_error)

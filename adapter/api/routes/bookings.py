@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from adapter.api.auth import Unauthorized, authenticate, is_signed
@@ -32,6 +33,7 @@ from adapter.bookme import (
     import_booking,
 )
 from adapter.ingest import WebhookIdReused, commit_booking
+from adapter.insights.refusals import REFUSED_OUTCOMES, record_refusal
 from adapter.services import Services
 from outbox.store import PENDING, SYNCED, Event
 
@@ -157,6 +159,14 @@ async def incoming(request: Request, body: RawBody, services: ServicesDep) -> JS
     # writer's and the sync wait an awaited event, so no request ever holds a thread.
     outcome, response = await _incoming(request, body, services)
     services.metrics.webhooks.labels(outcome).inc()
+    if outcome in REFUSED_OUTCOMES:  # authenticated, refused, nothing stored: insights counts it
+        await run_in_threadpool(
+            record_refusal,
+            services.engine,
+            status=response.status_code,
+            body=bytes(response.body),
+            webhook_id=request.headers.get("webhook-id"),
+        )
     return response
 
 

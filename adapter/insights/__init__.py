@@ -1,0 +1,1 @@
+"""Insights: the booking design's success metrics and the booking funnel, from our own records."""
