@@ -411,7 +411,7 @@ def test_cli_prints_the_figures_and_the_json(
         app, ["insights", "--from", day, "--to", day, "--event-type", "workshop", "--json"]
     )
     assert as_json.exit_code == 0, as_json.output
-    data = json.loads(as_json.output)
+    data = json.loads(as_json.stdout)  # stdout alone: the logs go to stderr
     assert data["filters"]["eventType"] == "workshop"
     assert data["funnel"]["totals"]["bookings"] == 3
     bad = runner.invoke(app, ["insights", "--from", "2026-02-30"])
