@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -68,6 +69,7 @@ class Worker:
         lease_seconds: float = 60.0,
         poll_seconds: float = 0.5,
         on_settled: Callable[[str], None] | None = None,
+        on_applied: Callable[[float], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
         owner: str | None = None,
         metrics: Metrics | None = None,
@@ -82,6 +84,7 @@ class Worker:
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.on_settled = on_settled
+        self.on_applied = on_applied  # told the seconds each batch took at the backend
         self.clock = clock
         self.owner = owner or default_owner()
         self.metrics = metrics
@@ -197,7 +200,10 @@ class Worker:
 
         try:
             with self._renewing([(job.event_id, job.lease_token) for job in jobs]):
+                applying = time.monotonic()
                 failures: Mapping[str, AdapterError] = self.backend.apply(jobs, settle)
+                if self.on_applied is not None:
+                    self.on_applied(time.monotonic() - applying)
         except Exception as exc:  # a backend bug or outage: every job of the batch retries
             log.exception(
                 "backend %s failed a whole batch",

@@ -2911,7 +2911,8 @@ def main(argv: list[str] | None = None) -> int:
         state_file=args.state_file,
     )
     if args.latency > 0:  # a CRM with realistic latency (benchmarks): a permanent "slow" fault
-        fake.slow("/crm/*", args.latency, times=None)
+        for api in ("/crm/*", "/account-info/*"):  # HubSpot's API; not the fake's controls
+            fake.slow(api, args.latency, times=None)
     stopping = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
