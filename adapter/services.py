@@ -244,6 +244,7 @@ class Services:
             poll_seconds=s.worker_poll_seconds,
             on_settled=self.waiter.notify,
             on_applied=self.waiter.applied,
+            yield_to=self.writer.busy,
             clock=clock,
             metrics=self.metrics,
             handlers=handlers,
