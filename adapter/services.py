@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from adapter.notify.record import MailRecord
 from outbox.retry import RetryPolicy
 from outbox.store import PENDING, Event, OutboxStore
+from outbox.wakeup import Listener
 from outbox.writer import OutboxWriter
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,7 @@ class Services:
     generated: list[StoredSecret] = field(default_factory=list)  # made by this start
     workers: list[Worker] = field(default_factory=list)
     heartbeat: Heartbeat | None = None
+    listener: Listener | None = None  # PostgreSQL's NOTIFY, waking the workers
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     writer: OutboxWriter = field(init=False)  # the webhook's single committer
@@ -304,6 +306,10 @@ class Services:
                 on_take_over=self.wake_workers,
             )
             self.heartbeat.start()
+        if self.listener is None and self.engine.dialect.name == "postgresql":
+            # Events committed by other processes wake these workers at once; the poll
+            # (WORKER_POLL_SECONDS) stays as the fallback.
+            self.listener = Listener(self.engine, self.wake_workers).start()
         for index in range(count):
             worker = self.new_worker()
             thread = threading.Thread(
@@ -443,6 +449,9 @@ class Services:
         not yet handed to the backend are released by the worker itself.
         """
         self._stop.set()
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
         self.wake_workers()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
