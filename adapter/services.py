@@ -306,7 +306,8 @@ class Services:
                 on_take_over=self.wake_workers,
             )
             self.heartbeat.start()
-        if self.listener is None and self.engine.dialect.name == "postgresql":
+        listen = self.settings.worker_listen and self.engine.dialect.name == "postgresql"
+        if self.listener is None and listen:
             # Events committed by other processes wake these workers at once; the poll
             # (WORKER_POLL_SECONDS) stays as the fallback.
             self.listener = Listener(self.engine, self.wake_workers).start()

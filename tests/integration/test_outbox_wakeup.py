@@ -80,3 +80,15 @@ def test_a_worker_process_with_a_long_poll_syncs_at_once(
     finally:
         workers.close(timeout=2)
         api.close()
+
+
+def test_worker_listen_off_leaves_the_poll_alone(
+    pg_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    """``WORKER_LISTEN=0``: no listener (and no connection held for it); the poll syncs."""
+    services = build_services(make_settings(database_url=pg_url, worker_listen=False))
+    try:
+        services.start_workers(1)
+        assert services.listener is None
+    finally:
+        services.close(timeout=2)
