@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from adapter import db
 from adapter.api.throttle import FailureThrottle
 from adapter.backends import CrmBackend, build_backend
-from adapter.backends.base import backend_pause
+from adapter.backends.base import backend_pause, backend_sync_estimate
 from adapter.changes.tasks import ExtraTasks
 from adapter.errors import MappingError
 from adapter.heartbeat import Heartbeat, process_worker_id
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from adapter.notify.record import MailRecord
 from outbox.retry import RetryPolicy
 from outbox.store import PENDING, Event, OutboxStore
+from outbox.wakeup import Listener
 from outbox.writer import OutboxWriter
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,19 @@ class SyncWaiter:
       as a low settle rate;
     - after waits ran out ``SLOW_AFTER`` times in a row (nothing settles them,
       e.g. no worker runs in this process): then one request at a time waits,
-      as a probe, and the first probe that syncs in time ends this.
+      as a probe, and the first probe that syncs in time ends this;
+    - behind a slow CRM: when a sync is expected to take more than ``WORTH`` of
+      the budget, from the first webhook on. Expected from how long this
+      process's workers' recent batches took at the backend (a moving average;
+      a backlog's queueing is the rule above's) and from the backend's own
+      estimate (HubSpot: its recent answer time times the calls a sync makes
+      one after another), whichever is longer. A sync's time spreads (a batch, a retry, the
+      worker's pickup), so a wait expected to use most of its budget runs out
+      too often, and one that runs out costs the whole budget for a 202.
     """
+
+    # A wait is spent only when the sync is expected within this share of the budget.
+    WORTH = 0.5
 
     # Waits that ran out since the last one that synced in time, before waiting is skipped.
     SLOW_AFTER = 3
@@ -95,6 +107,7 @@ class SyncWaiter:
         self._settles: deque[float] = deque()
         self._timeouts = 0
         self._probe: asyncio.Event | None = None
+        self._sync_time: float | None = None  # moving average of a batch's apply
 
     def notify(self, event_id: str) -> None:
         now = self._clock()
@@ -115,13 +128,40 @@ class SyncWaiter:
             while len(self._unsettled) > self.REMEMBER:
                 self._unsettled.popitem(last=False)
 
+    def applied(self, seconds: float) -> None:
+        """A worker's batch took ``seconds`` at the backend (claimed to settled)."""
+        last = self._sync_time
+        self._sync_time = seconds if last is None else 0.7 * last + 0.3 * seconds
+
+    @property
+    def sync_time(self) -> float | None:
+        """Seconds this process's workers' recent batches took at the backend (moving
+        average); ``None`` before the first."""
+        return self._sync_time
+
+    def worth(
+        self, budget: float, *, backlog_rule: bool = True, estimate: float | None = None
+    ) -> bool:
+        """Whether a sync is expected within ``WORTH`` of ``budget`` (see ``begin``); asked
+        again while a wait runs, since the CRM's speed may become known only then."""
+        expected = [t for t in (estimate, self._sync_time if backlog_rule else None) if t]
+        return not expected or max(expected) <= budget * self.WORTH
+
     def begin(
-        self, event_id: str, budget: float, *, backlog_rule: bool = True
+        self,
+        event_id: str,
+        budget: float,
+        *,
+        backlog_rule: bool = True,
+        estimate: float | None = None,
     ) -> asyncio.Event | None:
         """Register an async wait of up to ``budget`` seconds for ``event_id``; ``None``
         when it is not worth waiting. ``backlog_rule``: this process's workers settle
-        (and so notify) its events, so its backlog and settle rate are known."""
+        (and so notify) its events, so its backlog, settle rate and sync time are known.
+        ``estimate``: the backend's own expectation of a sync's seconds, if it has one."""
         now = self._clock()
+        if not self.worth(budget, backlog_rule=backlog_rule, estimate=estimate):
+            return None
         with self._lock:
             while self._unsettled and next(iter(self._unsettled.values())) < now - max(
                 self.FORGET_AFTER, budget
@@ -189,6 +229,7 @@ class Services:
     workers: list[Worker] = field(default_factory=list)
     heartbeat: Heartbeat | None = None
     poller: Poller | None = None
+    listener: Listener | None = None  # PostgreSQL's NOTIFY, waking the workers
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     writer: OutboxWriter = field(init=False)  # the webhook's single committer
@@ -209,6 +250,8 @@ class Services:
             lease_seconds=s.outbox_lease_seconds,
             poll_seconds=s.worker_poll_seconds,
             on_settled=self.waiter.notify,
+            on_applied=self.waiter.applied,
+            yield_to=self.writer.busy,
             clock=clock,
             metrics=self.metrics,
             handlers=handlers,
@@ -337,6 +380,11 @@ class Services:
                 on_take_over=self.wake_workers,
             )
             self.heartbeat.start()
+        listen = self.settings.worker_listen and self.engine.dialect.name == "postgresql"
+        if self.listener is None and listen:
+            # Events committed by other processes wake these workers at once; the poll
+            # (WORKER_POLL_SECONDS) stays as the fallback.
+            self.listener = Listener(self.engine, self.wake_workers).start()
         for index in range(count):
             worker = self.new_worker()
             thread = threading.Thread(
@@ -412,7 +460,10 @@ class Services:
         budget = self.settings.sync_wait_ms / 1000
         if budget <= 0 or event.state not in PENDING or backend_pause(self.backend) is not None:
             return event
-        flag = self.waiter.begin(event.id, budget, backlog_rule=bool(self.workers))
+        own = bool(self.workers)
+        flag = self.waiter.begin(
+            event.id, budget, backlog_rule=own, estimate=backend_sync_estimate(self.backend)
+        )
         if flag is None:
             return event
         latest = event
@@ -427,6 +478,11 @@ class Services:
                 flag.clear()  # a settle that left it pending (a retry) must not spin us
                 # A short indexed read, off the loop: SQLite or the network may stall.
                 latest = await asyncio.to_thread(self._current, latest)
+                estimate = backend_sync_estimate(self.backend)
+                if latest.state in PENDING and not self.waiter.worth(
+                    budget, backlog_rule=own, estimate=estimate
+                ):
+                    break  # the CRM turned out slow (its first answers came in): 202 now
         finally:
             self.waiter.end(event.id, flag, settled=latest.state not in PENDING)
         return latest
@@ -470,6 +526,9 @@ class Services:
         not yet handed to the backend are released by the worker itself.
         """
         self._stop.set()
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
         self.wake_workers()
         if self.poller is not None:
             self.poller.wake()

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=1, ge=1, le=64)
     worker_batch_size: int | None = Field(default=None, ge=1, le=100)  # see ``batch_size``
     worker_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    # PostgreSQL: workers also woken by NOTIFY (``outbox.wakeup``); off leaves the poll alone.
+    worker_listen: bool = True
     outbox_lease_seconds: float = Field(default=60.0, gt=0)
     # A worker process's heartbeat, and how long one may be silent before its claims are
     # taken over (several beats: one slow write must not make a live process look dead).

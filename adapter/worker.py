@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -64,6 +65,9 @@ def default_owner() -> str:
 class Worker:
     """One claim-plan-apply loop; run several (threads or processes) to scale out."""
 
+    # At most this long a batch waits for the webhooks of its process to commit (``_yield``).
+    YIELD_SECONDS = 0.05
+
     def __init__(
         self,
         store: OutboxStore,
@@ -74,6 +78,8 @@ class Worker:
         lease_seconds: float = 60.0,
         poll_seconds: float = 0.5,
         on_settled: Callable[[str], None] | None = None,
+        on_applied: Callable[[float], None] | None = None,
+        yield_to: Callable[[], bool] | None = None,
         clock: Callable[[], datetime] = utcnow,
         owner: str | None = None,
         metrics: Metrics | None = None,
@@ -89,6 +95,9 @@ class Worker:
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.on_settled = on_settled
+        self.on_applied = on_applied  # told the seconds each batch took at the backend
+        # Whether webhooks wait for a commit in this process now (``OutboxWriter.busy``).
+        self.yield_to = yield_to
         self.clock = clock
         self.owner = owner or default_owner()
         self.metrics = metrics
@@ -110,6 +119,7 @@ class Worker:
         hand that were not yet handed to the backend are released.
         """
         while not stop.is_set():
+            self._yield(stop)
             try:
                 busy = self.run_once(stop) > 0
             except Exception:
@@ -118,6 +128,22 @@ class Worker:
             if not busy:
                 self._wake.wait(self.poll_seconds)
                 self._wake.clear()
+
+    def _yield(self, stop: threading.Event) -> None:
+        """Let waiting webhooks commit first, for at most ``YIELD_SECONDS`` a batch.
+
+        A worker in the API's process shares its GIL and SQLite's write lock:
+        a batch begun while webhooks wait for their commit makes each of them
+        wait behind the batch's transaction. Under a burst the writer is busy
+        all the time, and the worker then runs a batch every ``YIELD_SECONDS``
+        (the backlog is drained once the burst ends); at a steady rate the
+        writer is idle between commits and the worker hardly waits.
+        """
+        if self.yield_to is None:
+            return
+        deadline = time.monotonic() + self.YIELD_SECONDS
+        while self.yield_to() and time.monotonic() < deadline and not stop.is_set():
+            time.sleep(0.002)
 
     def run_once(self, stop: threading.Event | None = None) -> int:
         """Claim and process one batch; returns how many events it claimed."""
@@ -206,7 +232,10 @@ class Worker:
 
         try:
             with self._renewing([(job.event_id, job.lease_token) for job in jobs]):
+                applying = time.monotonic()
                 failures: Mapping[str, AdapterError] = self.backend.apply(jobs, settle)
+                if self.on_applied is not None:
+                    self.on_applied(time.monotonic() - applying)
         except Exception as exc:  # a backend bug or outage: every job of the batch retries
             log.exception(
                 "backend %s failed a whole batch",

@@ -2,6 +2,8 @@
 
     .venv/bin/python -m bench [--quick] [--out bench/results] [--only ingest,e2e,...]
 
+Scenarios: ingest, e2e, drain, hubspot, slowcrm, postgres, pgwake.
+
 Real processes throughout: ``bookme-crm serve`` / ``worker`` as subprocesses on
 free loopback ports with their own temporary database, the load generator
 (``bench.loadgen``) as its own process, the fake HubSpot (``tests.fakes.hubspot``)
@@ -35,7 +37,7 @@ from bench import harness
 from bench.harness import PYTHON, ROOT, percentile, ratio
 from bench.report import render_markdown
 
-SCENARIOS = ("ingest", "e2e", "drain", "hubspot", "slowcrm", "postgres")
+SCENARIOS = ("ingest", "e2e", "drain", "hubspot", "slowcrm", "postgres", "pgwake")
 
 
 @dataclass(frozen=True)
@@ -485,6 +487,53 @@ def postgres(work: Path, sizes: Sizes, memory: dict[str, float]) -> dict[str, An
     return figures
 
 
+def pgwake(work: Path, sizes: Sizes, memory: dict[str, float]) -> dict[str, Any]:
+    """Request -> CRM write on PostgreSQL with ``serve --no-worker`` beside one ``worker``
+    process at 20 webhooks/s: woken by NOTIFY (default) against the poll alone
+    (``WORKER_LISTEN=0``, the baseline), one scratch database each, in one run."""
+    figures: dict[str, Any] = {"rate": 20.0}
+    admin = harness.PG_ADMIN_URL.rsplit("/", 1)[0]
+    for name, listen in (("poll", "0"), ("notify", "1")):
+        database = f"bench_{uuid.uuid4().hex[:10]}"
+        _pg(f'CREATE DATABASE "{database}"')
+        try:
+            url_db = f"{admin}/{database}"
+            env = harness.service_env(
+                url_db, work / f"var-wake-{name}", SYNC_WAIT_MS="0", WORKER_LISTEN=listen
+            )
+            with harness.processes(work) as procs:
+                proc, base = harness.start_serve(procs, env, no_worker=True)
+                worker = procs.start("worker", [PYTHON, "-m", "adapter.cli", "worker"], env)
+                harness.wait_line(worker, "worker running")
+                time.sleep(1)  # its first polls and the listener's LISTEN are behind it
+                run = harness.loadgen(
+                    work, f"{base}/api/bookings/incoming", mode="open", rate=20,
+                    duration=sizes.seconds, prefix=f"wake{name}", bound=sizes.seconds + 60,
+                )  # fmt: skip
+                complete = harness.wait_synced(url_db, run["accepted"], 60, [proc, worker])
+            outbox = harness.read_outbox(url_db)
+        finally:
+            _pg(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        latencies = [
+            outbox.synced[booking_id] - scheduled
+            for booking_id, scheduled, _, status in run["requests"]
+            if 200 <= status < 300 and booking_id in outbox.synced
+        ]
+        p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+        figures[name] = {
+            "bookings": len(latencies),
+            "all_synced": complete,
+            "p50_ms": None if p50 is None else round(p50 * 1000, 1),
+            "p99_ms": None if p99 is None else round(p99 * 1000, 1),
+        }
+    figures["p50_ratio"] = ratio(figures["notify"]["p50_ms"], figures["poll"]["p50_ms"])
+    figures["method"] = (
+        "outbox synced_at minus the request's scheduled send time; the worker polls every "
+        "WORKER_POLL_SECONDS (0.5 s) in both runs"
+    )
+    return figures
+
+
 RUNNERS: dict[str, Callable[[Path, Sizes, dict[str, float]], dict[str, Any]]] = {
     "ingest": ingest,
     "e2e": e2e,
@@ -492,6 +541,7 @@ RUNNERS: dict[str, Callable[[Path, Sizes, dict[str, float]], dict[str, Any]]] = 
     "hubspot": hubspot,
     "slowcrm": slowcrm,
     "postgres": postgres,
+    "pgwake": pgwake,
 }
 
 

@@ -171,7 +171,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     lines += _ingest(report) + _e2e(report) + _drain(report) + _hubspot(report) + _slowcrm(report)
-    lines += _postgres(report) + _memory(report)
+    lines += _postgres(report) + _pgwake(report) + _memory(report)
     lines += ["## Targets", "", "| target | measured | met |", "| --- | ---: | :---: |"]
     for row in targets(report):
         met = {True: "yes", False: "**no**", None: "not run"}[row["met"]]
@@ -372,6 +372,27 @@ def _postgres(report: dict[str, Any]) -> list[str]:
             f"| {workers} | {_fmt(run['drain_per_second'])} | {_x(run.get('scaling', 1.0))} |"
         )
     rows += ["", f"Method: {s.get('method', '')}.", ""]
+    return rows
+
+
+def _pgwake(report: dict[str, Any]) -> list[str]:
+    s = _get(report, "pgwake")
+    if not s:
+        return []
+    rows = [
+        f"## 4b. PostgreSQL: a worker process woken by NOTIFY ({s['rate']:.0f} webhooks/s, "
+        "`serve --no-worker` + one `worker`)",
+        "",
+        "| run | request → CRM write p50 / p99 (ms) | bookings | all synced |",
+        "| --- | ---: | ---: | :---: |",
+    ]
+    for name, label in (("poll", "poll only, `WORKER_LISTEN=0` (baseline)"), ("notify", "NOTIFY")):
+        run = s[name]
+        rows.append(
+            f"| {label} | {_fmt(run['p50_ms'])} / {_fmt(run['p99_ms'])} | {run['bookings']} "
+            f"| {run['all_synced']} |"
+        )
+    rows += ["", f"p50 with NOTIFY ÷ poll only: {_x(s['p50_ratio'])}. Method: {s['method']}.", ""]
     return rows
 
 

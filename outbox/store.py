@@ -52,6 +52,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from outbox.exceptions import EventNotFound, LeaseLost
 from outbox.retry import RetryPolicy
 from outbox.schema import events, replays, workers
+from outbox.wakeup import announce
 
 QUEUED = "queued"
 RETRYING = "retrying"
@@ -368,6 +369,8 @@ class OutboxStore:
         try:
             with self.transaction() as conn:
                 results = [self.enqueue(conn, pending.new) for pending in group]
+                if any(created for _, created in results):
+                    announce(conn)  # PostgreSQL: other processes' workers wake at commit
         except Exception:
             if len(group) == 1:
                 group[0].error, group[0].done = sys.exc_info()[1], True

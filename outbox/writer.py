@@ -43,6 +43,7 @@ class OutboxWriter:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
+        self._committing = False
 
     async def enqueue(self, new: NewEvent) -> tuple[Event, bool]:
         """``OutboxStore.enqueue_committed`` without a thread: returns once committed."""
@@ -55,6 +56,10 @@ class OutboxWriter:
 
         self.submit(new, done)
         return await future
+
+    def busy(self) -> bool:
+        """Whether webhooks are waiting for a commit now (queued, or being committed)."""
+        return self._committing or not self._queue.empty()
 
     def submit(self, new: NewEvent, done: Callable[[Answer], None]) -> None:
         """Queue ``new``; ``done`` is called on the writer thread with its answer."""
@@ -88,11 +93,14 @@ class OutboxWriter:
                     stopping = True  # commit what came before the stop, then end
                     break
                 group.append(item)
+            self._committing = True
             try:
                 answers = self.store.enqueue_group([new for new, _ in group])
             except Exception as exc:  # the writer must outlive any one bad group
                 log.exception("outbox writer: a group commit failed")
                 answers = [exc] * len(group)
+            finally:
+                self._committing = False
             for (_, done), answer in zip(group, answers, strict=True):
                 try:
                     done(answer)

@@ -64,6 +64,7 @@ def create_app(
     app.include_router(ui_router)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_error)
+    app.add_middleware(bookings.WebhookFastPath)
     return app
 
 
@@ -77,9 +78,7 @@ def _document_throttling(*routers: APIRouter) -> None:
 
 
 async def _http_error(_request: Request, exc: Any) -> JSONResponse:
-    return JSONResponse(
-        {"error": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
-    )
+    return bookings.http_error(exc)
 
 
 async def _request_error(_request: Request, exc: Any) -> JSONResponse:

@@ -117,6 +117,20 @@ class Pausable(Protocol):
         ...
 
 
+@runtime_checkable
+class Timed(Protocol):
+    """A backend that knows how long its CRM takes to answer (a remote CRM)."""
+
+    def sync_estimate(self) -> float | None:
+        """Seconds a booking's sync can be expected to take now; ``None``: not known yet."""
+        ...
+
+
+def backend_sync_estimate(backend: CrmBackend) -> float | None:
+    """``Timed.sync_estimate`` of ``backend``; ``None`` for a backend that does not know."""
+    return backend.sync_estimate() if isinstance(backend, Timed) else None
+
+
 def backend_pause(backend: CrmBackend) -> Pause | None:
     """The pause ``backend``'s CRM is under, for ``/readyz``, ``/metrics`` and the dashboard."""
     return backend.paused() if isinstance(backend, Pausable) else None

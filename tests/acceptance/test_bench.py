@@ -32,7 +32,9 @@ def _postgres_reachable() -> bool:
 @pytest.mark.slow
 def test_bench_quick_writes_both_reports(tmp_path: Path) -> None:
     """``python -m bench --quick`` ends in bounded time with sane figures in JSON and markdown."""
-    only = "ingest,e2e,drain,hubspot,slowcrm" + (",postgres" if _postgres_reachable() else "")
+    only = "ingest,e2e,drain,hubspot,slowcrm" + (
+        ",postgres,pgwake" if _postgres_reachable() else ""
+    )
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path), "--only", only],
         cwd=ROOT,
@@ -88,6 +90,11 @@ def test_bench_quick_writes_both_reports(tmp_path: Path) -> None:
         runs = scenarios["postgres"]["runs"]
         assert set(runs) == {"1", "2", "4"}
         assert all(run["all_synced"] and run["drain_per_second"] > 0 for run in runs.values())
+        wake = scenarios["pgwake"]
+        assert wake["poll"]["all_synced"]
+        assert wake["notify"]["all_synced"]
+        assert wake["p50_ratio"] > 0
+        assert "## 4b. PostgreSQL: a worker process woken by NOTIFY" in markdown
 
     assert report["memory"]["serve_peak_rss_mb"] > 0
     for heading in ("## 1. Ingest", "## 2. End-to-end", "## 3. HubSpot", "## Targets"):

@@ -3328,7 +3328,8 @@ def main(argv: list[str] | None = None) -> int:
         webhook_url=args.webhook_url,
     )
     if args.latency > 0:  # a CRM with realistic latency (benchmarks): a permanent "slow" fault
-        fake.slow("/crm/*", args.latency, times=None)
+        for api in ("/crm/*", "/account-info/*"):  # HubSpot's API; not the fake's controls
+            fake.slow(api, args.latency, times=None)
     stopping = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -22,6 +22,7 @@ from adapter.backends.hubspot import (
     build_api,
     run_setup,
 )
+from adapter.backends.hubspot.backend import SYNC_CALLS
 from adapter.booking import parse_booking
 from adapter.errors import AdapterError, CrmValidationError, MappingError, RetryableError
 from adapter.ingest import accept_booking
@@ -1120,3 +1121,17 @@ def test_a_create_refused_by_a_pause_leaves_no_intent_to_wait_out(
     assert result is not None
     assert len(hs.fake.objects("meetings")) == 1
     assert hs.api.calls["search meetings"] == 0
+
+
+def test_sync_estimate_follows_hubspots_answer_time(hs: Harness) -> None:
+    """The webhook's wait asks the backend how long a sync takes: HubSpot's recent answer
+    time times the calls a sync makes one after another, following a slower HubSpot."""
+    fast = hs.backend.sync_estimate()
+    assert fast is not None
+    assert fast < 0.5  # setup's calls, on loopback
+    hs.fake.slow("/crm/*", 0.2, times=None)
+    for _ in range(6):
+        hs.backend.ping()
+    slow = hs.backend.sync_estimate()
+    assert slow is not None
+    assert 0.7 < slow < SYNC_CALLS * 0.3, slow

@@ -149,3 +149,89 @@ def test_a_webhook_behind_a_backlog_is_answered_at_once(
         services.close(timeout=1)
     assert all(seconds < 0.5 for _, seconds in answers[:-1]), answers
     assert {status for status, _ in answers[:-1]} == {202}
+
+
+class TimedBackend(SlowBackend):
+    """A slow CRM that, like HubSpot, knows how long a sync takes once it has answered:
+    ``sync_estimate`` is ``None`` until ``known_after`` seconds into its first batch."""
+
+    def __init__(self, inner: Any, delay: float, known_after: float | None = None) -> None:
+        super().__init__(inner, delay)
+        self.known_after = known_after
+        self.estimate: float | None = None if known_after is not None else delay
+
+    def sync_estimate(self) -> float | None:
+        return self.estimate
+
+    def apply(self, *args: Any, **kwargs: Any) -> Any:
+        if self.known_after is not None:
+            time.sleep(self.known_after)
+            self.estimate = self.delay  # its first answer came in
+        return super().apply(*args, **kwargs)
+
+
+def _synced_soon(services: Services, count: int, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if services.store.counts().get("synced", 0) >= count:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_crm_known_to_be_slow_is_not_waited_for(
+    make_settings: Callable[..., Settings], http: httpx.Client
+) -> None:
+    """A CRM whose sync is expected to take more than half of SYNC_WAIT_MS (here 1.5 s of
+    2 s) gets no wait from the first webhook on: 202 at once, and the sync still happens."""
+    services = build_services(make_settings(sync_wait_ms=2000))
+    services.backend = TimedBackend(services.backend, 1.5)  # type: ignore[assignment]
+    try:
+        with LiveServer(create_app(services=services, embedded_workers=1)) as server:
+            status, seconds = _post(http, server.url, 0)
+            assert (status, seconds < 0.5) == (202, True), seconds
+            assert _synced_soon(services, 1)
+    finally:
+        services.close(timeout=1)
+
+
+def test_a_wait_ends_once_the_crm_turns_out_slow(
+    make_settings: Callable[..., Settings], http: httpx.Client
+) -> None:
+    """The CRM's speed is unknown when the first webhook starts its wait; its first answer
+    (0.2 s in) says a sync takes 1.5 s, and the webhook is answered 202 then, not after."""
+    services = build_services(make_settings(sync_wait_ms=2000))
+    services.backend = TimedBackend(services.backend, 1.5, known_after=0.2)  # type: ignore[assignment]
+    try:
+        with LiveServer(create_app(services=services, embedded_workers=1)) as server:
+            status, seconds = _post(http, server.url, 0)
+            assert status == 202
+            assert 0.15 < seconds < 0.8, seconds
+            assert _synced_soon(services, 1)
+    finally:
+        services.close(timeout=1)
+
+
+def test_slow_settles_stop_the_waits_and_fast_ones_bring_them_back(
+    make_settings: Callable[..., Settings], http: httpx.Client
+) -> None:
+    """A backend that says nothing of its speed: once a webhook took 1.5 s to settle, the
+    next is answered 202 at once; once the CRM is fast again and its settles show it, the
+    webhook waits for its 200 with ids again."""
+    services = build_services(make_settings(sync_wait_ms=2000))
+    slow = SlowBackend(services.backend, 1.5)
+    services.backend = slow  # type: ignore[assignment]
+    try:
+        with LiveServer(create_app(services=services, embedded_workers=1)) as server:
+            assert _post(http, server.url, 0)[0] == 200  # unknown speed: waited, synced
+            status, seconds = _post(http, server.url, 1)
+            assert (status, seconds < 0.5) == (202, True), seconds
+            assert _synced_soon(services, 2)
+            slow.delay = 0.0
+            for index in range(2, 12):  # answered at once, synced in fast batches
+                assert _post(http, server.url, index)[0] in (200, 202)
+            assert _synced_soon(services, 12)
+            status, _ = _post(http, server.url, 12)
+            assert status == 200  # the batches' average came down: waited, synced
+    finally:
+        services.close(timeout=1)

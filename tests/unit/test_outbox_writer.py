@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -96,3 +97,28 @@ def test_one_bad_event_fails_alone(engine: Engine) -> None:
     assert not isinstance(good_1, BaseException)
     assert not isinstance(good_2, BaseException)
     assert _stored(engine) == 2
+
+
+def test_busy_while_a_commit_is_queued_or_under_way(engine: Engine) -> None:
+    """``busy`` (what an embedded worker yields to) is true from submit through the
+    commit, and false once the writer is idle."""
+    seen_during: list[bool] = []
+
+    class Watched(OutboxStore):
+        def enqueue_group(
+            self, news: Sequence[NewEvent]
+        ) -> list[tuple[Event, bool] | BaseException]:
+            seen_during.append(writer.busy())
+            return super().enqueue_group(news)
+
+    writer = OutboxWriter(Watched(engine))
+    assert not writer.busy()
+    answered: list[object] = []
+    writer.submit(_new("busy-1"), answered.append)
+    deadline = time.monotonic() + 10
+    while not answered and time.monotonic() < deadline:
+        time.sleep(0.01)
+    writer.close()
+    assert answered
+    assert seen_during == [True]
+    assert not writer.busy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -321,3 +322,37 @@ def test_a_live_batch_slower_than_its_lease_keeps_it(
     assert len(settled) == 1
     (event,) = store.list(limit=10)
     assert event.attempts == 1
+
+
+def test_a_worker_yields_to_webhooks_waiting_for_their_commit_but_not_for_long(
+    store: OutboxStore, backend: FakeBackend, mapping: MappingConfig
+) -> None:
+    """While the writer is busy a batch waits, at most YIELD_SECONDS; once it is idle
+    the batch starts at once."""
+    enqueue(store, mapping)
+    busy = [True]
+    asked: list[float] = []
+
+    def writer_busy() -> bool:
+        asked.append(time.monotonic())
+        return busy[0]
+
+    worker, settled = worker_for(store, backend, mapping, yield_to=writer_busy)
+    stop = threading.Event()
+    started = time.monotonic()
+    worker._yield(stop)
+    waited = time.monotonic() - started
+    assert Worker.YIELD_SECONDS <= waited < Worker.YIELD_SECONDS + 0.5, waited
+    assert len(asked) > 3  # it looked again and again, sleeping between
+    busy[0] = False
+    started = time.monotonic()
+    worker._yield(stop)
+    assert time.monotonic() - started < 0.01
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not settled and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    thread.join(5)
+    assert len(settled) == 1  # the run loop yields, then syncs

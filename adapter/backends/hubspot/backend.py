@@ -155,6 +155,9 @@ COMPLETED = "COMPLETED"
 CANCELLED_PREFIX = "[Cancelled] "
 CANCELLED = "cancelled"
 DEFAULT_SEARCH_LAG = 60.0
+# The fewest HubSpot calls a booking's sync makes one after another (a repeat booking:
+# contact, company, deal, meeting, task; a new one adds its associations).
+SYNC_CALLS = 5
 """Seconds an interrupted create waits for HubSpot's search index before creating again."""
 
 
@@ -424,6 +427,12 @@ class HubSpotBackend:
     def paused(self) -> Pause | None:
         """HubSpot's pause of the portal (477, daily limit), if one is in force."""
         return self.api.paused()
+
+    def sync_estimate(self) -> float | None:
+        """Seconds a booking's sync can be expected to take at HubSpot's recent answer
+        time: ``SYNC_CALLS`` calls one after another (``None`` before any call)."""
+        round_trip = self.api.round_trip
+        return None if round_trip is None else SYNC_CALLS * round_trip
 
     def close(self) -> None:
         self.api.close()

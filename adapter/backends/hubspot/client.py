@@ -519,6 +519,8 @@ class HubSpotApi:
         self._owners = crm.owners.owners_api
         self.calls: Counter[str] = Counter()
         self._calls_lock = threading.Lock()
+        self.round_trip: float | None = None
+        """Seconds HubSpot took to answer recent calls (moving average; ``None``: no call yet)."""
 
     # --- plumbing ---------------------------------------------------------
 
@@ -556,6 +558,7 @@ class HubSpotApi:
             budget.acquire()  # while the portal is paused: PausedError, nothing sent
             with self._calls_lock:
                 self.calls[name] += 1
+            sent = time.monotonic()
             try:
                 result, headers = _send(fn, args, kwargs, self._timeout)
             except Exception as exc:
@@ -570,6 +573,7 @@ class HubSpotApi:
                     budget.hold(error.retry_after or RATE_LIMIT_PAUSE)
                 raise error from exc
             self._report("ok")
+            self._timed(time.monotonic() - sent)
             if not search:
                 _observe(budget, headers)
             if _header(headers, "X-HubSpot-RateLimit-Daily-Remaining") == "0":
@@ -587,6 +591,10 @@ class HubSpotApi:
             reraise=True,
         )
         return retrying(attempt)
+
+    def _timed(self, seconds: float) -> None:
+        last = self.round_trip
+        self.round_trip = seconds if last is None else 0.7 * last + 0.3 * seconds
 
     def paused(self) -> Pause | None:
         """The portal's pause in force (477, daily limit), as every process sees it."""
