@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -294,3 +296,92 @@ def wait_synced(
             return True
         time.sleep(0.2)
     return False
+
+
+WRK_SCRIPT = ROOT / "bench" / "wrk" / "bookings.lua"
+WRK_THREADS = 2  # one per core of the machine class; the server under test gets the rest
+
+
+def wrk_path() -> str:
+    """Debian's ``wrk`` (a C client); a clear error when it is not installed."""
+    path = shutil.which("wrk")
+    if path is None:
+        raise RuntimeError("wrk is not installed: apt-get install -y wrk (see .ci/run)")
+    return path
+
+
+def wrk(
+    url: str,
+    *,
+    concurrency: int,
+    duration: float,
+    prefix: str,
+    bound: float,
+    limit: int = 0,
+    people: int = 0,
+    statuses: bool = False,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """Closed-loop load from ``wrk`` with ``bench/wrk/bookings.lua``: distinct authentic
+    bookings from ``concurrency`` connections for ``duration`` s (or about ``limit``
+    answers). The summary has the keys of ``bench.loadgen.summarize`` (latencies in s)
+    plus ``client``; ``accepted`` is wrk's answers minus its non-2xx/3xx count (exact
+    codes with ``statuses``, counted in Lua's ``response()``); ``people`` repeats contacts
+    as ``bench.loadgen``'s ``--people``."""
+    threads = max(1, min(WRK_THREADS, concurrency))
+    per_thread = -(-limit // threads) if limit else 0
+    markers = Path(tempfile.mkdtemp(prefix="bench-wrk-"))
+    argv = [
+        wrk_path(), f"-t{threads}", f"-c{concurrency}", f"-d{max(1, round(duration))}s",
+        f"--timeout={max(1, round(timeout))}s", "-s", str(WRK_SCRIPT), url,
+        "--", SECRET, prefix, str(per_thread), "1" if statuses else "0", f"{markers}/done-",
+        str(people),
+    ]  # fmt: skip
+    try:
+        with subprocess.Popen(  # noqa: S603 - our own argv
+            argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as popen:
+            deadline = time.monotonic() + bound
+            while popen.poll() is None and time.monotonic() < deadline:
+                if per_thread and len(list(markers.iterdir())) >= threads:
+                    popen.send_signal(signal.SIGINT)  # every thread has its answers: report now
+                    break
+                time.sleep(0.02)
+            try:
+                stdout, stderr = popen.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                raise
+    finally:
+        shutil.rmtree(markers, ignore_errors=True)
+    if popen.returncode != 0:
+        raise RuntimeError(f"wrk exited {popen.returncode}:\n{stdout}\n{stderr}")
+    line = next((x for x in stdout.splitlines() if x.startswith("WRK_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no WRK_JSON line:\n{stdout}\n{stderr}")
+    raw: dict[str, Any] = json.loads(line.removeprefix("WRK_JSON "))
+    seconds = raw["duration_us"] / 1e6
+    errors = raw["errors"]
+    accepted = raw["requests"] - errors["status"]
+    counted = {str(k): int(v) for k, v in raw["statuses"].items()}
+    if counted:
+        accepted = sum(v for k, v in counted.items() if 200 <= int(k) < 300)
+    else:
+        counted = {"2xx/3xx": accepted, "4xx/5xx": errors["status"]}
+    failed = errors["connect"] + errors["read"] + errors["write"] + errors["timeout"]
+    if failed:
+        counted["0"] = failed  # no answer, as the Python generator counts it
+    latency = raw["latency_us"]
+    return {
+        "client": "wrk",
+        "sent": raw["requests"] + failed,
+        "accepted": accepted,
+        "statuses": counted,
+        "seconds": seconds,
+        "accepted_per_second": accepted / seconds if seconds > 0 else 0.0,
+        # wrk's percentiles are over every answer (the service answers only 2xx here)
+        "p50": latency["p50"] / 1e6,
+        "p99": latency["p99"] / 1e6,
+        "max": latency["max"] / 1e6,
+        "errors": errors,
+    }

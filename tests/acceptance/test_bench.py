@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,9 +31,19 @@ def _postgres_reachable() -> bool:
     return True
 
 
+def _need_wrk() -> None:
+    """The saturation runs need Debian's wrk: skipped without it, but failed in CI."""
+    if shutil.which("wrk") is None:
+        message = "wrk is not installed (apt-get install -y wrk; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 @pytest.mark.slow
 def test_bench_quick_writes_both_reports(tmp_path: Path) -> None:
     """``python -m bench --quick`` ends in bounded time with sane figures in JSON and markdown."""
+    _need_wrk()
     only = "ingest,e2e,drain,hubspot,slowcrm" + (
         ",postgres,pgwake" if _postgres_reachable() else ""
     )
@@ -58,7 +70,13 @@ def test_bench_quick_writes_both_reports(tmp_path: Path) -> None:
             figures = ingest[name][run]
             assert figures["accepted"] > 0
             assert figures["p50_ms"] <= figures["p99_ms"]
+        assert ingest[name]["saturation"]["statuses"].get("4xx/5xx") == 0  # wrk's count
     assert ingest["saturation_ratio"] > 0
+    check = ingest["client_check"]  # bare under wrk beside the target and the Python client
+    assert check["bare_wrk_per_second"] > 0
+    assert check["bare_python_per_second"] > 0
+    assert ingest["bare"]["saturation_python_client"]["accepted"] > 0
+    assert "with wrk =" in markdown
 
     e2e = scenarios["e2e"]
     assert e2e["all_synced"]
@@ -99,3 +117,40 @@ def test_bench_quick_writes_both_reports(tmp_path: Path) -> None:
     assert report["memory"]["serve_peak_rss_mb"] > 0
     for heading in ("## 1. Ingest", "## 2. End-to-end", "## 3. HubSpot", "## Targets"):
         assert heading in markdown
+
+
+def test_wrk_counts_refused_bookings_and_accepted_ones(tmp_path: Path) -> None:
+    """The wrk script's bookings are authentic and distinct, and refusals are counted:
+    the right secret stores one booking per answer; a wrong one is refused every time
+    (401, then 429 once the service limits failed authentications)."""
+    _need_wrk()
+    from bench import harness
+
+    url_db = f"sqlite:///{tmp_path}/wrk.db"
+    for secret, expect in ((harness.SECRET, "202"), ("not-the-secret-0123456789", "401")):
+        env = harness.service_env(url_db, tmp_path / "var", SYNC_WAIT_MS="0")
+        env["CRM_WEBHOOK_SECRET"] = secret
+        with harness.processes(tmp_path) as procs:
+            proc, base = harness.start_serve(procs, env, no_worker=True)
+            counted = harness.wrk(
+                f"{base}/api/bookings/incoming", concurrency=4, duration=1, prefix=expect,
+                bound=30, statuses=True,
+            )  # fmt: skip
+            quick = harness.wrk(
+                f"{base}/api/bookings/incoming", concurrency=4, duration=1, prefix=f"q{expect}",
+                bound=30, limit=40,
+            )  # fmt: skip
+            proc.stop()
+        assert counted["sent"] > 0
+        if expect == "401":
+            assert "401" in counted["statuses"]
+            assert set(counted["statuses"]) <= {"401", "429"}
+            assert sum(counted["statuses"].values()) == counted["sent"]
+            assert counted["accepted"] == 0
+            assert quick["statuses"]["4xx/5xx"] == quick["sent"]
+            assert quick["accepted"] == 0
+        else:
+            stored = sum(harness.read_outbox(url_db).states.values())
+            assert set(counted["statuses"]) <= {"200", "202"}
+            assert counted["accepted"] == counted["sent"]
+            assert stored >= counted["accepted"] + quick["accepted"] >= counted["sent"] + 40
