@@ -10,7 +10,12 @@ Two modes, both bounded in time:
   request as soon as the previous answer arrived, for ``--duration`` seconds.
 
 It speaks HTTP/1.1 keep-alive over raw asyncio streams (a general client costs
-more CPU than the server under test on a 2-core machine). Writes one JSON file:
+more CPU than the server under test on a 2-core machine). Even so it is Python:
+at saturation it takes a core from the server, so ``python -m bench`` drives its
+saturation runs with ``wrk`` (``bench/wrk/bookings.lua``, ``bench.harness.wrk``)
+and keeps this generator for fixed-rate runs (20-200 req/s, far below what it can
+offer), for bursts of an exact size bound by the CRM, and for the once-per-run
+client check (the bare endpoint under both clients). Writes one JSON file:
 per request the booking id, scheduled send time (epoch seconds), latency and
 status, plus the totals.
 
