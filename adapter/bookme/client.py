@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
@@ -44,6 +44,7 @@ from adapter.bookme.errors import (
 __all__ = [
     "DEFAULT_TIMEOUT",
     "BookMeClient",
+    "BookMeHttp",
     "BookingPage",
 ]
 
@@ -80,7 +81,43 @@ def _bookme_message(response: httpx.Response) -> str:
     return f": {text[:200]}" if text else ""
 
 
-class BookMeClient:
+class BookMeHttp:
+    """The HTTP session both BookMe clients use: base URL, bearer token (in a header
+    only), timeouts; a context manager, or ``close()`` when done."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        timeout: httpx.Timeout | float,
+        transport: httpx.BaseTransport | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        headers = {"Accept": "application/json", "User-Agent": f"bookme-crm/{__version__}"}
+        headers.update(extra_headers or {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class BookMeClient(BookMeHttp):
     """BookMe's booking API. Use as a context manager, or ``close()`` when done."""
 
     def __init__(
@@ -95,29 +132,10 @@ class BookMeClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        headers = {"Accept": "application/json", "User-Agent": f"bookme-crm/{__version__}"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
-        )
+        super().__init__(base_url, token, timeout=timeout, transport=transport)
         self._max_attempts = max_attempts
         self._wait = wait_random_exponential(multiplier=backoff, max=max_backoff)
         self._sleep = sleep
-
-    def __enter__(self) -> BookMeClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._http.close()
 
     # -- the two calls ---------------------------------------------------------
 

@@ -27,13 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 
-from adapter import __version__
+from adapter.bookme.client import BookMeHttp
 from adapter.bookme.errors import (
     BookMeNotConfigured,
     BookMeNotFound,
@@ -82,7 +81,7 @@ def pusher_for(settings: Settings) -> BookMePusher:
     )
 
 
-class BookMePusher:
+class BookMePusher(BookMeHttp):
     """Sends reschedules and cancellations to BookMe. A context manager, or ``close()``."""
 
     def __init__(
@@ -93,30 +92,13 @@ class BookMePusher:
         timeout: httpx.Timeout | float = PUSH_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        headers = {
-            "Accept": "application/json",
-            "Content-Type": "application/json",
-            "User-Agent": f"bookme-crm/{__version__}",
-        }
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+        super().__init__(
+            base_url,
+            token,
+            timeout=timeout,
+            transport=transport,
+            extra_headers={"Content-Type": "application/json"},
         )
-
-    def __enter__(self) -> BookMePusher:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._http.close()
 
     def reschedule(
         self, booking_id: str, *, start: datetime, duration: int | None, idempotency_key: str
