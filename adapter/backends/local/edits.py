@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, select, update
 
@@ -92,7 +92,6 @@ def edit_meeting(
             return None
         _check_meeting(row, edit, now)
         lead_key = conn.execute(select(leads.c.lead_key).where(leads.c.id == row.lead_id)).scalar()
-        _baseline(conn, "meeting", activity_id, row.booking_id, _meeting_values(row), now, lead_key)
         values: dict[str, Any] = {"updated_at": now}
         if edit.start is not None:
             values["activity_date"] = edit.start
@@ -104,17 +103,17 @@ def edit_meeting(
         fresh = conn.execute(select(activities).where(activities.c.id == activity_id)).one()
         if edit.outcome is not None and edit.outcome != row.outcome:
             _derive_stage(conn, fresh.lead_id)
-        recorded = changes.observe(
+        recorded, routed = _record(
             conn,
-            "meeting",
-            activity_id,
+            store,
+            Object("meeting", activity_id, row.booking_id, lead_key),
+            _meeting_values(row),
             _meeting_values(fresh),
-            changed_at=now,
             source=source,
             actor=actor,
             now=now,
+            reason=edit.reason,
         )
-        routed = changes.route(conn, recorded, store=store, now=now, reason=edit.reason)
     _log(recorded, routed, source, actor)
     return Edited(activity_id, recorded)
 
@@ -158,25 +157,22 @@ def set_lead_stage(
             .order_by(activities.c.activity_date.desc())
             .limit(1)
         ).scalar()
-        before = {"stage": normalise("stage", row.stage)}
-        _baseline(conn, "deal", lead_id, booking_id or "", before, now, row.lead_key)
         conn.execute(
             update(leads)
             .where(leads.c.id == lead_id)
             .values(stage=stage, manual_stage=stage, updated_at=now)
         )
-        recorded = changes.observe(
+        recorded, routed = _record(
             conn,
-            "deal",
-            lead_id,
+            store,
+            Object("deal", lead_id, booking_id or "", row.lead_key),
+            {"stage": normalise("stage", row.stage)},
             {"stage": normalise("stage", stage)},
-            changed_at=now,
             source=source,
             actor=actor,
             now=now,
         )
-        changes.route(conn, recorded, store=store, now=now)
-    _log(recorded, [], source, actor)
+    _log(recorded, routed, source, actor)
     return Edited(lead_id, recorded)
 
 
@@ -195,40 +191,49 @@ def set_task_status(
         if row is None:
             return None
         lead_key = conn.execute(select(leads.c.lead_key).where(leads.c.id == row.lead_id)).scalar()
-        before = {"status": normalise("status", row.status)}
-        _baseline(conn, "task", task_id, row.booking_id, before, now, lead_key, task_key=row.key)
         conn.execute(
             update(tasks).where(tasks.c.id == task_id).values(status=status, updated_at=now)
         )
-        recorded = changes.observe(
+        recorded, routed = _record(
             conn,
-            "task",
-            task_id,
+            store,
+            Object("task", task_id, row.booking_id, lead_key, row.key),
+            {"status": normalise("status", row.status)},
             {"status": normalise("status", status)},
-            changed_at=now,
             source=source,
             actor=actor,
             now=now,
         )
-        changes.route(conn, recorded, store=store, now=now)
-    _log(recorded, [], source, actor)
+    _log(recorded, routed, source, actor)
     return Edited(task_id, recorded)
 
 
-def _baseline(
-    conn: Connection,
-    object_type: str,
-    crm_id: str,
-    booking_id: str,
-    values: dict[str, str | None],
-    now: datetime,
-    lead_key: str | None,
-    *,
-    task_key: str | None = None,
-) -> None:
-    """What the row holds before the edit is what the service last wrote to it.
+class Object(NamedTuple):
+    """The CRM object an edit changes, as ``adapter.changes`` keys it."""
 
-    In the local CRM the row is the truth: every write the service makes lands in
+    type: str
+    crm_id: str
+    booking_id: str
+    lead_key: str | None
+    task_key: str | None = None
+
+
+def _record(
+    conn: Connection,
+    store: OutboxStore,
+    obj: Object,
+    before: dict[str, str | None],
+    after: dict[str, str | None],
+    *,
+    source: str,
+    actor: str | None,
+    now: datetime,
+    reason: str | None = None,
+) -> tuple[list[Change], list[Change]]:
+    """Record the edit from ``before`` to ``after`` and route it; (recorded, routed).
+
+    What the row held before the edit is what the service last wrote to it. In
+    the local CRM the row is the truth: every write the service makes lands in
     it, so instead of recording each of its writes (a read and an upsert per
     record, which tripled the drain's cost), the row's values are recorded here,
     just before the edit is observed against them. ``old_value`` is then what the
@@ -236,14 +241,18 @@ def _baseline(
     """
     changes.record_written(
         conn,
-        object_type,
-        crm_id,
-        booking_id=booking_id,
-        values=values,
+        obj.type,
+        obj.crm_id,
+        booking_id=obj.booking_id,
+        values=before,
         now=now,
-        lead_key=lead_key,
-        task_key=task_key,
+        lead_key=obj.lead_key,
+        task_key=obj.task_key,
     )
+    recorded = changes.observe(
+        conn, obj.type, obj.crm_id, after, changed_at=now, source=source, actor=actor, now=now
+    )
+    return recorded, changes.route(conn, recorded, store=store, now=now, reason=reason)
 
 
 def _log(recorded: list[Change], routed: list[Change], source: str, actor: str | None) -> None:
