@@ -247,6 +247,36 @@ def test_an_unsigned_or_tampered_delivery_is_401(service: Service) -> None:
     assert service.deliveries() == []
 
 
+def test_behind_a_proxy_the_signature_is_checked_over_hubspot_webhook_url(
+    service: Service,
+) -> None:
+    """HubSpot signs the target URL it was given; behind a proxy the service sees
+    another one. Signed over the public URL: 401 until ``HUBSPOT_WEBHOOK_URL`` names
+    it, then accepted and stored."""
+    from tests.fakes.hubspot import webhook_headers
+
+    public = "https://crm.example.com/api/hubspot/webhooks"
+    events = [
+        {
+            "eventId": 7,
+            "subscriptionType": "object.propertyChange",
+            "objectTypeId": "0-47",
+            "objectId": 1001,
+            "occurredAt": int(time.time() * 1000),
+            "propertyName": "hs_meeting_start_time",
+            "propertyValue": "1",
+        }
+    ]
+    body = json.dumps(events).encode()
+    headers = webhook_headers(CLIENT_SECRET, public, body)
+    assert httpx.post(service.hook_url, content=body, headers=headers).status_code == 401
+    assert service.deliveries() == []
+    services = service.services
+    services.settings = services.settings.model_copy(update={"hubspot_webhook_url": public})
+    assert httpx.post(service.hook_url, content=body, headers=headers).status_code == 200
+    assert len(service.deliveries()) == 1
+
+
 def test_a_signed_delivery_of_another_shape_is_400_naming_the_field(service: Service) -> None:
     """Authentic but not HubSpot's shape: 400 with the field; other event kinds are ignored."""
     body = json.dumps([{"subscriptionType": "object.propertyChange", "objectId": "x"}]).encode()
