@@ -122,3 +122,45 @@ def test_busy_while_a_commit_is_queued_or_under_way(engine: Engine) -> None:
     assert answered
     assert seen_during == [True]
     assert not writer.busy()
+
+
+def test_a_group_is_one_insert_and_its_answers_are_what_is_stored(engine: Engine) -> None:
+    """``enqueue_many`` stores a group in one INSERT; a repeat of a stored event, of an
+    earlier one in the same group, or of a webhook id is answered with the first event,
+    and every new event's answer equals the row read back."""
+    from sqlalchemy import event as sa_event
+
+    store = OutboxStore(engine)
+    with store.transaction() as conn:
+        ((stored, _),) = store.enqueue_many(conn, [_new("old", webhook_id="wh-old")])
+    inserts: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT"):
+            inserts.append(statement)
+
+    sa_event.listen(engine, "before_cursor_execute", count)
+    try:
+        with store.transaction() as conn:
+            answers = store.enqueue_many(
+                conn,
+                [
+                    _new("b-1"),
+                    _new("old"),  # the same key and body as a stored event
+                    _new("b-2", webhook_id="wh-2"),
+                    _new("b-1"),  # a repeat of the first of this group
+                    _new("b-3", body="other", webhook_id="wh-old"),  # a stored webhook id
+                    _new("b-1", body="newer"),  # the same booking, another body: new
+                ],
+            )
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", count)
+    assert len(inserts) == 1, inserts
+    assert [created for _, created in answers] == [True, False, True, False, False, True]
+    assert answers[1][0] == stored
+    assert answers[4][0] == stored
+    assert answers[3][0] == answers[0][0]
+    for event, created in answers:
+        if created:
+            assert store.get(event.id) == event
+    assert _stored(engine) == 4
