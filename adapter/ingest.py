@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from adapter.booking import Booking
@@ -121,3 +123,25 @@ async def commit_booking(
     event, created = await writer.enqueue(new)
     _refuse_reuse(new, event, created)
     return event, created
+
+
+class IngestPressure:
+    """How many webhooks of this process are between their arrival and their commit.
+
+    The embedded worker's cue to yield (``Worker._yield``). Counted on the
+    event loop (the webhook handler is async) and read by worker threads.
+    """
+
+    def __init__(self) -> None:
+        self._open = 0
+
+    @contextmanager
+    def receiving(self) -> Iterator[None]:
+        self._open += 1
+        try:
+            yield
+        finally:
+            self._open -= 1
+
+    def waiting(self) -> bool:
+        return self._open > 0

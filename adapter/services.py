@@ -27,6 +27,7 @@ from adapter.backends.base import backend_pause, backend_sync_estimate
 from adapter.changes.tasks import ExtraTasks
 from adapter.errors import MappingError
 from adapter.heartbeat import Heartbeat, process_worker_id
+from adapter.ingest import IngestPressure
 from adapter.mapping import MappingConfig, load_mapping
 from adapter.metrics import Metrics
 from adapter.secrets import ADMIN_TOKEN_FILE, WEBHOOK_SECRET_FILE, StoredSecret, stored_secret
@@ -233,9 +234,15 @@ class Services:
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     writer: OutboxWriter = field(init=False)  # the webhook's single committer
+    ingest: IngestPressure = field(default_factory=IngestPressure)  # webhooks before commit
 
     def __post_init__(self) -> None:
         self.writer = OutboxWriter(self.store)
+
+    def webhooks_waiting(self) -> bool:
+        """Whether webhooks of this process wait for their commit now (received and
+        not yet committed, or at the writer): the embedded workers yield to them."""
+        return self.ingest.waiting() or self.writer.busy()
 
     def new_worker(self, clock: Callable[[], datetime] = utcnow) -> Worker:
         s = self.settings
@@ -251,7 +258,7 @@ class Services:
             poll_seconds=s.worker_poll_seconds,
             on_settled=self.waiter.notify,
             on_applied=self.waiter.applied,
-            yield_to=self.writer.busy,
+            yield_to=self.webhooks_waiting,
             clock=clock,
             metrics=self.metrics,
             handlers=handlers,

@@ -65,8 +65,13 @@ def default_owner() -> str:
 class Worker:
     """One claim-plan-apply loop; run several (threads or processes) to scale out."""
 
-    # At most this long a batch waits for the webhooks of its process to commit (``_yield``).
+    # A batch waits for the webhooks of its process to commit (``_yield``) at least this
+    # long, and at most as long as leaves the worker ``BURST_SHARE`` of the process's CPU
+    # under a burst (its last batch's CPU time x (1 / BURST_SHARE - 1)), never past
+    # ``YIELD_MAX``. CPU, not wall time: a HubSpot batch waits on the network, GIL-free.
     YIELD_SECONDS = 0.05
+    BURST_SHARE = 0.1
+    YIELD_MAX = 1.0
 
     def __init__(
         self,
@@ -107,6 +112,7 @@ class Worker:
         self.plan_hooks = tuple(plan_hooks)
         self.plan_steps = tuple(plan_steps)
         self._wake = threading.Event()
+        self._batch_seconds = 0.0  # the CPU time of the last batch that claimed anything
 
     def wake(self) -> None:
         """Look for work now instead of at the next poll."""
@@ -120,30 +126,48 @@ class Worker:
         """
         while not stop.is_set():
             self._yield(stop)
+            started = time.thread_time()
             try:
                 busy = self.run_once(stop) > 0
             except Exception:
                 log.exception("worker loop failed; backing off")
                 busy = False
-            if not busy:
+            if busy:
+                self._batch_seconds = time.thread_time() - started
+            else:
                 self._wake.wait(self.poll_seconds)
                 self._wake.clear()
 
     def _yield(self, stop: threading.Event) -> None:
-        """Let waiting webhooks commit first, for at most ``YIELD_SECONDS`` a batch.
+        """Let this process's webhooks commit first: wait until none has been waiting for
+        two looks in a row, for at most ``yield_limit()``.
 
         A worker in the API's process shares its GIL and SQLite's write lock:
-        a batch begun while webhooks wait for their commit makes each of them
-        wait behind the batch's transaction. Under a burst the writer is busy
-        all the time, and the worker then runs a batch every ``YIELD_SECONDS``
-        (the backlog is drained once the burst ends); at a steady rate the
-        writer is idle between commits and the worker hardly waits.
+        a batch begun while webhooks wait for their commit slows each of them,
+        and under a burst (webhooks waiting all the time) a worker that took
+        its batches back to back would take half the process from the API. So
+        under a burst the worker runs one batch per ``yield_limit()``, about
+        ``BURST_SHARE`` of the CPU, and the backlog is drained once the burst
+        ends; at a steady rate webhooks wait only now and then, and the worker
+        hardly waits.
         """
         if self.yield_to is None:
             return
-        deadline = time.monotonic() + self.YIELD_SECONDS
-        while self.yield_to() and time.monotonic() < deadline and not stop.is_set():
+        deadline = time.monotonic() + self.yield_limit()
+        quiet = 0
+        while time.monotonic() < deadline and not stop.is_set():
+            if self.yield_to():
+                quiet = 0
+            else:
+                quiet += 1
+                if quiet >= 2:
+                    return
             time.sleep(0.002)
+
+    def yield_limit(self) -> float:
+        """The longest a batch waits for webhooks (``_yield``), in seconds."""
+        share = self._batch_seconds * (1 / self.BURST_SHARE - 1)
+        return max(self.YIELD_SECONDS, min(self.YIELD_MAX, share))
 
     def run_once(self, stop: threading.Event | None = None) -> int:
         """Claim and process one batch; returns how many events it claimed."""

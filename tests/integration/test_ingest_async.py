@@ -235,3 +235,33 @@ def test_slow_settles_stop_the_waits_and_fast_ones_bring_them_back(
             assert status == 200  # the batches' average came down: waited, synced
     finally:
         services.close(timeout=1)
+
+
+def test_workers_yield_to_a_webhook_until_its_commit_but_not_during_its_wait(
+    idle: tuple[Services, LiveServer], http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``webhooks_waiting`` (the embedded workers' cue to yield, ``Worker._yield``) holds
+    while the webhook is committed; during its sync wait it must not, or the worker it
+    waits for would wait for it."""
+    services, server = idle
+    at_commit: list[tuple[bool, bool]] = []
+    commit = services.store.enqueue_group
+
+    def spying(news: Any) -> Any:
+        at_commit.append((services.ingest.waiting(), services.webhooks_waiting()))
+        return commit(news)
+
+    monkeypatch.setattr(services.store, "enqueue_group", spying)
+    assert not services.webhooks_waiting()
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(_post, http, server.url, 1)
+        deadline = time.monotonic() + 5
+        while not at_commit and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # committed, and in its 1 s wait now (nothing syncs it)
+        during_wait = services.webhooks_waiting()
+        status, _ = answer.result()
+    assert at_commit == [(True, True)]
+    assert during_wait is False
+    assert status == 202
+    assert not services.webhooks_waiting()

@@ -327,8 +327,8 @@ def test_a_live_batch_slower_than_its_lease_keeps_it(
 def test_a_worker_yields_to_webhooks_waiting_for_their_commit_but_not_for_long(
     store: OutboxStore, backend: FakeBackend, mapping: MappingConfig
 ) -> None:
-    """While the writer is busy a batch waits, at most YIELD_SECONDS; once it is idle
-    the batch starts at once."""
+    """While webhooks wait for their commit a batch waits, at most ``yield_limit()``
+    (YIELD_SECONDS before any batch); once none waits the batch starts at once."""
     enqueue(store, mapping)
     busy = [True]
     asked: list[float] = []
@@ -356,3 +356,47 @@ def test_a_worker_yields_to_webhooks_waiting_for_their_commit_but_not_for_long(
     stop.set()
     thread.join(5)
     assert len(settled) == 1  # the run loop yields, then syncs
+
+
+def test_under_a_burst_the_worker_takes_its_share_of_the_cpu_and_no_more(
+    store: OutboxStore, backend: FakeBackend, mapping: MappingConfig
+) -> None:
+    """The longest wait grows with the CPU the last batch took, so that batches back to
+    back with webhooks waiting take about BURST_SHARE of the process; never past YIELD_MAX,
+    never under YIELD_SECONDS."""
+    worker, _ = worker_for(store, backend, mapping, yield_to=lambda: True)
+    assert worker.yield_limit() == Worker.YIELD_SECONDS  # no batch yet
+    worker._batch_seconds = 0.03
+    limit = worker.yield_limit()
+    assert limit == pytest.approx(0.03 * (1 / Worker.BURST_SHARE - 1))
+    assert 0.03 / (0.03 + limit) == pytest.approx(Worker.BURST_SHARE)
+    worker._batch_seconds = 0.001
+    assert worker.yield_limit() == Worker.YIELD_SECONDS
+    worker._batch_seconds = 10.0
+    assert worker.yield_limit() == Worker.YIELD_MAX
+
+
+def test_the_run_loop_measures_its_batches_in_cpu_time(
+    store: OutboxStore, mapping: MappingConfig
+) -> None:
+    """A batch that sleeps (a CRM answering slowly: no CPU, no GIL) leaves the wait short;
+    the batch's own CPU is what the share is of."""
+
+    class Sleepy(FakeBackend):
+        def apply(self, jobs: Sequence[SyncJob], settle: Settle) -> Mapping[str, AdapterError]:
+            time.sleep(0.3)
+            return super().apply(jobs, settle)
+
+    enqueue(store, mapping)
+    worker, settled = worker_for(store, Sleepy(store.engine), mapping, yield_to=lambda: False)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not settled and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    thread.join(5)
+    assert len(settled) == 1
+    assert 0 < worker._batch_seconds < 0.3
+    assert worker.yield_limit() < 0.3 * (1 / Worker.BURST_SHARE - 1)

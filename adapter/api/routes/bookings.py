@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
@@ -182,6 +183,14 @@ async def _answer(request: Request, body: bytes, services: Services) -> JSONResp
 WEBHOOK_PATH = "/api/bookings/incoming"
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """A webhook's booking, committed; ``created`` unless it repeats a stored one."""
+
+    event: Event
+    created: bool
+
+
 def http_error(exc: HTTPException) -> JSONResponse:
     """An ``HTTPException``'s answer, as the app's exception handler gives it."""
     return JSONResponse(
@@ -219,6 +228,23 @@ class WebhookFastPath:
 
 async def _incoming(request: Request, body: bytes, services: Services) -> tuple[str, JSONResponse]:
     """The webhook's answer, and its outcome for the metrics."""
+    with services.ingest.receiving():  # the embedded workers yield until it is committed
+        accepted = await _accept(request, body, services)
+    if not isinstance(accepted, Accepted):
+        return accepted
+    event, created = accepted.event, accepted.created
+    if event.state in PENDING:
+        if created:
+            services.waiter.accepted(event.id)
+        services.wake_workers()
+        event = await services.settle(event)
+    return ("repeat" if not created else event.state), event_answer(event)
+
+
+async def _accept(
+    request: Request, body: bytes, services: Services
+) -> tuple[str, JSONResponse] | Accepted:
+    """The booking committed, or the refusal's outcome and answer."""
     try:
         auth = authenticate(
             request.headers,
@@ -274,12 +300,7 @@ async def _incoming(request: Request, body: bytes, services: Services) -> tuple[
         event.state,
         "new" if created else "repeat",
     )
-    if event.state in PENDING:
-        if created:
-            services.waiter.accepted(event.id)
-        services.wake_workers()
-        event = await services.settle(event)
-    return ("repeat" if not created else event.state), event_answer(event)
+    return Accepted(event, created)
 
 
 @router.get(
