@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from adapter import __version__
 from adapter.api.deps import require_admin
@@ -48,7 +49,7 @@ def create_app(
         finally:
             own.close()
 
-    app = FastAPI(
+    app = BookMeApp(
         title="bookme-crm",
         version=__version__,
         description="BookMe bookings mapped onto a CRM through a transactional outbox.",
@@ -64,8 +65,23 @@ def create_app(
     app.include_router(ui_router)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_error)
-    app.add_middleware(bookings.WebhookFastPath)
     return app
+
+
+class BookMeApp(FastAPI):
+    """FastAPI, with the BookMe webhook answered before FastAPI's stack
+    (``bookings.webhook_fast_path``); every other request goes through it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == bookings.WEBHOOK_PATH
+            and scope["method"] == "POST"
+        ):
+            scope["app"] = self
+            await bookings.webhook_fast_path(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _document_throttling(*routers: APIRouter) -> None:

@@ -461,3 +461,25 @@ def test_shared_secret_with_a_relay_webhook_id_is_accepted_and_dedupes(
     other = post(client, seed_booking(bookingId="test-789"), headers=headers)
     assert other.status_code == 409
     assert stored(services) == 1
+
+
+def test_an_unexpected_failure_is_logged_and_answered_500_without_details(
+    client: TestClient,
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The webhook is answered before FastAPI's stack (``BookMeApp``): a bug there is still
+    a logged 500 with no traceback or secret in the answer, and the next webhook is fine."""
+
+    async def broken(*_args: object, **_kwargs: object) -> object:
+        raise RuntimeError("a bug with a secret inside: s3cr3t")
+
+    monkeypatch.setattr(services.writer, "enqueue", broken)
+    answer = post(client, seed_booking(bookingId="bug-1"))
+    assert answer.status_code == 500
+    assert answer.json() == {"error": "Internal Server Error"}
+    assert "s3cr3t" not in answer.text
+    assert any(r.message == "webhook failed" and r.exc_info for r in caplog.records)
+    monkeypatch.undo()
+    assert post(client, seed_booking(bookingId="bug-2")).status_code in (200, 202)
