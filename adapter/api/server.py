@@ -114,17 +114,38 @@ class _HttpToolsDeadlines:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        self._due: float | None = None  # loop time the client's part must arrive by
+        self._timer_at = 0.0  # when ``_deadline`` wakes
         self._waiting: str | None = "head"
 
     def _arm(self, seconds: float | None) -> None:
+        """Move the deadline. Lazily: a request moves it three times, and a timer made
+        and cancelled each time was ~5% of the event loop's time per webhook (issue 14),
+        so one timer per connection wakes at the old moment and sleeps on if moved
+        later (a deadline moved earlier gets a new timer)."""
+        loop: asyncio.AbstractEventLoop = self.loop  # type: ignore[attr-defined]
+        if seconds is None:
+            self._due = None
+            return
+        self._due = loop.time() + seconds
+        if self._deadline is None or self._due < self._timer_at:
+            self._wake_at(self._due)
+
+    def _wake_at(self, moment: float) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
-            self._deadline = None
-        if seconds is not None:
-            self._deadline = self.loop.call_later(seconds, self._expire)  # type: ignore[attr-defined]
+        loop: asyncio.AbstractEventLoop = self.loop  # type: ignore[attr-defined]
+        self._deadline, self._timer_at = loop.call_at(moment, self._expire), moment
 
     def _expire(self) -> None:
         self._deadline = None
+        if self._due is None:
+            return
+        loop: asyncio.AbstractEventLoop = self.loop  # type: ignore[attr-defined]
+        if loop.time() < self._due:  # moved since: sleep on until then
+            self._wake_at(self._due)
+            return
+        self._due = None
         transport: asyncio.Transport = self.transport  # type: ignore[attr-defined]
         if transport.is_closing() or self._waiting is None:
             return
@@ -166,7 +187,10 @@ class _HttpToolsDeadlines:
         self._arm(self.header_timeout if self._waiting == "head" else self.body_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._arm(None)
+        self._due = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         super().connection_lost(exc)  # type: ignore[misc]
 
 

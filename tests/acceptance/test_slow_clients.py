@@ -150,3 +150,36 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(
         assert 0.8 < time.monotonic() - started < 2.5
     finally:
         sock.close()
+
+
+def test_a_body_deadline_shorter_than_the_head_deadline_still_cuts_in_time(
+    tmp_path: Path,
+) -> None:
+    """Deadlines move lazily (one timer per connection, ``_HttpToolsDeadlines._arm``); one
+    moved earlier than the timer's moment gets its own: a 0.5 s body timeout cuts a
+    stalled body at 0.5 s even though the head's 3 s timer was already running."""
+    server = Serve(
+        tmp_path,
+        {
+            "CRM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            "HTTP_HEADER_TIMEOUT_SECONDS": "3",
+            "HTTP_BODY_TIMEOUT_SECONDS": "0.5",
+        },
+    )
+    sock = _connect(server)
+    try:
+        sock.sendall(
+            b"POST /api/bookings/incoming HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+            b"\r\nX-Webhook-Secret: " + WEBHOOK_SECRET.encode() + b"\r\nContent-Length: 400"
+            b"\r\n\r\n{"
+        )
+        started = time.monotonic()
+        while (got := _closed_by_server(sock)) is None:
+            assert time.monotonic() - started < 2.5, "the body's deadline did not cut it"
+            time.sleep(0.05)
+        assert got.startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - started < 1.5
+    finally:
+        sock.close()
+        server.stop()
