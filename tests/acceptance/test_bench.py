@@ -118,6 +118,20 @@ def test_bench_quick_writes_both_reports(tmp_path: Path) -> None:
     for heading in ("## 1. Ingest", "## 2. End-to-end", "## 3. HubSpot", "## Targets"):
         assert heading in markdown
 
+    # Several runs side by side (here the same run twice): every measured target has a row.
+    summary = subprocess.run(
+        [sys.executable, "-m", "bench.summary", str(tmp_path), str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    drained = f"{drain['drain_per_second']:,.0f}/s" if drain["drain_per_second"] >= 100 else ""
+    row = next(line for line in summary.splitlines() if line.startswith("| Drain ≥ 300"))
+    assert drained in row
+    assert row.endswith(("| 2 of 2 |", "| 0 of 2 |"))
+
 
 def test_wrk_counts_refused_bookings_and_accepted_ones(tmp_path: Path) -> None:
     """The wrk script's bookings are authentic and distinct, and refusals are counted:
