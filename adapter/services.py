@@ -259,6 +259,7 @@ class Services:
             on_settled=self.waiter.notify,
             on_applied=self.waiter.applied,
             yield_to=self.webhooks_waiting,
+            burst_share=s.worker_burst_share,
             clock=clock,
             metrics=self.metrics,
             handlers=handlers,

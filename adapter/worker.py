@@ -66,11 +66,11 @@ class Worker:
     """One claim-plan-apply loop; run several (threads or processes) to scale out."""
 
     # A batch waits for the webhooks of its process to commit (``_yield``) at least this
-    # long, and at most as long as leaves the worker ``BURST_SHARE`` of the process's CPU
-    # under a burst (its last batch's CPU time x (1 / BURST_SHARE - 1)), never past
+    # long, and at most as long as leaves the worker ``burst_share`` of the process's CPU
+    # under a burst (its last batch's CPU time x (1 / burst_share - 1)), never past
     # ``YIELD_MAX``. CPU, not wall time: a HubSpot batch waits on the network, GIL-free.
     YIELD_SECONDS = 0.05
-    BURST_SHARE = 0.1
+    BURST_SHARE = 0.05  # ``WORKER_BURST_SHARE``'s default
     YIELD_MAX = 1.0
 
     def __init__(
@@ -85,6 +85,7 @@ class Worker:
         on_settled: Callable[[str], None] | None = None,
         on_applied: Callable[[float], None] | None = None,
         yield_to: Callable[[], bool] | None = None,
+        burst_share: float = BURST_SHARE,
         clock: Callable[[], datetime] = utcnow,
         owner: str | None = None,
         metrics: Metrics | None = None,
@@ -103,6 +104,7 @@ class Worker:
         self.on_applied = on_applied  # told the seconds each batch took at the backend
         # Whether webhooks wait for a commit in this process now (``OutboxWriter.busy``).
         self.yield_to = yield_to
+        self.burst_share = burst_share
         self.clock = clock
         self.owner = owner or default_owner()
         self.metrics = metrics
@@ -139,34 +141,39 @@ class Worker:
                 self._wake.clear()
 
     def _yield(self, stop: threading.Event) -> None:
-        """Let this process's webhooks commit first: wait until none has been waiting for
-        two looks in a row, for at most ``yield_limit()``.
+        """Let this process's webhooks commit first: wait until none has been waiting at
+        two looks in a row (2 ms apart) and at no more than half of the looks so far, for
+        at most ``yield_limit()``.
 
         A worker in the API's process shares its GIL and SQLite's write lock:
         a batch begun while webhooks wait for their commit slows each of them,
         and under a burst (webhooks waiting all the time) a worker that took
-        its batches back to back would take half the process from the API. So
-        under a burst the worker runs one batch per ``yield_limit()``, about
-        ``BURST_SHARE`` of the CPU, and the backlog is drained once the burst
-        ends; at a steady rate webhooks wait only now and then, and the worker
-        hardly waits.
+        its batches back to back would take half the process from the API.
+        Under a burst there are still instants with none waiting (between two
+        group commits), so two quiet looks alone do not end the wait when most
+        looks saw webhooks waiting. So under a burst the worker runs one batch
+        per ``yield_limit()``, about ``burst_share`` of the CPU, and the backlog
+        is drained once the burst ends; at a steady rate webhooks wait only now
+        and then, and the worker hardly waits.
         """
         if self.yield_to is None:
             return
         deadline = time.monotonic() + self.yield_limit()
-        quiet = 0
+        looks = busy = quiet = 0
         while time.monotonic() < deadline and not stop.is_set():
+            looks += 1
             if self.yield_to():
+                busy += 1
                 quiet = 0
             else:
                 quiet += 1
-                if quiet >= 2:
+                if quiet >= 2 and busy * 2 <= looks:
                     return
             time.sleep(0.002)
 
     def yield_limit(self) -> float:
         """The longest a batch waits for webhooks (``_yield``), in seconds."""
-        share = self._batch_seconds * (1 / self.BURST_SHARE - 1)
+        share = self._batch_seconds * (1 / self.burst_share - 1)
         return max(self.YIELD_SECONDS, min(self.YIELD_MAX, share))
 
     def run_once(self, stop: threading.Event | None = None) -> int:

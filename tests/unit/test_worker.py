@@ -370,6 +370,10 @@ def test_under_a_burst_the_worker_takes_its_share_of_the_cpu_and_no_more(
     limit = worker.yield_limit()
     assert limit == pytest.approx(0.03 * (1 / Worker.BURST_SHARE - 1))
     assert 0.03 / (0.03 + limit) == pytest.approx(Worker.BURST_SHARE)
+    worker.burst_share = 0.5  # WORKER_BURST_SHARE=0.5: as long a wait as a batch
+    worker._batch_seconds = 0.2
+    assert worker.yield_limit() == pytest.approx(0.2)
+    worker.burst_share = Worker.BURST_SHARE
     worker._batch_seconds = 0.001
     assert worker.yield_limit() == Worker.YIELD_SECONDS
     worker._batch_seconds = 10.0
