@@ -143,5 +143,6 @@ class IngestPressure:
         finally:
             self._open -= 1
 
-    def waiting(self) -> bool:
-        return self._open > 0
+    def waiting(self) -> int:
+        """How many are received and not yet committed, now."""
+        return self._open

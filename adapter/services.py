@@ -239,10 +239,11 @@ class Services:
     def __post_init__(self) -> None:
         self.writer = OutboxWriter(self.store)
 
-    def webhooks_waiting(self) -> bool:
-        """Whether webhooks of this process wait for their commit now (received and
-        not yet committed, or at the writer): the embedded workers yield to them."""
-        return self.ingest.waiting() or self.writer.busy()
+    def webhooks_waiting(self) -> int:
+        """How many webhooks of this process wait for their commit now (received and not
+        yet committed), while the writer has a commit queued or under way; 0 while it has
+        none (a batch begun then delays no commit yet). The embedded workers yield to them."""
+        return max(self.ingest.waiting(), 1) if self.writer.busy() else 0
 
     def new_worker(self, clock: Callable[[], datetime] = utcnow) -> Worker:
         s = self.settings

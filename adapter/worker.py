@@ -72,6 +72,9 @@ class Worker:
     YIELD_SECONDS = 0.05
     BURST_SHARE = 0.05  # ``WORKER_BURST_SHARE``'s default
     YIELD_MAX = 1.0
+    # This many webhooks waiting for their commit at once is a burst, not a steady rate
+    # (at 200/s one or two wait at a time; with 32 clients at saturation, a dozen or more).
+    CROWD = 4
 
     def __init__(
         self,
@@ -84,7 +87,7 @@ class Worker:
         poll_seconds: float = 0.5,
         on_settled: Callable[[str], None] | None = None,
         on_applied: Callable[[float], None] | None = None,
-        yield_to: Callable[[], bool] | None = None,
+        yield_to: Callable[[], int] | None = None,
         burst_share: float = BURST_SHARE,
         clock: Callable[[], datetime] = utcnow,
         owner: str | None = None,
@@ -102,7 +105,7 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.on_settled = on_settled
         self.on_applied = on_applied  # told the seconds each batch took at the backend
-        # Whether webhooks wait for a commit in this process now (``OutboxWriter.busy``).
+        # How many webhooks wait for their commit in this process now (``_yield``).
         self.yield_to = yield_to
         self.burst_share = burst_share
         self.clock = clock
@@ -115,6 +118,7 @@ class Worker:
         self.plan_steps = tuple(plan_steps)
         self._wake = threading.Event()
         self._batch_seconds = 0.0  # the CPU time of the last batch that claimed anything
+        self._crowd = 0.0  # share of recent looks that found a crowd (``_yield``)
 
     def wake(self) -> None:
         """Look for work now instead of at the next poll."""
@@ -141,34 +145,30 @@ class Worker:
                 self._wake.clear()
 
     def _yield(self, stop: threading.Event) -> None:
-        """Let this process's webhooks commit first: wait until none has been waiting at
-        two looks in a row (2 ms apart) and at no more than half of the looks so far, for
-        at most ``yield_limit()``.
+        """Let this process's webhooks commit first: wait until a look (every 2 ms) finds
+        none waiting, unless recent looks mostly found a crowd (``CROWD`` or more: a
+        burst); never longer than ``yield_limit()``.
 
         A worker in the API's process shares its GIL and SQLite's write lock:
-        a batch begun while webhooks wait for their commit slows each of them,
-        and under a burst (webhooks waiting all the time) a worker that took
-        its batches back to back would take half the process from the API.
-        Under a burst there are still instants with none waiting (between two
-        group commits), so two quiet looks alone do not end the wait when most
-        looks saw webhooks waiting. So under a burst the worker runs one batch
-        per ``yield_limit()``, about ``burst_share`` of the CPU, and the backlog
-        is drained once the burst ends; at a steady rate webhooks wait only now
-        and then, and the worker hardly waits.
+        a batch begun while webhooks wait for their commit slows each of them.
+        At a steady rate a webhook or two wait now and then, and the worker
+        hardly waits. Under a burst a crowd waits all the time, with instants of
+        none between two group commits; a worker that took those instants would
+        take half the process from the API. So under a burst the worker runs
+        one batch per ``yield_limit()``, about ``burst_share`` of the CPU, and
+        the backlog is drained once the burst ends. How crowded recent looks
+        were is a moving average over this and earlier waits (``_crowd``).
         """
         if self.yield_to is None:
             return
         deadline = time.monotonic() + self.yield_limit()
-        looks = busy = quiet = 0
-        while time.monotonic() < deadline and not stop.is_set():
-            looks += 1
-            if self.yield_to():
-                busy += 1
-                quiet = 0
-            else:
-                quiet += 1
-                if quiet >= 2 and busy * 2 <= looks:
-                    return
+        while not stop.is_set():
+            waiting = self.yield_to()
+            self._crowd = 0.9 * self._crowd + 0.1 * (waiting >= self.CROWD)
+            if not waiting and self._crowd <= 0.5:
+                return
+            if time.monotonic() >= deadline:
+                return
             time.sleep(0.002)
 
     def yield_limit(self) -> float:

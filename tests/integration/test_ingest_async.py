@@ -261,7 +261,7 @@ def test_workers_yield_to_a_webhook_until_its_commit_but_not_during_its_wait(
         time.sleep(0.3)  # committed, and in its 1 s wait now (nothing syncs it)
         during_wait = services.webhooks_waiting()
         status, _ = answer.result()
-    assert at_commit == [(True, True)]
-    assert during_wait is False
+    assert at_commit == [(1, 1)]
+    assert during_wait == 0
     assert status == 202
     assert not services.webhooks_waiting()

@@ -333,9 +333,9 @@ def test_a_worker_yields_to_webhooks_waiting_for_their_commit_but_not_for_long(
     busy = [True]
     asked: list[float] = []
 
-    def writer_busy() -> bool:
+    def writer_busy() -> int:
         asked.append(time.monotonic())
-        return busy[0]
+        return int(busy[0])
 
     worker, settled = worker_for(store, backend, mapping, yield_to=writer_busy)
     stop = threading.Event()
@@ -364,7 +364,7 @@ def test_under_a_burst_the_worker_takes_its_share_of_the_cpu_and_no_more(
     """The longest wait grows with the CPU the last batch took, so that batches back to
     back with webhooks waiting take about BURST_SHARE of the process; never past YIELD_MAX,
     never under YIELD_SECONDS."""
-    worker, _ = worker_for(store, backend, mapping, yield_to=lambda: True)
+    worker, _ = worker_for(store, backend, mapping, yield_to=lambda: 1)
     assert worker.yield_limit() == Worker.YIELD_SECONDS  # no batch yet
     worker._batch_seconds = 0.03
     limit = worker.yield_limit()
@@ -392,7 +392,7 @@ def test_the_run_loop_measures_its_batches_in_cpu_time(
             return super().apply(jobs, settle)
 
     enqueue(store, mapping)
-    worker, settled = worker_for(store, Sleepy(store.engine), mapping, yield_to=lambda: False)
+    worker, settled = worker_for(store, Sleepy(store.engine), mapping, yield_to=lambda: 0)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,))
     thread.start()
@@ -404,3 +404,43 @@ def test_the_run_loop_measures_its_batches_in_cpu_time(
     assert len(settled) == 1
     assert 0 < worker._batch_seconds < 0.3
     assert worker.yield_limit() < 0.3 * (1 / Worker.BURST_SHARE - 1)
+
+
+def test_a_crowd_most_of_the_time_is_a_burst_and_instants_of_none_do_not_end_the_wait(
+    store: OutboxStore, backend: FakeBackend, mapping: MappingConfig
+) -> None:
+    """Between two group commits of a burst no webhook waits for an instant; the wait goes
+    on to its limit while recent looks mostly found a crowd. At a steady rate (one waiting
+    now and then) the first empty look ends it, and once a burst ends the crowd fades."""
+    from itertools import cycle
+
+    def looks(pattern: list[int]) -> tuple[Callable[[], int], list[int]]:
+        seen: list[int] = []
+        values = cycle(pattern)
+
+        def look() -> int:
+            seen.append(next(values))
+            return seen[-1]
+
+        return look, seen
+
+    stop = threading.Event()
+    steady, steady_seen = looks([1, 2, 0, 1])
+    worker, _ = worker_for(store, backend, mapping, yield_to=steady)
+    worker._yield(stop)
+    assert steady_seen == [1, 2, 0]
+
+    burst, burst_seen = looks([12, 20, 15, 14, 30, 0, 18, 25, 0, 16])  # 80% crowded
+    worker.yield_to = burst
+    for _ in range(4):  # the first looks of a burst, ended by its first empty ones
+        worker._yield(stop)
+    burst_seen.clear()
+    started = time.monotonic()
+    worker._yield(stop)
+    assert time.monotonic() - started >= Worker.YIELD_SECONDS
+    assert burst_seen.count(0) > 2  # it saw the empty instants and went on waiting
+
+    after, after_seen = looks([0])
+    worker.yield_to = after
+    worker._yield(stop)
+    assert 1 <= len(after_seen) < 20  # the burst's crowd fades within a few looks
