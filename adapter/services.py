@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from adapter import db
 from adapter.api.throttle import FailureThrottle
 from adapter.backends import CrmBackend, build_backend
-from adapter.backends.base import backend_pause, backend_sync_estimate
+from adapter.backends.base import Pause, backend_pause, backend_sync_estimate
 from adapter.changes.tasks import ExtraTasks
 from adapter.errors import MappingError
 from adapter.heartbeat import Heartbeat, process_worker_id
@@ -233,6 +233,7 @@ class Services:
     listener: Listener | None = None  # PostgreSQL's NOTIFY, waking the workers
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _pause_seen: tuple[float, Pause | None] | None = None  # (when, pause): ``crm_pause``
     writer: OutboxWriter = field(init=False)  # the webhook's single committer
     ingest: IngestPressure = field(default_factory=IngestPressure)  # webhooks before commit
 
@@ -458,6 +459,18 @@ class Services:
     def _current(self, event: Event) -> Event:
         return self.store.get(event.id) or event
 
+    # How long the webhook path trusts its last look at the CRM's pause (a pause shared
+    # by every process is a database read; once per webhook it was one on the event loop).
+    PAUSE_FRESH_SECONDS = 1.0
+
+    def crm_pause(self) -> Pause | None:
+        """``backend_pause``, looked up at most every ``PAUSE_FRESH_SECONDS``."""
+        now = time.monotonic()
+        seen = self._pause_seen
+        if seen is None or now - seen[0] >= self.PAUSE_FRESH_SECONDS:
+            seen = self._pause_seen = (now, backend_pause(self.backend))
+        return seen[1]
+
     async def settle(self, event: Event, poll: float = 0.1) -> Event:
         """``await_settled`` for an async handler: awaits the worker's settle, holding no
         thread, and answers at once (``event`` as it is) when the CRM is paused or
@@ -467,7 +480,7 @@ class Services:
         another process (which cannot notify us) are seen too.
         """
         budget = self.settings.sync_wait_ms / 1000
-        if budget <= 0 or event.state not in PENDING or backend_pause(self.backend) is not None:
+        if budget <= 0 or event.state not in PENDING or self.crm_pause() is not None:
             return event
         own = bool(self.workers)
         flag = self.waiter.begin(

@@ -118,6 +118,33 @@ def test_a_paused_crm_is_not_waited_for(
     assert seconds < 0.5, seconds
 
 
+def test_the_pause_is_looked_up_at_most_once_a_second_on_the_webhook_path(
+    idle: tuple[Services, LiveServer], http: httpx.Client
+) -> None:
+    """HubSpot's pause is shared through the database (one read); the webhook path reads it
+    at most every PAUSE_FRESH_SECONDS, so a burst costs one read, and a pause that begins
+    is obeyed within that time."""
+    services, server = idle
+    looked: list[float] = []
+
+    class Counting(PausedBackend):
+        pause: Pause | None = None
+
+        def paused(self) -> Pause | None:  # type: ignore[override]
+            looked.append(time.monotonic())
+            return self.pause
+
+    counting = Counting(services.backend)
+    services.backend = counting  # type: ignore[assignment]
+    services.settings.sync_wait_ms = 1  # each webhook looks at the pause, then waits 1 ms
+    for index in range(20):
+        assert _post(http, server.url, index)[0] == 202
+    assert len(looked) <= 2, looked  # at most once a second
+    counting.pause = PausedBackend(None).paused()
+    time.sleep(Services.PAUSE_FRESH_SECONDS)
+    assert services.crm_pause() is not None
+
+
 class SlowBackend:
     """The real local backend, taking ``delay`` seconds a batch: a slow CRM."""
 
