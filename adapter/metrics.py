@@ -8,13 +8,16 @@ share of it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from adapter.backends.base import Pause
 from outbox.store import OutboxStore
+
+if TYPE_CHECKING:  # adapter.backends imports this module: only a type here
+    from adapter.backends.base import Pause
 
 
 class _OutboxCollector(Collector):

@@ -54,19 +54,28 @@ class FailureThrottle:
         self._failures = failures
         self._throttled = throttled
         self._clock = clock
+        self._suspects: set[str] = set()  # addresses with a failure since their last look
 
     def retry_after(self, address: str, surface: str) -> int | None:
         """Whole seconds until ``address`` may present a credential again; ``None``: now.
 
-        A refusal is counted in ``bookme_auth_throttled_total{surface}``.
+        A refusal is counted in ``bookme_auth_throttled_total{surface}``. An address with
+        no failure since its last look passes without asking the limiter (a webhook's
+        every request asks; the limiter's moving windows cost a few % of its CPU).
         """
+        if address not in self._suspects:
+            return None
+        # Let go first: a failure recorded meanwhile (``failed`` adds after its hits)
+        # keeps it a suspect, whatever this look finds.
+        self._suspects.discard(address)
         waits = [
             self._limiter.get_window_stats(item, address).reset_time - self._clock()
             for item in self._limits
             if not self._limiter.test(item, address)
         ]
         if not waits:
-            return None
+            return None  # not blocked: only a further failure can block it
+        self._suspects.add(address)
         self._throttled.labels(surface).inc()
         return max(1, math.ceil(max(waits)))
 
@@ -75,3 +84,4 @@ class FailureThrottle:
         self._failures.labels(surface).inc()
         for item in self._limits:
             self._limiter.hit(item, address)
+        self._suspects.add(address)
