@@ -223,6 +223,8 @@ class Worker:
         settled: set[str] = set()
 
         def settle(conn: Connection, job: SyncJob, result: SyncResult) -> None:
+            # A backend may settle a job again after rolling back the first settle.
+            settled.discard(job.event_id)
             self.store.mark_synced(
                 conn, job.event_id, job.lease_token, result.model_dump(mode="json")
             )

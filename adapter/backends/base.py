@@ -73,7 +73,10 @@ class SyncJob:
 
 
 Settle = Callable[[Connection, SyncJob, SyncResult], None]
-"""Marks ``job`` synced with ``result`` on ``conn``; raises ``LeaseLost`` if fenced out."""
+"""Marks ``job`` synced with ``result`` on ``conn``; raises ``LeaseLost`` if fenced out.
+
+A backend may roll back a transaction that held settles and apply its jobs again
+(``LocalBackend`` retries a failed batch job by job): a job's last settle counts."""
 
 
 @runtime_checkable
