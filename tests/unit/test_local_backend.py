@@ -565,23 +565,34 @@ def _statements(engine: Engine) -> list[str]:
 def test_a_batch_is_one_transaction_of_few_statements(
     engine: Engine, backend: LocalBackend
 ) -> None:
-    """A batch is written without savepoints: three upserts a booking for the records
-    bookings share, and one statement for all the meetings, tasks and stages."""
+    """A batch is written without savepoints, each kind of record in one statement for
+    every booking; a record several bookings share takes one more statement for each."""
     plans = [
-        make_plan(booking_id=f"bk-{i}", email=f"p{i % 3}@example.com", company="Acme")
+        make_plan(booking_id=f"bk-{i}", email=f"p{i}@example.com", company=f"Firm {i}")
         for i in range(10)
     ]
-    settle = Settles()
     statements = _statements(engine)
 
-    assert backend.apply([job_for(plan) for plan in plans], settle) == {}
+    assert backend.apply([job_for(plan) for plan in plans], Settles()) == {}
 
-    assert len(settle.calls) == 10
     assert not [s for s in statements if s.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK"))]
-    assert len(statements) <= 3 * len(plans) + 6, statements
+    # BEGIN; companies, contacts, leads; the meetings' leads, meetings, stages; tasks, open tasks
+    assert len(statements) == 9, statements
     assert count(engine, activities) == 10
     assert count(engine, tasks) == 20
-    assert count(engine, contacts) == 3
+
+    shared = [
+        make_plan(booking_id=f"bk-s{i}", email=f"q{i % 3}@example.com", company="Acme")
+        for i in range(6)
+    ]
+    settle = Settles()
+    statements.clear()
+    assert backend.apply([job_for(plan) for plan in shared], settle) == {}
+
+    assert len(settle.calls) == 6
+    # Two bookings a contact, all six of one company and lead: 6 + 2 + 6 upserts.
+    assert len(statements) == 9 - 3 + 6 + 2 + 6, statements
+    assert count(engine, contacts) == 13
 
 
 def _crm(engine: Engine) -> dict[str, Any]:
@@ -629,7 +640,8 @@ def test_a_batch_ends_as_its_jobs_applied_one_by_one(tmp_path: Path) -> None:
         make_plan(booking_id="bk-new", name="Ann Newer", email="ann@example.com",
                   company="Acme", snapshot_at=START - timedelta(days=1)),
         make_plan(booking_id="bk-old", name="Ann Older", email="ANN@example.com",
-                  company="acme", snapshot_at=START - timedelta(days=20), phone="+46 1"),
+                  company="acme", snapshot_at=START - timedelta(days=20), phone="+46 1",
+                  tags=("bookme", "vip")),
         make_plan(booking_id="bk-move", email="ann@example.com", company="Acme",
                   snapshot_at=START - timedelta(days=5)),
         make_plan(booking_id="bk-gone", email="bo@example.com", event="booking.cancelled"),
@@ -659,3 +671,4 @@ def test_a_batch_ends_as_its_jobs_applied_one_by_one(tmp_path: Path) -> None:
     assert crm["crm_contacts:ann@example.com"]["phone"] == "+46 1"
     assert crm["crm_activities:bk-move"]["lead_id"] == "company:acme|workshop"
     assert crm["crm_tasks:bk-move|prep"]["status"] == "done"
+    assert crm["crm_leads:company:acme|workshop"]["tags"] == ["bookme", "vip", "workshop"]

@@ -68,7 +68,7 @@ from adapter.backends.local.models import activities, companies, contacts, leads
 from adapter.backends.local.properties import properties, write_properties
 from adapter.db import upsert_insert
 from adapter.errors import AdapterError, PermanentError, RetryableError
-from adapter.plan import BookingPlan, CompanyPlan, ContactPlan
+from adapter.plan import BookingPlan, CompanyPlan
 from adapter.timeutil import as_utc, iso_z, utcnow
 from outbox.exceptions import LeaseLost
 
@@ -186,16 +186,15 @@ def write_plans(
 ) -> list[SyncResult]:
     """Make the CRM hold what each plan says, in order, on ``conn``; returns their CRM ids.
 
-    The CRM ends as if each plan were written alone, one after the other, in
-    fewer statements. The records bookings may share (company, contact, lead)
-    are upserted plan by plan: each upsert is a race by version whose returned
-    values are that plan's own. A booking's own records (its meeting and tasks)
-    are only its plan's, so each kind is written for every plan in one
-    statement, and each lead's stage is derived once, after all its meetings
-    are written. The plans must be of distinct bookings.
+    The CRM ends as if each plan were written alone, one after the other, and
+    each plan gets the values its own upserts would have returned, in fewer
+    statements. Each kind of record is written for every plan in one statement
+    (``_upsert_in_order``); a record several plans share (a company, contact or
+    lead) is upserted by them in their order. Each lead's stage is derived once,
+    after all its meetings are written. The plans must be of distinct bookings.
     """
     now = now or utcnow()
-    shared = [_upsert_shared(conn, plan, now) for plan in plans]
+    shared = _upsert_shared(conn, plans, now)
     lead_ids = [records.lead_id for records in shared]
     previous = _lock_previous_leads(conn, plans, lead_ids)
     meetings = _upsert_meetings(conn, plans, shared, now)
@@ -231,12 +230,24 @@ class _Shared:
     lead_title: str
 
 
-def _upsert_shared(conn: Connection, plan: BookingPlan, now: datetime) -> _Shared:
-    version = snapshot_version(plan.snapshot_at, plan.booking_id)
-    company = _upsert_company(conn, plan.company, version, now) if plan.company else None
-    contact_id, contact_email = _upsert_contact(conn, plan.contact, company, version, now)
-    lead_id, lead_title = _upsert_lead(conn, plan, contact_id, company, version, now)
-    return _Shared(version, company, contact_id, contact_email, lead_id, lead_title)
+def _upsert_shared(conn: Connection, plans: Sequence[BookingPlan], now: datetime) -> list[_Shared]:
+    """The plans' companies, then contacts, then leads: each kind in one statement."""
+    versions = [snapshot_version(plan.snapshot_at, plan.booking_id) for plan in plans]
+    with_company = [
+        (plan.company, version)
+        for plan, version in zip(plans, versions, strict=True)
+        if plan.company
+    ]
+    rows = iter(_upsert_companies(conn, with_company, now))
+    company_refs = [next(rows) if plan.company else None for plan in plans]
+    contacts_ = _upsert_contacts(conn, plans, company_refs, versions, now)
+    leads_ = _upsert_leads(conn, plans, contacts_, company_refs, versions, now)
+    return [
+        _Shared(version, company, contact.id, contact.email, lead.id, lead.title)
+        for version, company, contact, lead in zip(
+            versions, company_refs, contacts_, leads_, strict=True
+        )
+    ]
 
 
 def _write_properties(
@@ -314,16 +325,46 @@ def _set_tags(table: Table) -> Update:
     )
 
 
-def _union_tags(
-    conn: Connection, table: Table, row_id: str, existing: list[str], new: Sequence[str]
-) -> None:
-    merged = _tags([*existing, *new])
-    if merged != existing:
-        conn.execute(_set_tags(table), {"p_id": row_id, "p_tags": merged})
+def _upsert_in_order(
+    conn: Connection,
+    table: Table,
+    stmt: ReturningInsert[Any],
+    key: str,
+    rows: Sequence[dict[str, Any]],
+    tags: Sequence[Sequence[str]],
+) -> list[Any]:
+    """Upsert ``rows`` (``stmt``'s parameters) one after the other, as far as anyone can
+    tell; returns what each row's upsert returned, after its ``tags`` were added.
+
+    Rows of distinct ``key`` touch distinct records, so a statement may write them
+    all at once; a row whose key came earlier waits for a later statement (a wave),
+    so each record sees its rows in their order. Each wave's tags are merged into
+    its records before the next wave, as one upsert after another would see them.
+    """
+    returned: list[Any] = [None] * len(rows)
+    waves: list[list[int]] = []
+    seen: dict[Any, int] = {}
+    for index, row in enumerate(rows):
+        order = seen.get(row[key], 0)
+        seen[row[key]] = order + 1
+        if order == len(waves):
+            waves.append([])
+        waves[order].append(index)
+    for wave in waves:
+        by_key = {r._mapping[key]: r for r in conn.execute(stmt, [rows[i] for i in wave])}
+        merged = []
+        for index in wave:
+            record = returned[index] = by_key[rows[index][key]]
+            union = _tags([*record.tags, *tags[index]])
+            if union != record.tags:
+                merged.append({"p_id": record.id, "p_tags": union})
+        if merged:
+            conn.execute(_set_tags(table), merged)
+    return returned
 
 
 @functools.cache
-def _company_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str]]]:
+def _company_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str], str]]:
     stmt = upsert_insert(dialect, companies)
     new = stmt.excluded
     newer = _not_older(dialect, new.version, companies.c.version)
@@ -334,12 +375,14 @@ def _company_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str]]]
             "version": _if(newer, new.version, companies.c.version),
             "updated_at": new.updated_at,
         },
-    ).returning(companies.c.id, companies.c.name, companies.c.tags)
+    ).returning(companies.c.id, companies.c.name, companies.c.tags, companies.c.name_key)
 
 
-def _upsert_company(conn: Connection, plan: CompanyPlan, version: str, now: datetime) -> CompanyRef:
-    row = conn.execute(
-        _company_upsert(conn.dialect.name),
+def _upsert_companies(
+    conn: Connection, companies_: Sequence[tuple[CompanyPlan, str]], now: datetime
+) -> list[CompanyRef]:
+    """Each (company, version), in order; returns their refs."""
+    rows = [
         {
             "id": _new_id(),
             "name_key": plan.name_key,
@@ -348,17 +391,22 @@ def _upsert_company(conn: Connection, plan: CompanyPlan, version: str, now: date
             "version": version,
             "created_at": now,
             "updated_at": now,
-        },
-    ).one()
-    _union_tags(conn, companies, row.id, row.tags, plan.tags)
-    return CompanyRef(id=row.id, name=row.name)
+        }
+        for plan, version in companies_
+    ]
+    if not rows:
+        return []
+    stmt = _company_upsert(conn.dialect.name)
+    tags = [plan.tags for plan, _ in companies_]
+    returned = _upsert_in_order(conn, companies, stmt, "name_key", rows, tags)
+    return [CompanyRef(id=row.id, name=row.name) for row in returned]
 
 
 _CONTACT_FIELDS = ("email", "first_name", "last_name", "version")
 
 
 @functools.cache
-def _contact_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str]]]:
+def _contact_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str], str]]:
     stmt = upsert_insert(dialect, contacts)
     new = stmt.excluded
     newer = _not_older(dialect, new.version, contacts.c.version)
@@ -381,36 +429,46 @@ def _contact_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str]]]
             "company_version": _if(newer_company, new.company_version, contacts.c.company_version),
             "updated_at": new.updated_at,
         },
-    ).returning(contacts.c.id, contacts.c.email, contacts.c.tags)
+    ).returning(contacts.c.id, contacts.c.email, contacts.c.tags, contacts.c.email_key)
 
 
-def _upsert_contact(
+@dataclass(frozen=True)
+class _Record:
+    id: str
+    email: str = ""
+    title: str = ""
+
+
+def _upsert_contacts(
     conn: Connection,
-    plan: ContactPlan,
-    company: CompanyRef | None,
-    version: str,
+    plans: Sequence[BookingPlan],
+    company_refs: Sequence[CompanyRef | None],
+    versions: Sequence[str],
     now: datetime,
-) -> tuple[str, str]:
-    row = conn.execute(
-        _contact_upsert(conn.dialect.name),
+) -> list[_Record]:
+    """Each plan's contact, in order; returns their ids and emails."""
+    rows = [
         {
             "id": _new_id(),
-            "email_key": plan.email_key,
-            "email": plan.email,
-            "first_name": plan.first_name,
-            "last_name": plan.last_name,
-            "phone": plan.phone,
+            "email_key": plan.contact.email_key,
+            "email": plan.contact.email,
+            "first_name": plan.contact.first_name,
+            "last_name": plan.contact.last_name,
+            "phone": plan.contact.phone,
             "company_id": company.id if company else None,
-            "tags": _tags(plan.tags),
+            "tags": _tags(plan.contact.tags),
             "version": version,
-            "phone_version": version if plan.phone is not None else "",
+            "phone_version": version if plan.contact.phone is not None else "",
             "company_version": version if company else "",
             "created_at": now,
             "updated_at": now,
-        },
-    ).one()
-    _union_tags(conn, contacts, row.id, row.tags, plan.tags)
-    return row.id, row.email
+        }
+        for plan, company, version in zip(plans, company_refs, versions, strict=True)
+    ]
+    stmt = _contact_upsert(conn.dialect.name)
+    tags = [plan.contact.tags for plan in plans]
+    returned = _upsert_in_order(conn, contacts, stmt, "email_key", rows, tags)
+    return [_Record(id=row.id, email=row.email) for row in returned]
 
 
 _LEAD_FIELDS = (
@@ -429,7 +487,7 @@ _LEAD_FIELDS = (
 
 
 @functools.cache
-def _lead_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str]]]:
+def _lead_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str], str]]:
     stmt = upsert_insert(dialect, leads)
     new = stmt.excluded
     newer = _not_older(dialect, new.version, leads.c.version)
@@ -443,43 +501,47 @@ def _lead_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str]]]:
             ),
             "updated_at": new.updated_at,
         },
-    ).returning(leads.c.id, leads.c.title, leads.c.tags)
+    ).returning(leads.c.id, leads.c.title, leads.c.tags, leads.c.lead_key)
 
 
-def _upsert_lead(
+def _upsert_leads(
     conn: Connection,
-    plan: BookingPlan,
-    contact_id: str,
-    company: CompanyRef | None,
-    version: str,
+    plans: Sequence[BookingPlan],
+    contacts_: Sequence[_Record],
+    company_refs: Sequence[CompanyRef | None],
+    versions: Sequence[str],
     now: datetime,
-) -> tuple[str, str]:
-    lead = plan.lead
-    row = conn.execute(
-        _lead_upsert(conn.dialect.name),
+) -> list[_Record]:
+    """Each plan's lead, in order; returns their ids and titles."""
+    rows = [
         {
             "id": _new_id(),
-            "lead_key": lead.lead_key,
-            "title": lead.title,
-            "stage": lead.stage,
-            "source": lead.source,
-            "source_details": lead.source_details,
-            "estimated_value": lead.estimated_value,
-            "lead_score": lead.lead_score,
+            "lead_key": plan.lead.lead_key,
+            "title": plan.lead.title,
+            "stage": plan.lead.stage,
+            "source": plan.lead.source,
+            "source_details": plan.lead.source_details,
+            "estimated_value": plan.lead.estimated_value,
+            "lead_score": plan.lead.lead_score,
             "company_id": company.id if company else None,
-            "contact_id": contact_id,
-            "tags": _tags(lead.tags),
-            "last_activity_date": lead.activity_at,
-            "live_stage": lead.stage,
-            "cancelled_stage": lead.cancelled_stage,
-            "no_show_stage": lead.no_show_stage,
+            "contact_id": contact.id,
+            "tags": _tags(plan.lead.tags),
+            "last_activity_date": plan.lead.activity_at,
+            "live_stage": plan.lead.stage,
+            "cancelled_stage": plan.lead.cancelled_stage,
+            "no_show_stage": plan.lead.no_show_stage,
             "version": version,
             "created_at": now,
             "updated_at": now,
-        },
-    ).one()
-    _union_tags(conn, leads, row.id, row.tags, lead.tags)
-    return row.id, row.title
+        }
+        for plan, contact, company, version in zip(
+            plans, contacts_, company_refs, versions, strict=True
+        )
+    ]
+    stmt = _lead_upsert(conn.dialect.name)
+    tags = [plan.lead.tags for plan in plans]
+    returned = _upsert_in_order(conn, leads, stmt, "lead_key", rows, tags)
+    return [_Record(id=row.id, title=row.title) for row in returned]
 
 
 _MEETING_LEADS = select(activities.c.booking_id, activities.c.lead_id).where(
