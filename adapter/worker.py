@@ -294,22 +294,18 @@ class Worker:
         would race its own. A stalled or killed worker renews nothing, so its
         leases still expire and are taken over.
         """
-        done = threading.Event()
 
         def renew() -> None:
-            while not done.wait(self.lease_seconds / 3):
-                try:
-                    self.store.extend(leases, self.lease_seconds)
-                except Exception:  # the next renewal may get through; the lease still fences
-                    log.warning("could not renew the batch's leases", exc_info=True)
+            try:
+                self.store.extend(leases, self.lease_seconds)
+            except Exception:  # the next renewal may get through; the lease still fences
+                log.warning("could not renew the batch's leases", exc_info=True)
 
-        renewer = threading.Thread(target=renew, name="lease-renewer", daemon=True)
-        renewer.start()
+        held = _KEEPER.hold(self.lease_seconds / 3, renew)
         try:
             yield
         finally:
-            done.set()
-            renewer.join()
+            _KEEPER.release(held)
 
     def _synced(self, job: SyncJob, received: datetime) -> None:
         latency = max((self.clock() - received).total_seconds(), 0.0)
@@ -353,3 +349,51 @@ class Worker:
                 self.metrics.settled.labels(result).inc()
         if self.on_settled is not None:
             self.on_settled(event_id)
+
+
+class _LeaseKeeper:
+    """One daemon thread that runs every held batch's renewal when it is due.
+
+    A thread of its own per batch cost a fast batch more than its bookings did:
+    starting and joining it each wait for the GIL the worker holds. A renewal
+    already running when its batch is released may still finish; it is fenced
+    by the tokens like any settle, so it renews only leases still held.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._held: dict[int, tuple[float, float, Callable[[], None]]] = {}
+        self._count = 0
+        self._thread: threading.Thread | None = None
+
+    def hold(self, every: float, renew: Callable[[], None]) -> int:
+        """Run ``renew`` every ``every`` seconds from now until ``release``."""
+        with self._changed:
+            self._count += 1
+            self._held[self._count] = (time.monotonic() + every, every, renew)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="lease-renewer", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+            return self._count
+
+    def release(self, key: int) -> None:
+        with self._changed:
+            self._held.pop(key, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                now = time.monotonic()
+                due = [(key, entry) for key, entry in self._held.items() if entry[0] <= now]
+                if not due:
+                    nearest = min((entry[0] for entry in self._held.values()), default=None)
+                    self._changed.wait(None if nearest is None else nearest - now)
+                    continue
+                for key, (_, every, renew) in due:
+                    self._held[key] = (now + every, every, renew)
+            for _, (_, _, renew) in due:
+                renew()
+
+
+_KEEPER = _LeaseKeeper()

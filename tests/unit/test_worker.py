@@ -324,6 +324,26 @@ def test_a_live_batch_slower_than_its_lease_keeps_it(
     assert event.attempts == 1
 
 
+def test_batches_share_one_lease_renewer_thread(
+    store: OutboxStore, backend: FakeBackend, mapping: MappingConfig
+) -> None:
+    """Every batch's leases are renewed by one thread, not a thread started per batch."""
+    for n in range(7):
+        enqueue(store, mapping, bookingId=f"b{n}")
+    seen: list[threading.Thread] = []  # held, so that no two are one reused object
+    apply = backend.apply
+
+    def watched(jobs: Sequence[SyncJob], settle: Settle) -> Mapping[str, AdapterError]:
+        seen.extend(t for t in threading.enumerate() if t.name == "lease-renewer")
+        return apply(jobs, settle)
+
+    backend.apply = watched  # type: ignore[method-assign]
+    worker, _ = worker_for(store, backend, mapping, batch_size=2)
+    assert worker.drain() == 7
+    assert len(seen) >= 4
+    assert len({id(thread) for thread in seen}) == 1
+
+
 def test_a_worker_yields_to_webhooks_waiting_for_their_commit_but_not_for_long(
     store: OutboxStore, backend: FakeBackend, mapping: MappingConfig
 ) -> None:
