@@ -220,17 +220,8 @@ class Worker:
                 self.store.release(job.event_id, job.lease_token)
             log.info("shutting down: released %d unstarted claim(s)", len(jobs))
             return
-        settled: set[str] = set()
-
-        def settle(conn: Connection, job: SyncJob, result: SyncResult) -> None:
-            # A backend may settle a job again after rolling back the first settle.
-            settled.discard(job.event_id)
-            self.store.mark_synced(
-                conn, job.event_id, job.lease_token, result.model_dump(mode="json")
-            )
-            for hook in self.plan_hooks:
-                hook(conn, job.plan, payloads[job.event_id])
-            settled.add(job.event_id)
+        settle = _Settle(self.store, self.plan_hooks, payloads)
+        settled = settle.settled
 
         try:
             with self._renewing([(job.event_id, job.lease_token) for job in jobs]):
@@ -349,6 +340,37 @@ class Worker:
                 self.metrics.settled.labels(result).inc()
         if self.on_settled is not None:
             self.on_settled(event_id)
+
+
+class _Settle:
+    """The worker's ``SettleMany``: marks jobs synced (fenced), then runs the plan hooks;
+    ``settled`` holds the jobs whose last settle went through."""
+
+    def __init__(
+        self, store: OutboxStore, hooks: Sequence[PlanHook], payloads: Mapping[str, dict[str, Any]]
+    ) -> None:
+        self.store = store
+        self.hooks = hooks
+        self.payloads = payloads
+        self.settled: set[str] = set()
+
+    def __call__(self, conn: Connection, job: SyncJob, result: SyncResult) -> None:
+        self.many(conn, [(job, result)])
+
+    def many(self, conn: Connection, done: Sequence[tuple[SyncJob, SyncResult]]) -> None:
+        # A backend may settle a job again after rolling back the first settle.
+        self.settled.difference_update(job.event_id for job, _ in done)
+        marks = [
+            (job.event_id, job.lease_token, result.model_dump(mode="json")) for job, result in done
+        ]
+        if len(marks) == 1:
+            self.store.mark_synced(conn, *marks[0])
+        else:
+            self.store.mark_synced_many(conn, marks)
+        for job, _ in done:
+            for hook in self.hooks:
+                hook(conn, job.plan, self.payloads[job.event_id])
+        self.settled.update(job.event_id for job, _ in done)
 
 
 class _LeaseKeeper:

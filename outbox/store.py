@@ -218,6 +218,8 @@ _LEASE = (
     )
 )
 
+# Literals, not an expanding parameter: the statements using it run once for a whole batch.
+_IS_PENDING = events.c.state.in_([literal_column(f"'{state}'") for state in PENDING])
 _KEY = bindparam("p_key", type_=events.c.key.type)
 _SNAPSHOT_AT = bindparam("p_snapshot_at", type_=events.c.snapshot_at.type)
 _SEQ = bindparam("p_seq", type_=events.c.seq.type)
@@ -226,8 +228,7 @@ _SUPERSEDE_OLDER = (
     update(events)
     .where(
         events.c.key == _KEY,
-        # Literals, not an expanding parameter: the statement runs once for a whole batch.
-        events.c.state.in_([literal_column(f"'{state}'") for state in PENDING]),
+        _IS_PENDING,
         # Only older ones: on PostgreSQL a newer snapshot may have committed
         # since this claim's read; it must stay queued and be applied next.
         or_(
@@ -259,7 +260,7 @@ _MARK_SYNCED = (
     .where(
         events.c.id == bindparam("p_id", type_=events.c.id.type),
         events.c.lease_token == bindparam("p_token", type_=events.c.lease_token.type),
-        events.c.state.in_(PENDING),
+        _IS_PENDING,
     )
     .values(
         state=SYNCED,
@@ -514,6 +515,31 @@ class OutboxStore:
         )
         if done.rowcount != 1:
             raise LeaseLost(event_id)
+
+    def mark_synced_many(
+        self, conn: Connection, settles: Sequence[tuple[str, str, dict[str, Any]]]
+    ) -> None:
+        """``mark_synced`` of each (event id, token, result) in one statement, on ``conn``;
+        ``LeaseLost`` if any of them is fenced out (the caller rolls them all back)."""
+        if not conn.dialect.supports_sane_multi_rowcount:
+            for event_id, token, result in settles:
+                self.mark_synced(conn, event_id, token, result)
+            return
+        now = self.clock()
+        done = conn.execute(
+            _MARK_SYNCED,
+            [
+                {
+                    "p_id": event_id,
+                    "p_token": token,
+                    "p_result": json.dumps(result, sort_keys=True),
+                    "p_now": now,
+                }
+                for event_id, token, result in settles
+            ],
+        )
+        if done.rowcount != len(settles):
+            raise LeaseLost(", ".join(event_id for event_id, _, _ in settles))
 
     def mark_failed(
         self,

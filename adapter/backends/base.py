@@ -80,6 +80,18 @@ A backend may roll back a transaction that held settles and apply its jobs again
 
 
 @runtime_checkable
+class SettleMany(Protocol):
+    """A ``Settle`` that can also settle many jobs at once, in fewer statements."""
+
+    def __call__(self, conn: Connection, job: SyncJob, result: SyncResult) -> None: ...
+
+    def many(self, conn: Connection, done: Sequence[tuple[SyncJob, SyncResult]]) -> None:
+        """Settle each, in order, on ``conn``; ``LeaseLost`` if any of them is fenced out
+        (which one is not said: roll them all back)."""
+        ...
+
+
+@runtime_checkable
 class CrmBackend(Protocol):
     """A CRM the worker can write bookings to."""
 

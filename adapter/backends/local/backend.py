@@ -60,6 +60,7 @@ from adapter.backends.base import (
     ContactRef,
     LeadRef,
     Settle,
+    SettleMany,
     SyncJob,
     SyncResult,
     TaskRef,
@@ -96,8 +97,11 @@ class LocalBackend:
             try:
                 with self._engine.begin() as conn:
                     results = write_plans(conn, [job.plan for job in jobs])
-                    for job, result in zip(jobs, results, strict=True):
-                        settle(conn, job, result)
+                    if isinstance(settle, SettleMany):
+                        settle.many(conn, list(zip(jobs, results, strict=True)))
+                    else:
+                        for job, result in zip(jobs, results, strict=True):
+                            settle(conn, job, result)
             except Exception as exc:
                 # One bad booking or a lost lease: nothing of the batch was kept, and the
                 # jobs one by one tell which it was (their settles are called again).
