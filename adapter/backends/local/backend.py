@@ -438,6 +438,8 @@ def _contact_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str], 
 
 @dataclass(frozen=True)
 class _Record:
+    """What a contact's (id, email) or a lead's (id, title) upsert returned."""
+
     id: str
     email: str = ""
     title: str = ""
