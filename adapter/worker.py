@@ -251,15 +251,8 @@ class Worker:
                 self.store.release(job.event_id, job.lease_token)
             log.info("shutting down: released %d unstarted claim(s)", len(jobs))
             return
-        settled: set[str] = set()
-
-        def settle(conn: Connection, job: SyncJob, result: SyncResult) -> None:
-            self.store.mark_synced(
-                conn, job.event_id, job.lease_token, result.model_dump(mode="json")
-            )
-            for hook in self.plan_hooks:
-                hook(conn, job.plan, payloads[job.event_id])
-            settled.add(job.event_id)
+        settle = _Settle(self.store, self.plan_hooks, payloads)
+        settled = settle.settled
 
         try:
             with self._renewing([(job.event_id, job.lease_token) for job in jobs]):
@@ -323,22 +316,18 @@ class Worker:
         would race its own. A stalled or killed worker renews nothing, so its
         leases still expire and are taken over.
         """
-        done = threading.Event()
 
         def renew() -> None:
-            while not done.wait(self.lease_seconds / 3):
-                try:
-                    self.store.extend(leases, self.lease_seconds)
-                except Exception:  # the next renewal may get through; the lease still fences
-                    log.warning("could not renew the batch's leases", exc_info=True)
+            try:
+                self.store.extend(leases, self.lease_seconds)
+            except Exception:  # the next renewal may get through; the lease still fences
+                log.warning("could not renew the batch's leases", exc_info=True)
 
-        renewer = threading.Thread(target=renew, name="lease-renewer", daemon=True)
-        renewer.start()
+        held = _KEEPER.hold(self.lease_seconds / 3, renew)
         try:
             yield
         finally:
-            done.set()
-            renewer.join()
+            _KEEPER.release(held)
 
     def _synced(self, job: SyncJob, received: datetime) -> None:
         latency = max((self.clock() - received).total_seconds(), 0.0)
@@ -382,3 +371,82 @@ class Worker:
                 self.metrics.settled.labels(result).inc()
         if self.on_settled is not None:
             self.on_settled(event_id)
+
+
+class _Settle:
+    """The worker's ``SettleMany``: marks jobs synced (fenced), then runs the plan hooks;
+    ``settled`` holds the jobs whose last settle went through."""
+
+    def __init__(
+        self, store: OutboxStore, hooks: Sequence[PlanHook], payloads: Mapping[str, dict[str, Any]]
+    ) -> None:
+        self.store = store
+        self.hooks = hooks
+        self.payloads = payloads
+        self.settled: set[str] = set()
+
+    def __call__(self, conn: Connection, job: SyncJob, result: SyncResult) -> None:
+        self.many(conn, [(job, result)])
+
+    def many(self, conn: Connection, done: Sequence[tuple[SyncJob, SyncResult]]) -> None:
+        # A backend may settle a job again after rolling back the first settle.
+        self.settled.difference_update(job.event_id for job, _ in done)
+        marks = [
+            (job.event_id, job.lease_token, result.model_dump(mode="json")) for job, result in done
+        ]
+        if len(marks) == 1:
+            self.store.mark_synced(conn, *marks[0])
+        else:
+            self.store.mark_synced_many(conn, marks)
+        for job, _ in done:
+            for hook in self.hooks:
+                hook(conn, job.plan, self.payloads[job.event_id])
+        self.settled.update(job.event_id for job, _ in done)
+
+
+class _LeaseKeeper:
+    """One daemon thread that runs every held batch's renewal when it is due.
+
+    A thread of its own per batch cost a fast batch more than its bookings did:
+    starting and joining it each wait for the GIL the worker holds. A renewal
+    already running when its batch is released may still finish; it is fenced
+    by the tokens like any settle, so it renews only leases still held.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._held: dict[int, tuple[float, float, Callable[[], None]]] = {}
+        self._count = 0
+        self._thread: threading.Thread | None = None
+
+    def hold(self, every: float, renew: Callable[[], None]) -> int:
+        """Run ``renew`` every ``every`` seconds from now until ``release``."""
+        with self._changed:
+            self._count += 1
+            self._held[self._count] = (time.monotonic() + every, every, renew)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="lease-renewer", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+            return self._count
+
+    def release(self, key: int) -> None:
+        with self._changed:
+            self._held.pop(key, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                now = time.monotonic()
+                due = [(key, entry) for key, entry in self._held.items() if entry[0] <= now]
+                if not due:
+                    nearest = min((entry[0] for entry in self._held.values()), default=None)
+                    self._changed.wait(None if nearest is None else nearest - now)
+                    continue
+                for key, (_, every, renew) in due:
+                    self._held[key] = (now + every, every, renew)
+            for _, (_, _, renew) in due:
+                renew()
+
+
+_KEEPER = _LeaseKeeper()

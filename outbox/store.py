@@ -43,6 +43,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal_column,
     or_,
     select,
     update,
@@ -217,6 +218,8 @@ _LEASE = (
     )
 )
 
+# Literals, not an expanding parameter: the statements using it run once for a whole batch.
+_IS_PENDING = events.c.state.in_([literal_column(f"'{state}'") for state in PENDING])
 _KEY = bindparam("p_key", type_=events.c.key.type)
 _SNAPSHOT_AT = bindparam("p_snapshot_at", type_=events.c.snapshot_at.type)
 _SEQ = bindparam("p_seq", type_=events.c.seq.type)
@@ -225,7 +228,7 @@ _SUPERSEDE_OLDER = (
     update(events)
     .where(
         events.c.key == _KEY,
-        events.c.state.in_(PENDING),
+        _IS_PENDING,
         # Only older ones: on PostgreSQL a newer snapshot may have committed
         # since this claim's read; it must stay queued and be applied next.
         or_(
@@ -243,8 +246,13 @@ _SUPERSEDE_OLDER = (
     )
 )
 
-_NEWEST_SYNCED = select(func.max(events.c.snapshot_at)).where(
-    events.c.key == _KEY, events.c.state == SYNCED
+_NEWEST_SYNCED = (
+    select(events.c.key, func.max(events.c.snapshot_at))
+    .where(
+        events.c.key.in_(bindparam("p_keys", type_=events.c.key.type, expanding=True)),
+        events.c.state == SYNCED,
+    )
+    .group_by(events.c.key)
 )
 
 _MARK_SYNCED = (
@@ -252,7 +260,7 @@ _MARK_SYNCED = (
     .where(
         events.c.id == bindparam("p_id", type_=events.c.id.type),
         events.c.lease_token == bindparam("p_token", type_=events.c.lease_token.type),
-        events.c.state.in_(PENDING),
+        _IS_PENDING,
     )
     .values(
         state=SYNCED,
@@ -448,27 +456,16 @@ class OutboxStore:
         """
         now = self.clock()
         expires = now + timedelta(seconds=lease_seconds)
-        claims: list[Claim] = []
         with self.transaction() as conn:
             # The candidates' whole rows in one read, not one read per candidate.
             rows = conn.execute(_claimable(self._dialect), {"p_now": now, "p_limit": limit})
-            for candidate in [Event.from_row(row) for row in rows]:
-                if self._dialect == "postgresql":
-                    # Serialise claims of one key across workers; re-check under the
-                    # lock, since another worker may have committed a claim since
-                    # our first read.
-                    locked = conn.execute(
-                        select(func.pg_try_advisory_xact_lock(func.hashtext(candidate.key)))
-                    ).scalar()
-                    recheck = _claimable(self._dialect, one=True)
-                    params = {"p_now": now, "p_seq": candidate.seq}
-                    if not locked or conn.execute(recheck, params).first() is None:
-                        continue
-                if not self._coalesce(conn, candidate, now):
-                    continue
-                claims.append(
-                    Claim(replace(candidate, attempts=candidate.attempts + 1), uuid.uuid4().hex)
-                )
+            candidates = [Event.from_row(row) for row in rows]
+            if self._dialect == "postgresql":
+                candidates = [c for c in candidates if self._lock_key(conn, c, now)]
+            claims = [
+                Claim(replace(candidate, attempts=candidate.attempts + 1), uuid.uuid4().hex)
+                for candidate in self._coalesce(conn, candidates, now)
+            ]
             if claims:
                 # One statement for the whole batch. The event handed out is the row
                 # read above plus the attempt: the lease columns are not part of it,
@@ -488,25 +485,50 @@ class OutboxStore:
                 )
         return claims
 
-    def _coalesce(self, conn: Connection, newest: Event, now: datetime) -> bool:
-        """Supersede the key's older pending events; ``False`` if ``newest`` is stale too."""
+    def _lock_key(self, conn: Connection, candidate: Event, now: datetime) -> bool:
+        """PostgreSQL: serialise claims of one key across workers; re-check under the
+        lock, since another worker may have committed a claim since our first read."""
+        locked = conn.execute(
+            select(func.pg_try_advisory_xact_lock(func.hashtext(candidate.key)))
+        ).scalar()
+        recheck = _claimable(self._dialect, one=True)
+        params = {"p_now": now, "p_seq": candidate.seq}
+        return bool(locked) and conn.execute(recheck, params).first() is not None
+
+    def _coalesce(self, conn: Connection, candidates: list[Event], now: datetime) -> list[Event]:
+        """Supersede each candidate key's older pending events; returns the candidates
+        that are newer than their key's synced snapshot (the others are superseded too).
+
+        The candidates are of distinct keys, so one statement for all of them does
+        what one per candidate did.
+        """
+        if not candidates:
+            return []
         conn.execute(
             _SUPERSEDE_OLDER,
-            {
-                "p_key": newest.key,
-                "p_snapshot_at": newest.snapshot_at,
-                "p_seq": newest.seq,
-                "p_error": f"coalesced into newer snapshot {newest.id}",
-                "p_now": now,
-            },
+            [
+                {
+                    "p_key": newest.key,
+                    "p_snapshot_at": newest.snapshot_at,
+                    "p_seq": newest.seq,
+                    "p_error": f"coalesced into newer snapshot {newest.id}",
+                    "p_now": now,
+                }
+                for newest in candidates
+            ],
         )
-        applied = _utc(conn.execute(_NEWEST_SYNCED, {"p_key": newest.key}).scalar())
-        if applied is None or newest.snapshot_at > applied:
-            return True
-        self._set_state(
-            conn, newest.id, SUPERSEDED, error="not newer than the snapshot already applied"
-        )
-        return False
+        params = {"p_keys": [newest.key for newest in candidates]}
+        applied = {key: _utc(at) for key, at in conn.execute(_NEWEST_SYNCED, params)}
+        fresh = []
+        for newest in candidates:
+            synced = applied.get(newest.key)
+            if synced is None or newest.snapshot_at > synced:
+                fresh.append(newest)
+            else:
+                self._set_state(
+                    conn, newest.id, SUPERSEDED, error="not newer than the snapshot already applied"
+                )
+        return fresh
 
     # -- settling -----------------------------------------------------------------
 
@@ -539,6 +561,31 @@ class OutboxStore:
         )
         if done.rowcount != 1:
             raise LeaseLost(event_id)
+
+    def mark_synced_many(
+        self, conn: Connection, settles: Sequence[tuple[str, str, dict[str, Any]]]
+    ) -> None:
+        """``mark_synced`` of each (event id, token, result) in one statement, on ``conn``;
+        ``LeaseLost`` if any of them is fenced out (the caller rolls them all back)."""
+        if not conn.dialect.supports_sane_multi_rowcount:
+            for event_id, token, result in settles:
+                self.mark_synced(conn, event_id, token, result)
+            return
+        now = self.clock()
+        done = conn.execute(
+            _MARK_SYNCED,
+            [
+                {
+                    "p_id": event_id,
+                    "p_token": token,
+                    "p_result": json.dumps(result, sort_keys=True),
+                    "p_now": now,
+                }
+                for event_id, token, result in settles
+            ],
+        )
+        if done.rowcount != len(settles):
+            raise LeaseLost(", ".join(event_id for event_id, _, _ in settles))
 
     def mark_failed(
         self,

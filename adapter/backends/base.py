@@ -73,7 +73,22 @@ class SyncJob:
 
 
 Settle = Callable[[Connection, SyncJob, SyncResult], None]
-"""Marks ``job`` synced with ``result`` on ``conn``; raises ``LeaseLost`` if fenced out."""
+"""Marks ``job`` synced with ``result`` on ``conn``; raises ``LeaseLost`` if fenced out.
+
+A backend may roll back a transaction that held settles and apply its jobs again
+(``LocalBackend`` retries a failed batch job by job): a job's last settle counts."""
+
+
+@runtime_checkable
+class SettleMany(Protocol):
+    """A ``Settle`` that can also settle many jobs at once, in fewer statements."""
+
+    def __call__(self, conn: Connection, job: SyncJob, result: SyncResult) -> None: ...
+
+    def many(self, conn: Connection, done: Sequence[tuple[SyncJob, SyncResult]]) -> None:
+        """Settle each, in order, on ``conn``; ``LeaseLost`` if any of them is fenced out
+        (which one is not said: roll them all back)."""
+        ...
 
 
 @runtime_checkable

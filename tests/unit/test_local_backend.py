@@ -15,7 +15,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
-from sqlalchemy import Connection, Engine, Table, create_engine, func, select, update
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select, update
 from sqlalchemy.exc import OperationalError
 
 from adapter.backends.base import CrmBackend, SyncJob, SyncResult
@@ -417,7 +417,8 @@ def test_datetimes_are_stored_in_utc(engine: Engine, backend: LocalBackend) -> N
 
 
 def test_lease_lost_rolls_back_only_that_job(engine: Engine, backend: LocalBackend) -> None:
-    """LeaseLost from settle undoes that job's writes, keeps the others and reports nothing."""
+    """LeaseLost from settle undoes that job's writes, keeps the others and reports nothing
+    (the batch is retried job by job, so the kept job's settle is called again)."""
     recorder = Settles()
     kept, lost = (
         job_for(make_plan(booking_id="bk-kept")),
@@ -431,7 +432,7 @@ def test_lease_lost_rolls_back_only_that_job(engine: Engine, backend: LocalBacke
 
     assert backend.apply([kept, lost], settle) == {}
 
-    assert [event_id for event_id, _ in recorder.calls] == [kept.event_id]
+    assert {event_id for event_id, _ in recorder.calls} == {kept.event_id}
     assert [a.booking_id for a in rows(engine, activities)] == ["bk-kept"]
     assert [c.email for c in rows(engine, contacts)] == ["test@example.com"]
     assert count(engine, companies) == 0
@@ -548,3 +549,126 @@ def test_postgres_migration_and_concurrent_upserts(pg_engine: Engine) -> None:
     later = make_plan(booking_id="bk-2", company="Acme", start=START + timedelta(days=5))
     assert backend.apply([job_for(later), job_for(plan)], Settles()) == {}
     assert rows(pg_engine, leads)[0].last_activity_date == START + timedelta(days=5)
+
+
+def _statements(engine: Engine) -> list[str]:
+    """Every statement ``engine`` runs from now on, until the test ends."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_a_batch_is_one_transaction_of_few_statements(
+    engine: Engine, backend: LocalBackend
+) -> None:
+    """A batch is written without savepoints, each kind of record in one statement for
+    every booking; a record several bookings share takes one more statement for each."""
+    plans = [
+        make_plan(booking_id=f"bk-{i}", email=f"p{i}@example.com", company=f"Firm {i}")
+        for i in range(10)
+    ]
+    statements = _statements(engine)
+
+    assert backend.apply([job_for(plan) for plan in plans], Settles()) == {}
+
+    assert not [s for s in statements if s.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK"))]
+    # BEGIN; companies, contacts, leads; the meetings' leads, meetings, stages; tasks, open tasks
+    assert len(statements) == 9, statements
+    assert count(engine, activities) == 10
+    assert count(engine, tasks) == 20
+
+    shared = [
+        make_plan(booking_id=f"bk-s{i}", email=f"q{i % 3}@example.com", company="Acme")
+        for i in range(6)
+    ]
+    settle = Settles()
+    statements.clear()
+    assert backend.apply([job_for(plan) for plan in shared], settle) == {}
+
+    assert len(settle.calls) == 6
+    # Two bookings a contact, all six of one company and lead: 6 + 2 + 6 upserts.
+    assert len(statements) == 9 - 3 + 6 + 2 + 6, statements
+    assert count(engine, contacts) == 13
+
+
+def _crm(engine: Engine) -> dict[str, Any]:
+    """The CRM's rows by natural key, ids replaced by the keys they point at."""
+    with engine.connect() as conn:
+        keys = {
+            **{r.id: r.name_key for r in conn.execute(select(companies))},
+            **{r.id: r.email_key for r in conn.execute(select(contacts))},
+            **{r.id: r.lead_key for r in conn.execute(select(leads))},
+        }
+        state: dict[str, Any] = {}
+        for table, key in (
+            (companies, "name_key"),
+            (contacts, "email_key"),
+            (leads, "lead_key"),
+            (activities, "booking_id"),
+            (tasks, "id"),
+        ):
+            for row in conn.execute(select(table)):
+                values = {
+                    k: keys.get(v, v) if isinstance(v, str) else v
+                    for k, v in row._mapping.items()
+                    if k not in ("id", "created_at", "updated_at")
+                }
+                name = f"{row.booking_id}|{row.key}" if table is tasks else row._mapping[key]
+                state[f"{table.name}:{name}"] = values
+    return state
+
+
+def _refs(result: SyncResult) -> tuple[Any, ...]:
+    """A result's names and titles, its ids aside."""
+    return (
+        result.lead.title,
+        result.contact.email,
+        result.company.name if result.company else None,
+        [(t.title, t.dueDate) for t in result.tasks],
+    )
+
+
+def test_a_batch_ends_as_its_jobs_applied_one_by_one(tmp_path: Path) -> None:
+    """Shared records raced by version, a meeting moving to another lead, a done task and a
+    cancellation: one batch leaves the CRM, and returns results, as its jobs one at a time."""
+    first = make_plan(booking_id="bk-move", email="ann@example.com", company="Old AB")
+    batch = [
+        make_plan(booking_id="bk-new", name="Ann Newer", email="ann@example.com",
+                  company="Acme", snapshot_at=START - timedelta(days=1)),
+        make_plan(booking_id="bk-old", name="Ann Older", email="ANN@example.com",
+                  company="acme", snapshot_at=START - timedelta(days=20), phone="+46 1",
+                  tags=("bookme", "vip")),
+        make_plan(booking_id="bk-move", email="ann@example.com", company="Acme",
+                  snapshot_at=START - timedelta(days=5)),
+        make_plan(booking_id="bk-gone", email="bo@example.com", event="booking.cancelled"),
+    ]  # fmt: skip
+    outcomes = []
+    for name in ("batch", "one-by-one"):
+        engine = make_engine(f"sqlite:///{tmp_path / name}.db")
+        crm_metadata.create_all(engine)
+        changes_metadata.create_all(engine)
+        backend = LocalBackend(engine)
+        backend.apply([job_for(first)], Settles())
+        with engine.begin() as conn:
+            conn.execute(update(tasks).where(tasks.c.key == "prep").values(status="done"))
+        settle = Settles()
+        jobs = [job_for(plan) for plan in batch]
+        if name == "batch":
+            assert backend.apply(jobs, settle) == {}
+        else:
+            for job in jobs:
+                assert backend.apply([job], settle) == {}
+        outcomes.append((_crm(engine), [_refs(result) for _, result in settle.calls]))
+        engine.dispose()
+
+    assert outcomes[0] == outcomes[1]
+    crm, _ = outcomes[0]
+    assert crm["crm_contacts:ann@example.com"]["first_name"] == "Ann"
+    assert crm["crm_contacts:ann@example.com"]["phone"] == "+46 1"
+    assert crm["crm_activities:bk-move"]["lead_id"] == "company:acme|workshop"
+    assert crm["crm_tasks:bk-move|prep"]["status"] == "done"
+    assert crm["crm_leads:company:acme|workshop"]["tags"] == ["bookme", "vip", "workshop"]

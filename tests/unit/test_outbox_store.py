@@ -148,6 +148,28 @@ def test_expired_lease_is_taken_over_and_old_holder_is_fenced(
     assert store.get(event_id).attempts == 2  # type: ignore[union-attr]
 
 
+def test_many_settles_in_one_statement_are_fenced_together(store: OutboxStore) -> None:
+    """``mark_synced_many`` marks every claim synced; one token fenced out raises
+    ``LeaseLost`` and, rolled back, leaves every event as it was."""
+    for key in ("bk1", "bk2", "bk3"):
+        put(store, new(key))
+    claims = store.claim("w1", limit=3, lease_seconds=30)
+    marks = [(claim.event.id, claim.token, {"n": i}) for i, claim in enumerate(claims)]
+    stale = [*marks[:2], (marks[2][0], "not-the-token", {})]
+    with pytest.raises(LeaseLost), store.transaction() as conn:
+        store.mark_synced_many(conn, stale)
+    assert {store.get(claim.event.id).state for claim in claims} == {"queued"}  # type: ignore[union-attr]
+
+    with store.transaction() as conn:
+        store.mark_synced_many(conn, marks)
+    synced = [store.get(claim.event.id) for claim in claims]
+    assert [(e.state, e.result) for e in synced] == [  # type: ignore[union-attr]
+        ("synced", {"n": 0}),
+        ("synced", {"n": 1}),
+        ("synced", {"n": 2}),
+    ]
+
+
 def test_retry_backs_off_then_dead_letters(store: OutboxStore, clock: Clock) -> None:
     """Retryable failures wait with backoff; the last allowed attempt ends dead."""
     event_id, _ = put(store, new())

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Connection, Engine, update
 
 from adapter.backends.base import (
     ActivityRef,
@@ -324,6 +324,26 @@ def test_a_live_batch_slower_than_its_lease_keeps_it(
     assert event.attempts == 1
 
 
+def test_batches_share_one_lease_renewer_thread(
+    store: OutboxStore, backend: FakeBackend, mapping: MappingConfig
+) -> None:
+    """Every batch's leases are renewed by one thread, not a thread started per batch."""
+    for n in range(7):
+        enqueue(store, mapping, bookingId=f"b{n}")
+    seen: list[threading.Thread] = []  # held, so that no two are one reused object
+    apply = backend.apply
+
+    def watched(jobs: Sequence[SyncJob], settle: Settle) -> Mapping[str, AdapterError]:
+        seen.extend(t for t in threading.enumerate() if t.name == "lease-renewer")
+        return apply(jobs, settle)
+
+    backend.apply = watched  # type: ignore[method-assign]
+    worker, _ = worker_for(store, backend, mapping, batch_size=2)
+    assert worker.drain() == 7
+    assert len(seen) >= 4
+    assert len({id(thread) for thread in seen}) == 1
+
+
 def test_a_worker_yields_to_webhooks_waiting_for_their_commit_but_not_for_long(
     store: OutboxStore, backend: FakeBackend, mapping: MappingConfig
 ) -> None:
@@ -444,3 +464,56 @@ def test_a_crowd_most_of_the_time_is_a_burst_and_instants_of_none_do_not_end_the
     worker.yield_to = after
     worker._yield(stop)
     assert 1 <= len(after_seen) < 20  # the burst's crowd fades within a few looks
+
+
+def test_a_failing_booking_in_a_local_batch_leaves_the_others_synced(
+    store: OutboxStore, mapping: MappingConfig
+) -> None:
+    """The local backend writes a batch in one transaction; when one booking of it fails,
+    the others are synced all the same and only that one is retried."""
+    from adapter.backends.local import LocalBackend
+
+    states = {n: enqueue(store, mapping, bookingId=f"b{n}") for n in range(3)}
+
+    def hook(conn: object, plan: object, payload: dict[str, object]) -> None:
+        if payload["bookingId"] == "b1":
+            raise RetryableError("b1's follow-up could not be scheduled")
+
+    worker, settled = worker_for(
+        store, LocalBackend(store.engine), mapping, batch_size=3, plan_hooks=[hook]
+    )
+    assert worker.run_once() == 3
+    assert {n: state() for n, state in states.items()} == {0: "synced", 1: "retrying", 2: "synced"}
+    assert sorted(settled) == sorted(store.for_key(f"b{n}")[0].id for n in range(3))
+
+
+def test_a_lease_lost_between_a_local_batch_and_its_retry_is_not_reported_synced(
+    store: OutboxStore, mapping: MappingConfig
+) -> None:
+    """A booking settled in a batch that then failed as a whole, and whose lease is lost
+    before the batch is retried one by one, is neither synced nor reported synced."""
+    from adapter.backends.local import LocalBackend
+
+    states = {n: enqueue(store, mapping, bookingId=f"b{n}") for n in range(3)}
+    calls: list[object] = []
+
+    def hook(conn: Connection, plan: object, payload: dict[str, object]) -> None:
+        calls.append(payload["bookingId"])
+        if calls == ["b0", "b1", "b2"]:
+            raise RetryableError("the batch fails once, after b1 was settled")
+        if calls[3:] == ["b0"]:  # the retry, one by one: b1 is taken over before its turn
+            conn.execute(
+                update(events).where(events.c.key == "b1").values(lease_token="someone-else")
+            )
+
+    metrics = Metrics()
+    worker, settled = worker_for(
+        store, LocalBackend(store.engine), mapping, batch_size=3, plan_hooks=[hook],
+        metrics=metrics,
+    )  # fmt: skip
+    assert worker.run_once() == 3
+    assert calls == ["b0", "b1", "b2", "b0", "b2"]
+    assert {n: state() for n, state in states.items()} == {0: "synced", 1: "queued", 2: "synced"}
+    assert store.for_key("b1")[0].id not in settled
+    synced = metrics.registry.get_sample_value("bookme_outbox_settled_total", {"result": "synced"})
+    assert synced == 2

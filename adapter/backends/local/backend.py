@@ -1,8 +1,9 @@
 """``LocalBackend``: the reference CRM, written on the outbox's own database.
 
-Each job runs in a SAVEPOINT of one transaction per batch, and its settle runs
-in the same savepoint, so a job's CRM writes and its outbox mark commit
-together or not at all, and one job's failure never undoes another's.
+A batch is one transaction: its CRM writes and its outbox marks commit together
+or not at all. Should any job of it fail, that transaction is rolled back and
+each job runs again in a SAVEPOINT of a new one, with its settle in the same
+savepoint, so one job's failure never undoes another's.
 
 Every write is a single ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` on a
 unique identity key (contract §4), never a read followed by an insert, so
@@ -25,8 +26,10 @@ derived from the outcomes of all its meetings after every change to them.
 from __future__ import annotations
 
 import functools
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +45,7 @@ from sqlalchemy import (
     delete,
     exists,
     func,
+    literal_column,
     select,
     text,
     update,
@@ -56,6 +60,7 @@ from adapter.backends.base import (
     ContactRef,
     LeadRef,
     Settle,
+    SettleMany,
     SyncJob,
     SyncResult,
     TaskRef,
@@ -64,13 +69,15 @@ from adapter.backends.local.models import activities, companies, contacts, leads
 from adapter.backends.local.properties import properties, write_properties
 from adapter.db import upsert_insert
 from adapter.errors import AdapterError, PermanentError, RetryableError
-from adapter.plan import BookingPlan, CompanyPlan, ContactPlan, TaskPlan
+from adapter.plan import BookingPlan, CompanyPlan
 from adapter.timeutil import as_utc, iso_z, utcnow
 from outbox.exceptions import LeaseLost
 
 MEETING = "MEETING"
 DONE = "done"
 LIVE_OUTCOMES = ("SCHEDULED", "RESCHEDULED", "COMPLETED")
+
+log = logging.getLogger(__name__)
 
 
 class LocalBackend:
@@ -82,11 +89,35 @@ class LocalBackend:
         self._engine = engine
 
     def apply(self, jobs: Sequence[SyncJob], settle: Settle) -> Mapping[str, AdapterError]:
+        """Apply and settle the batch in one transaction; should any job fail, roll it
+        back and apply each job in its own savepoint. Returns failures by event id."""
+        if not jobs:
+            return {}
+        if len(jobs) > 1 and len({job.plan.booking_id for job in jobs}) == len(jobs):
+            try:
+                with self._engine.begin() as conn:
+                    results = write_plans(conn, [job.plan for job in jobs])
+                    if isinstance(settle, SettleMany):
+                        settle.many(conn, list(zip(jobs, results, strict=True)))
+                    else:
+                        for job, result in zip(jobs, results, strict=True):
+                            settle(conn, job, result)
+            except Exception as exc:
+                # One bad booking or a lost lease: nothing of the batch was kept, and the
+                # jobs one by one tell which it was (their settles are called again).
+                log.info(
+                    "batch of %d failed as a whole (%s); applying its jobs one by one",
+                    len(jobs),
+                    type(exc).__name__,
+                )
+            else:
+                return {}
+        return self._apply_each(jobs, settle)
+
+    def _apply_each(self, jobs: Sequence[SyncJob], settle: Settle) -> Mapping[str, AdapterError]:
         """Apply and settle each job in its own savepoint; return failures by event id."""
         failures: dict[str, AdapterError] = {}
         lost: set[str] = set()
-        if not jobs:
-            return failures
         try:
             with self._engine.begin() as conn:
                 for job in jobs:
@@ -151,47 +182,92 @@ def snapshot_version(snapshot_at: datetime, booking_id: str) -> str:
 
 def write_plan(conn: Connection, plan: BookingPlan, now: datetime | None = None) -> SyncResult:
     """Make the CRM hold what ``plan`` says, on ``conn``; returns the CRM's ids."""
+    return write_plans(conn, [plan], now)[0]
+
+
+def write_plans(
+    conn: Connection, plans: Sequence[BookingPlan], now: datetime | None = None
+) -> list[SyncResult]:
+    """Make the CRM hold what each plan says, in order, on ``conn``; returns their CRM ids.
+
+    The CRM ends as if each plan were written alone, one after the other, and
+    each plan gets the values its own upserts would have returned, in fewer
+    statements. Each kind of record is written for every plan in one statement
+    (``_upsert_in_order``); a record several plans share (a company, contact or
+    lead) is upserted by them in their order. Each lead's stage is derived once,
+    after all its meetings are written. The plans must be of distinct bookings.
+    """
     now = now or utcnow()
-    version = snapshot_version(plan.snapshot_at, plan.booking_id)
-    company = _upsert_company(conn, plan.company, version, now) if plan.company else None
-    contact_id, contact_email = _upsert_contact(conn, plan.contact, company, version, now)
-    lead_id, lead_title = _upsert_lead(conn, plan, contact_id, company, version, now)
-    previous_lead = _lock_previous_lead(conn, plan.booking_id, lead_id)
-    activity_id = _upsert_meeting(conn, plan, lead_id, contact_id, now)
-    _derive_stage(conn, lead_id)
-    if previous_lead is not None:
-        _derive_stage(conn, previous_lead)
-    task_refs = [_upsert_task(conn, plan, task, lead_id, now) for task in plan.tasks]
-    _delete_unplanned_tasks(conn, plan)
-    _write_properties(
-        conn, plan, company, contact_id, lead_id, activity_id, task_refs, version, now
-    )
-    _write_owner(conn, plan, contact_id, lead_id)
-    return SyncResult(
-        lead=LeadRef(id=lead_id, title=lead_title),
-        contact=ContactRef(id=contact_id, email=contact_email),
-        company=company,
-        activity=ActivityRef(id=activity_id),
-        tasks=task_refs,
-    )
+    shared = _upsert_shared(conn, plans, now)
+    lead_ids = [records.lead_id for records in shared]
+    previous = _lock_previous_leads(conn, plans, lead_ids)
+    meetings = _upsert_meetings(conn, plans, shared, now)
+    _derive_stages(conn, [*lead_ids, *previous])
+    task_refs = _upsert_tasks(conn, plans, lead_ids, now)
+    _delete_unplanned_tasks(conn, plans)
+    results = []
+    for plan, records, task_ref in zip(plans, shared, task_refs, strict=True):
+        activity_id = meetings[plan.booking_id]
+        _write_properties(conn, plan, records, activity_id, task_ref, now)
+        _write_owner(conn, plan, records.contact_id, records.lead_id)
+        results.append(
+            SyncResult(
+                lead=LeadRef(id=records.lead_id, title=records.lead_title),
+                contact=ContactRef(id=records.contact_id, email=records.contact_email),
+                company=records.company,
+                activity=ActivityRef(id=activity_id),
+                tasks=task_ref,
+            )
+        )
+    return results
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What a plan's upserts of its shared records returned, and its version."""
+
+    version: str
+    company: CompanyRef | None
+    contact_id: str
+    contact_email: str
+    lead_id: str
+    lead_title: str
+
+
+def _upsert_shared(conn: Connection, plans: Sequence[BookingPlan], now: datetime) -> list[_Shared]:
+    """The plans' companies, then contacts, then leads: each kind in one statement."""
+    versions = [snapshot_version(plan.snapshot_at, plan.booking_id) for plan in plans]
+    with_company = [
+        (plan.company, version)
+        for plan, version in zip(plans, versions, strict=True)
+        if plan.company
+    ]
+    rows = iter(_upsert_companies(conn, with_company, now))
+    company_refs = [next(rows) if plan.company else None for plan in plans]
+    contacts_ = _upsert_contacts(conn, plans, company_refs, versions, now)
+    leads_ = _upsert_leads(conn, plans, contacts_, company_refs, versions, now)
+    return [
+        _Shared(version, company, contact.id, contact.email, lead.id, lead.title)
+        for version, company, contact, lead in zip(
+            versions, company_refs, contacts_, leads_, strict=True
+        )
+    ]
 
 
 def _write_properties(
     conn: Connection,
     plan: BookingPlan,
-    company: CompanyRef | None,
-    contact_id: str,
-    lead_id: str,
+    records: _Shared,
     activity_id: str,
     task_refs: Sequence[TaskRef],
-    version: str,
     now: datetime,
 ) -> None:
     """The mapped properties of every record, each after its row was upserted (and locked)."""
-    if company is not None and plan.company is not None:
-        write_properties(conn, "company", company.id, plan.company.properties, version, now)
-    write_properties(conn, "contact", contact_id, plan.contact.properties, version, now)
-    write_properties(conn, "lead", lead_id, plan.lead.properties, version, now)
+    version = records.version
+    if records.company is not None and plan.company is not None:
+        write_properties(conn, "company", records.company.id, plan.company.properties, version, now)
+    write_properties(conn, "contact", records.contact_id, plan.contact.properties, version, now)
+    write_properties(conn, "lead", records.lead_id, plan.lead.properties, version, now)
     write_properties(conn, "meeting", activity_id, plan.meeting.properties, version, now)
     for task, ref in zip(plan.tasks, task_refs, strict=True):
         write_properties(conn, "task", ref.id, task.properties, version, now)
@@ -221,6 +297,12 @@ def _if(condition: ColumnElement[bool], new: Any, old: Any) -> Any:
     return case((condition, new), else_=old)
 
 
+def _one_of(column: Any, constants: Sequence[str]) -> ColumnElement[bool]:
+    """``column IN (...)`` of constants written as SQL literals, not an expanding
+    parameter: a statement run for many rows at once (executemany) cannot expand one."""
+    return column.in_([literal_column(f"'{constant}'") for constant in constants])  # type: ignore[no-any-return]
+
+
 def _new_id() -> str:
     return uuid.uuid4().hex
 
@@ -247,16 +329,46 @@ def _set_tags(table: Table) -> Update:
     )
 
 
-def _union_tags(
-    conn: Connection, table: Table, row_id: str, existing: list[str], new: Sequence[str]
-) -> None:
-    merged = _tags([*existing, *new])
-    if merged != existing:
-        conn.execute(_set_tags(table), {"p_id": row_id, "p_tags": merged})
+def _upsert_in_order(
+    conn: Connection,
+    table: Table,
+    stmt: ReturningInsert[Any],
+    key: str,
+    rows: Sequence[dict[str, Any]],
+    tags: Sequence[Sequence[str]],
+) -> list[Any]:
+    """Upsert ``rows`` (``stmt``'s parameters) one after the other, as far as anyone can
+    tell; returns what each row's upsert returned, after its ``tags`` were added.
+
+    Rows of distinct ``key`` touch distinct records, so a statement may write them
+    all at once; a row whose key came earlier waits for a later statement (a wave),
+    so each record sees its rows in their order. Each wave's tags are merged into
+    its records before the next wave, as one upsert after another would see them.
+    """
+    returned: list[Any] = [None] * len(rows)
+    waves: list[list[int]] = []
+    seen: dict[Any, int] = {}
+    for index, row in enumerate(rows):
+        order = seen.get(row[key], 0)
+        seen[row[key]] = order + 1
+        if order == len(waves):
+            waves.append([])
+        waves[order].append(index)
+    for wave in waves:
+        by_key = {r._mapping[key]: r for r in conn.execute(stmt, [rows[i] for i in wave])}
+        merged = []
+        for index in wave:
+            record = returned[index] = by_key[rows[index][key]]
+            union = _tags([*record.tags, *tags[index]])
+            if union != record.tags:
+                merged.append({"p_id": record.id, "p_tags": union})
+        if merged:
+            conn.execute(_set_tags(table), merged)
+    return returned
 
 
 @functools.cache
-def _company_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str]]]:
+def _company_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str], str]]:
     stmt = upsert_insert(dialect, companies)
     new = stmt.excluded
     newer = _not_older(dialect, new.version, companies.c.version)
@@ -267,12 +379,14 @@ def _company_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str]]]
             "version": _if(newer, new.version, companies.c.version),
             "updated_at": new.updated_at,
         },
-    ).returning(companies.c.id, companies.c.name, companies.c.tags)
+    ).returning(companies.c.id, companies.c.name, companies.c.tags, companies.c.name_key)
 
 
-def _upsert_company(conn: Connection, plan: CompanyPlan, version: str, now: datetime) -> CompanyRef:
-    row = conn.execute(
-        _company_upsert(conn.dialect.name),
+def _upsert_companies(
+    conn: Connection, companies_: Sequence[tuple[CompanyPlan, str]], now: datetime
+) -> list[CompanyRef]:
+    """Each (company, version), in order; returns their refs."""
+    rows = [
         {
             "id": _new_id(),
             "name_key": plan.name_key,
@@ -281,17 +395,22 @@ def _upsert_company(conn: Connection, plan: CompanyPlan, version: str, now: date
             "version": version,
             "created_at": now,
             "updated_at": now,
-        },
-    ).one()
-    _union_tags(conn, companies, row.id, row.tags, plan.tags)
-    return CompanyRef(id=row.id, name=row.name)
+        }
+        for plan, version in companies_
+    ]
+    if not rows:
+        return []
+    stmt = _company_upsert(conn.dialect.name)
+    tags = [plan.tags for plan, _ in companies_]
+    returned = _upsert_in_order(conn, companies, stmt, "name_key", rows, tags)
+    return [CompanyRef(id=row.id, name=row.name) for row in returned]
 
 
 _CONTACT_FIELDS = ("email", "first_name", "last_name", "version")
 
 
 @functools.cache
-def _contact_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str]]]:
+def _contact_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str], str]]:
     stmt = upsert_insert(dialect, contacts)
     new = stmt.excluded
     newer = _not_older(dialect, new.version, contacts.c.version)
@@ -314,36 +433,48 @@ def _contact_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str]]]
             "company_version": _if(newer_company, new.company_version, contacts.c.company_version),
             "updated_at": new.updated_at,
         },
-    ).returning(contacts.c.id, contacts.c.email, contacts.c.tags)
+    ).returning(contacts.c.id, contacts.c.email, contacts.c.tags, contacts.c.email_key)
 
 
-def _upsert_contact(
+@dataclass(frozen=True)
+class _Record:
+    """What a contact's (id, email) or a lead's (id, title) upsert returned."""
+
+    id: str
+    email: str = ""
+    title: str = ""
+
+
+def _upsert_contacts(
     conn: Connection,
-    plan: ContactPlan,
-    company: CompanyRef | None,
-    version: str,
+    plans: Sequence[BookingPlan],
+    company_refs: Sequence[CompanyRef | None],
+    versions: Sequence[str],
     now: datetime,
-) -> tuple[str, str]:
-    row = conn.execute(
-        _contact_upsert(conn.dialect.name),
+) -> list[_Record]:
+    """Each plan's contact, in order; returns their ids and emails."""
+    rows = [
         {
             "id": _new_id(),
-            "email_key": plan.email_key,
-            "email": plan.email,
-            "first_name": plan.first_name,
-            "last_name": plan.last_name,
-            "phone": plan.phone,
+            "email_key": plan.contact.email_key,
+            "email": plan.contact.email,
+            "first_name": plan.contact.first_name,
+            "last_name": plan.contact.last_name,
+            "phone": plan.contact.phone,
             "company_id": company.id if company else None,
-            "tags": _tags(plan.tags),
+            "tags": _tags(plan.contact.tags),
             "version": version,
-            "phone_version": version if plan.phone is not None else "",
+            "phone_version": version if plan.contact.phone is not None else "",
             "company_version": version if company else "",
             "created_at": now,
             "updated_at": now,
-        },
-    ).one()
-    _union_tags(conn, contacts, row.id, row.tags, plan.tags)
-    return row.id, row.email
+        }
+        for plan, company, version in zip(plans, company_refs, versions, strict=True)
+    ]
+    stmt = _contact_upsert(conn.dialect.name)
+    tags = [plan.contact.tags for plan in plans]
+    returned = _upsert_in_order(conn, contacts, stmt, "email_key", rows, tags)
+    return [_Record(id=row.id, email=row.email) for row in returned]
 
 
 _LEAD_FIELDS = (
@@ -362,7 +493,7 @@ _LEAD_FIELDS = (
 
 
 @functools.cache
-def _lead_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str]]]:
+def _lead_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str], str]]:
     stmt = upsert_insert(dialect, leads)
     new = stmt.excluded
     newer = _not_older(dialect, new.version, leads.c.version)
@@ -376,69 +507,83 @@ def _lead_upsert(dialect: str) -> ReturningInsert[tuple[str, str, list[str]]]:
             ),
             "updated_at": new.updated_at,
         },
-    ).returning(leads.c.id, leads.c.title, leads.c.tags)
+    ).returning(leads.c.id, leads.c.title, leads.c.tags, leads.c.lead_key)
 
 
-def _upsert_lead(
+def _upsert_leads(
     conn: Connection,
-    plan: BookingPlan,
-    contact_id: str,
-    company: CompanyRef | None,
-    version: str,
+    plans: Sequence[BookingPlan],
+    contacts_: Sequence[_Record],
+    company_refs: Sequence[CompanyRef | None],
+    versions: Sequence[str],
     now: datetime,
-) -> tuple[str, str]:
-    lead = plan.lead
-    row = conn.execute(
-        _lead_upsert(conn.dialect.name),
+) -> list[_Record]:
+    """Each plan's lead, in order; returns their ids and titles."""
+    rows = [
         {
             "id": _new_id(),
-            "lead_key": lead.lead_key,
-            "title": lead.title,
-            "stage": lead.stage,
-            "source": lead.source,
-            "source_details": lead.source_details,
-            "estimated_value": lead.estimated_value,
-            "lead_score": lead.lead_score,
+            "lead_key": plan.lead.lead_key,
+            "title": plan.lead.title,
+            "stage": plan.lead.stage,
+            "source": plan.lead.source,
+            "source_details": plan.lead.source_details,
+            "estimated_value": plan.lead.estimated_value,
+            "lead_score": plan.lead.lead_score,
             "company_id": company.id if company else None,
-            "contact_id": contact_id,
-            "tags": _tags(lead.tags),
-            "last_activity_date": lead.activity_at,
-            "live_stage": lead.stage,
-            "cancelled_stage": lead.cancelled_stage,
-            "no_show_stage": lead.no_show_stage,
+            "contact_id": contact.id,
+            "tags": _tags(plan.lead.tags),
+            "last_activity_date": plan.lead.activity_at,
+            "live_stage": plan.lead.stage,
+            "cancelled_stage": plan.lead.cancelled_stage,
+            "no_show_stage": plan.lead.no_show_stage,
             "version": version,
             "created_at": now,
             "updated_at": now,
-        },
-    ).one()
-    _union_tags(conn, leads, row.id, row.tags, lead.tags)
-    return row.id, row.title
+        }
+        for plan, contact, company, version in zip(
+            plans, contacts_, company_refs, versions, strict=True
+        )
+    ]
+    stmt = _lead_upsert(conn.dialect.name)
+    tags = [plan.lead.tags for plan in plans]
+    returned = _upsert_in_order(conn, leads, stmt, "lead_key", rows, tags)
+    return [_Record(id=row.id, title=row.title) for row in returned]
 
 
-_MEETING_LEAD = select(activities.c.lead_id).where(
-    activities.c.booking_id == bindparam("p_booking_id", type_=activities.c.booking_id.type)
+_MEETING_LEADS = select(activities.c.booking_id, activities.c.lead_id).where(
+    activities.c.booking_id.in_(
+        bindparam("p_booking_ids", type_=activities.c.booking_id.type, expanding=True)
+    )
 )
-_LOCK_LEAD = (
+_LOCK_LEADS = (
     select(leads.c.id)
-    .where(leads.c.id == bindparam("p_id", type_=leads.c.id.type))
+    .where(leads.c.id.in_(bindparam("p_ids", type_=leads.c.id.type, expanding=True)))
+    .order_by(leads.c.id)
     .with_for_update()
 )
 
 
-def _lock_previous_lead(conn: Connection, booking_id: str, lead_id: str) -> str | None:
-    """The lead the booking's meeting is leaving for ``lead_id``, locked; else ``None``.
+def _lock_previous_leads(
+    conn: Connection, plans: Sequence[BookingPlan], lead_ids: Sequence[str]
+) -> list[str]:
+    """The leads the plans' meetings are leaving (for the plans' leads), locked.
 
     A meeting moves to another lead when a snapshot changes the email, company
     or event type. That lead's stage must then be derived again, under its lock,
     so that a concurrent writer of its other meetings cannot interleave.
     """
-    previous: str | None = conn.execute(
-        _MEETING_LEAD, {"p_booking_id": booking_id}
-    ).scalar_one_or_none()
-    if previous is None or previous == lead_id:
-        return None
-    conn.execute(_LOCK_LEAD, {"p_id": previous})
-    return previous
+    params = {"p_booking_ids": [plan.booking_id for plan in plans]}
+    held = {row.booking_id: row.lead_id for row in conn.execute(_MEETING_LEADS, params)}
+    leaving = sorted(
+        {
+            previous
+            for plan, lead_id in zip(plans, lead_ids, strict=True)
+            if (previous := held.get(plan.booking_id)) is not None and previous != lead_id
+        }
+    )
+    if leaving:
+        conn.execute(_LOCK_LEADS, {"p_ids": leaving})
+    return leaving
 
 
 _MEETING_UPDATED = (
@@ -458,12 +603,14 @@ _MEETING_UPDATED = (
 
 
 @functools.cache
-def _meeting_upsert(dialect: str) -> ReturningInsert[tuple[str]]:
+def _meeting_upsert(dialect: str) -> ReturningInsert[tuple[str, str]]:
     stmt = upsert_insert(dialect, activities)
     new = stmt.excluded
     # A meeting a salesperson marked COMPLETED (BookMe never does) stays completed while
     # BookMe only says it is on; a cancellation or no-show from BookMe still wins.
-    held = and_(activities.c.outcome == "COMPLETED", new.outcome.in_(("SCHEDULED", "RESCHEDULED")))
+    held = and_(
+        activities.c.outcome == "COMPLETED", _one_of(new.outcome, ("SCHEDULED", "RESCHEDULED"))
+    )
     # The same row (and id) for ever: the plan is the booking's newest snapshot.
     return stmt.on_conflict_do_update(
         index_elements=[activities.c.booking_id],
@@ -471,42 +618,46 @@ def _meeting_upsert(dialect: str) -> ReturningInsert[tuple[str]]:
             **{name: new[name] for name in _MEETING_UPDATED},
             "outcome": _if(held, activities.c.outcome, new.outcome),
         },
-    ).returning(activities.c.id)
+    ).returning(activities.c.id, activities.c.booking_id)
 
 
-def _upsert_meeting(
-    conn: Connection, plan: BookingPlan, lead_id: str, contact_id: str, now: datetime
-) -> str:
-    meeting = plan.meeting
-    row = conn.execute(
+def _upsert_meetings(
+    conn: Connection, plans: Sequence[BookingPlan], shared: Sequence[_Shared], now: datetime
+) -> dict[str, str]:
+    """Every plan's meeting in one statement; returns the meeting ids by booking id."""
+    rows = conn.execute(
         _meeting_upsert(conn.dialect.name),
-        {
-            "id": _new_id(),
-            "booking_id": meeting.booking_id,
-            "lead_id": lead_id,
-            "contact_id": contact_id,
-            "type": MEETING,
-            "subject": meeting.subject,
-            "description": meeting.description,
-            "activity_date": meeting.start,
-            "duration_minutes": meeting.duration_minutes,
-            "outcome": meeting.outcome,
-            "meeting_url": meeting.meeting_url,
-            "source": meeting.source,
-            "snapshot_at": plan.snapshot_at,
-            "created_at": now,
-            "updated_at": now,
-        },
-    ).one()
-    activity_id: str = row.id
-    return activity_id
+        [
+            {
+                "id": _new_id(),
+                "booking_id": plan.meeting.booking_id,
+                "lead_id": records.lead_id,
+                "contact_id": records.contact_id,
+                "type": MEETING,
+                "subject": plan.meeting.subject,
+                "description": plan.meeting.description,
+                "activity_date": plan.meeting.start,
+                "duration_minutes": plan.meeting.duration_minutes,
+                "outcome": plan.meeting.outcome,
+                "meeting_url": plan.meeting.meeting_url,
+                "source": plan.meeting.source,
+                "snapshot_at": plan.snapshot_at,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for plan, records in zip(plans, shared, strict=True)
+        ],
+    )
+    return {row.booking_id: row.id for row in rows}
 
 
 def _build_derive_stage() -> Update:
     lead_id = bindparam("p_lead_id", type_=activities.c.lead_id.type)
 
     def any_meeting(*outcomes: str) -> ColumnElement[bool]:
-        return exists().where(activities.c.lead_id == lead_id, activities.c.outcome.in_(outcomes))
+        return exists().where(
+            activities.c.lead_id == lead_id, _one_of(activities.c.outcome, outcomes)
+        )
 
     live = func.coalesce(leads.c.live_stage, leads.c.stage)
     return (
@@ -528,14 +679,21 @@ _DERIVE_STAGE = _build_derive_stage()
 
 
 def _derive_stage(conn: Connection, lead_id: str) -> None:
-    """Set the lead's stage from the outcomes of all its meetings (see ``LeadPlan``),
+    """``_derive_stages`` of one lead (a salesperson's edit of one meeting)."""
+    _derive_stages(conn, [lead_id])
+
+
+def _derive_stages(conn: Connection, lead_ids: Sequence[str]) -> None:
+    """Set each lead's stage from the outcomes of all its meetings (see ``LeadPlan``),
     unless a salesperson set it (``manual_stage``): their stage is kept.
 
-    One statement, run while this transaction holds the lead's row lock, so it
-    sees every committed meeting of the lead. A lead left with no meeting keeps
-    its stage.
+    Run after every meeting of the batch is written, while this transaction holds
+    the leads' row locks, so each sees every committed meeting of its lead. A
+    lead left with no meeting keeps its stage.
     """
-    conn.execute(_DERIVE_STAGE, {"p_lead_id": lead_id})
+    unique = sorted(set(lead_ids))
+    if unique:
+        conn.execute(_DERIVE_STAGE, [{"p_lead_id": lead_id} for lead_id in unique])
 
 
 _TASK_FOLLOWED = (
@@ -550,7 +708,7 @@ _TASK_FOLLOWED = (
 
 
 @functools.cache
-def _task_upsert(dialect: str) -> ReturningInsert[tuple[str, str, datetime]]:
+def _task_upsert(dialect: str) -> ReturningInsert[tuple[str, str, datetime, str, str]]:
     stmt = upsert_insert(dialect, tasks)
     new = stmt.excluded
     # A task the CRM user marked done is never changed; any other follows the plan
@@ -559,14 +717,14 @@ def _task_upsert(dialect: str) -> ReturningInsert[tuple[str, str, datetime]]:
     return stmt.on_conflict_do_update(
         index_elements=[tasks.c.booking_id, tasks.c.key],
         set_={name: _if(done, tasks.c[name], new[name]) for name in _TASK_FOLLOWED},
-    ).returning(tasks.c.id, tasks.c.title, tasks.c.due_date)
+    ).returning(tasks.c.id, tasks.c.title, tasks.c.due_date, tasks.c.booking_id, tasks.c.key)
 
 
-def _upsert_task(
-    conn: Connection, plan: BookingPlan, task: TaskPlan, lead_id: str, now: datetime
-) -> TaskRef:
-    row = conn.execute(
-        _task_upsert(conn.dialect.name),
+def _upsert_tasks(
+    conn: Connection, plans: Sequence[BookingPlan], lead_ids: Sequence[str], now: datetime
+) -> list[list[TaskRef]]:
+    """Every plan's tasks in one statement; returns each plan's task refs, in its order."""
+    params = [
         {
             "id": _new_id(),
             "lead_id": lead_id,
@@ -579,38 +737,54 @@ def _upsert_task(
             "status": task.status,
             "created_at": now,
             "updated_at": now,
-        },
-    ).one()
-    due = iso_z(row.due_date)
-    assert due is not None  # due_date is NOT NULL
-    return TaskRef(id=row.id, title=row.title, dueDate=due)
+        }
+        for plan, lead_id in zip(plans, lead_ids, strict=True)
+        for task in plan.tasks
+    ]
+    if not params:
+        return [[] for _ in plans]
+    refs: dict[tuple[str, str], TaskRef] = {}
+    for row in conn.execute(_task_upsert(conn.dialect.name), params):
+        due = iso_z(row.due_date)
+        assert due is not None  # due_date is NOT NULL
+        refs[(row.booking_id, row.key)] = TaskRef(id=row.id, title=row.title, dueDate=due)
+    return [[refs[(plan.booking_id, task.key)] for task in plan.tasks] for plan in plans]
 
 
+_OPEN_TASKS = select(tasks.c.id, tasks.c.booking_id, tasks.c.key).where(
+    tasks.c.booking_id.in_(
+        bindparam("p_booking_ids", type_=tasks.c.booking_id.type, expanding=True)
+    ),
+    tasks.c.status != DONE,
+)
+_UNPLANNED = select(tasks.c.id).where(
+    tasks.c.id.in_(bindparam("p_ids", type_=tasks.c.id.type, expanding=True)),
+    tasks.c.status != DONE,
+)
+_DELETE_UNPLANNED_TASK_PROPERTIES = delete(properties).where(
+    properties.c.record_type == "task", properties.c.record_id.in_(_UNPLANNED)
+)
 _DELETE_UNPLANNED_TASKS = delete(tasks).where(
-    tasks.c.booking_id == bindparam("p_booking_id", type_=tasks.c.booking_id.type),
-    tasks.c.key.not_in(bindparam("p_keys", type_=tasks.c.key.type, expanding=True)),
+    tasks.c.id.in_(bindparam("p_ids", type_=tasks.c.id.type, expanding=True)),
     tasks.c.status != DONE,
 )
 
 
-_DELETE_UNPLANNED_TASK_PROPERTIES = delete(properties).where(
-    properties.c.record_type == "task",
-    properties.c.record_id.in_(
-        select(tasks.c.id).where(
-            tasks.c.booking_id == bindparam("p_booking_id", type_=tasks.c.booking_id.type),
-            tasks.c.key.not_in(bindparam("p_keys", type_=tasks.c.key.type, expanding=True)),
-            tasks.c.status != DONE,
-        )
-    ),
-)
-
-
-def _delete_unplanned_tasks(conn: Connection, plan: BookingPlan) -> None:
-    """Remove the booking's tasks that the plan no longer names, unless they are done."""
-    params = {"p_booking_id": plan.booking_id, "p_keys": [task.key for task in plan.tasks]}
+def _delete_unplanned_tasks(conn: Connection, plans: Sequence[BookingPlan]) -> None:
+    """Remove the bookings' tasks that their plans no longer name, unless they are done."""
+    planned = {(plan.booking_id, task.key) for plan in plans for task in plan.tasks}
+    params = {"p_booking_ids": [plan.booking_id for plan in plans]}
+    unplanned = [
+        row.id
+        for row in conn.execute(_OPEN_TASKS, params)
+        if (row.booking_id, row.key) not in planned
+    ]
+    if not unplanned:
+        return
     # Their mapped properties go first: the properties table has no foreign key to cascade.
-    conn.execute(_DELETE_UNPLANNED_TASK_PROPERTIES, params)
-    conn.execute(_DELETE_UNPLANNED_TASKS, params)
+    # Each statement re-checks ``done``: a salesperson may have just marked one done.
+    conn.execute(_DELETE_UNPLANNED_TASK_PROPERTIES, {"p_ids": unplanned})
+    conn.execute(_DELETE_UNPLANNED_TASKS, {"p_ids": unplanned})
 
 
 _CONTACT_OWNER = select(contacts.c.owner_email).where(
