@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=1, ge=1, le=64)
     worker_batch_size: int | None = Field(default=None, ge=1, le=100)  # see ``batch_size``
     worker_poll_seconds: float = Field(default=0.5, gt=0, le=60)
-    # The share of serve's CPU its embedded workers take while webhooks keep arriving
+    # The share of serve's CPU each embedded worker takes while webhooks keep arriving
     # (``Worker._yield``): higher syncs faster during a long burst, lower accepts more.
     worker_burst_share: float = Field(default=0.05, gt=0, le=1)
     # PostgreSQL: workers also woken by NOTIFY (``outbox.wakeup``); off leaves the poll alone.
