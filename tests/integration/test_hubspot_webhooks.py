@@ -220,20 +220,23 @@ def test_a_forged_or_stale_delivery_is_401_and_stores_nothing(
     assert service.fake.webhook_queue[0]["attemptNumber"] == 1
 
 
+def _meeting_moved(event_id: int) -> bytes:
+    """A delivery body: meeting 1001's start time changed, now."""
+    event = {
+        "eventId": event_id,
+        "subscriptionType": "object.propertyChange",
+        "objectTypeId": "0-47",
+        "objectId": 1001,
+        "occurredAt": int(time.time() * 1000),
+        "propertyName": "hs_meeting_start_time",
+        "propertyValue": "1",
+    }
+    return json.dumps([event]).encode()
+
+
 def test_an_unsigned_or_tampered_delivery_is_401(service: Service) -> None:
     """No signature headers, or a body changed after signing: 401, nothing stored."""
-    events = [
-        {
-            "eventId": 1,
-            "subscriptionType": "object.propertyChange",
-            "objectTypeId": "0-47",
-            "objectId": 1001,
-            "occurredAt": int(time.time() * 1000),
-            "propertyName": "hs_meeting_start_time",
-            "propertyValue": "1",
-        }
-    ]
-    body = json.dumps(events).encode()
+    body = _meeting_moved(1)
     unsigned = httpx.post(
         service.hook_url, content=body, headers={"content-type": "application/json"}
     )
@@ -256,18 +259,7 @@ def test_behind_a_proxy_the_signature_is_checked_over_hubspot_webhook_url(
     from tests.fakes.hubspot import webhook_headers
 
     public = "https://crm.example.com/api/hubspot/webhooks"
-    events = [
-        {
-            "eventId": 7,
-            "subscriptionType": "object.propertyChange",
-            "objectTypeId": "0-47",
-            "objectId": 1001,
-            "occurredAt": int(time.time() * 1000),
-            "propertyName": "hs_meeting_start_time",
-            "propertyValue": "1",
-        }
-    ]
-    body = json.dumps(events).encode()
+    body = _meeting_moved(7)
     headers = webhook_headers(CLIENT_SECRET, public, body)
     assert httpx.post(service.hook_url, content=body, headers=headers).status_code == 401
     assert service.deliveries() == []

@@ -121,6 +121,19 @@ def worker_for(
     return worker, settled
 
 
+def run_until_settled(
+    worker: Worker, settled: list[str], stop: threading.Event, timeout: float = 5
+) -> None:
+    """``worker.run`` on a thread until something settles (or ``timeout``), then stopped."""
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not settled and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    thread.join(5)
+
+
 def enqueue(store: OutboxStore, mapping: MappingConfig, **overrides: object) -> Callable[[], str]:
     body = seed_booking(**overrides)
     event, _ = accept_booking(store, parse_booking(body), body, mapping)
@@ -368,13 +381,7 @@ def test_a_worker_yields_to_webhooks_waiting_for_their_commit_but_not_for_long(
     started = time.monotonic()
     worker._yield(stop)
     assert time.monotonic() - started < 0.01
-    thread = threading.Thread(target=worker.run, args=(stop,))
-    thread.start()
-    deadline = time.monotonic() + 5
-    while not settled and time.monotonic() < deadline:
-        time.sleep(0.01)
-    stop.set()
-    thread.join(5)
+    run_until_settled(worker, settled, stop)
     assert len(settled) == 1  # the run loop yields, then syncs
 
 
@@ -413,14 +420,7 @@ def test_the_run_loop_measures_its_batches_in_cpu_time(
 
     enqueue(store, mapping)
     worker, settled = worker_for(store, Sleepy(store.engine), mapping, yield_to=lambda: 0)
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,))
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not settled and time.monotonic() < deadline:
-        time.sleep(0.01)
-    stop.set()
-    thread.join(5)
+    run_until_settled(worker, settled, threading.Event(), timeout=10)
     assert len(settled) == 1
     assert 0 < worker._batch_seconds < 0.3
     assert worker.yield_limit() < 0.3 * (1 / Worker.BURST_SHARE - 1)
