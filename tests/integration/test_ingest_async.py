@@ -15,6 +15,7 @@ from adapter.api.app import create_app
 from adapter.backends.base import Pause
 from adapter.services import Services, build_services
 from adapter.settings import Settings
+from adapter.worker import Worker
 from tests.conftest import WEBHOOK_SECRET, LiveServer, seed_booking
 
 SECRET = {"X-Webhook-Secret": WEBHOOK_SECRET}
@@ -292,3 +293,20 @@ def test_workers_yield_to_a_webhook_until_its_commit_but_not_during_its_wait(
     assert during_wait == 0
     assert status == 202
     assert not services.webhooks_waiting()
+
+
+def test_worker_burst_share_reaches_the_embedded_workers(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """``WORKER_BURST_SHARE`` (README) is the share each worker of ``serve`` yields by, and
+    the workers yield to this process's webhooks."""
+    services = build_services(make_settings(worker_burst_share=0.25))
+    try:
+        worker = services.new_worker()
+        assert worker.burst_share == 0.25
+        worker._batch_seconds = 0.2
+        assert worker.yield_limit() == pytest.approx(0.2 * 3)
+        assert worker.yield_to == services.webhooks_waiting
+    finally:
+        services.close()
+    assert Settings.model_fields["worker_burst_share"].default == Worker.BURST_SHARE
